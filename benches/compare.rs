@@ -1,0 +1,1586 @@
+//! Benchmark harness: measures mpiweb against nginx on loopback in one run and prints a comparison table.
+//!
+//! Run it as `make bench` (which raises `ulimit -n` first), or by hand:
+//! `ulimit -n 20000; cargo build --release && cargo bench --bench compare`.
+//!
+//! Environment:
+//! - `BENCH_SECS` (default 10): length of each wrk run.
+//! - `BENCH_ONLY=nginx|mpiweb`: measure one server only (the other column shows `-`).
+//! - `MPIWEB_BENCH_SOLO=1`: start the mpiweb binary alone instead of `mpirun -np 3`.
+//! - `MPIWEB_BIN`: path of the mpiweb binary (default `<crate>/target/release/mpiweb`).
+//!
+//! The servers run one at a time, never side by side, so that one server's
+//! idle processes (MPI ranks may spin while they wait) cannot slow the other
+//! down on a small machine. Rows 1-2 share one server lifetime; row 3 gets a
+//! fresh start so its peak RSS is its own.
+
+use std::collections::HashMap;
+use std::env;
+use std::error::Error;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+type BoxError = Box<dyn Error + Send + Sync>;
+type BoxResult<T> = Result<T, BoxError>;
+
+/// Size of the small file of row 1 and row 3.
+const SMALL_SIZE: usize = 512;
+/// Size of the big file of row 2: 1 GiB.
+const BIG_SIZE: u64 = 1 << 30;
+/// The big file is written in chunks of this size.
+const CHUNK: usize = 1 << 20;
+/// wrk connections for row 1 and row 2.
+const SMALL_CONNS: u32 = 50;
+const BIG_CONNS: u32 = 4;
+/// Row 3: connections held open at once, and client threads that hold them.
+const MANY_CONNS: usize = 10_000;
+const MANY_WORKERS: usize = 100;
+/// Row 3 needs this many descriptors: its sockets plus some slack for the rest.
+const MANY_FDS: u64 = 10_100;
+/// Row 3 budget: connecting must be done by the first mark, answers by the second.
+const MANY_CONNECT_BUDGET: Duration = Duration::from_secs(25);
+const MANY_ANSWER_BUDGET: Duration = Duration::from_secs(55);
+/// One connect attempt in row 3; a dropped SYN is retried by the kernel after 1 s, 3 s.
+const MANY_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a server may take to start answering, and to stop after SIGTERM.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Poll interval while waiting for a process or a port.
+const POLL: Duration = Duration::from_millis(20);
+/// Number of MPI ranks mpiweb runs with.
+const RANKS: &str = "3";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> BoxResult<ExitCode> {
+    let cfg = Config::from_env()?;
+    let site = Site::create()?;
+    let many_skip = many_skip_reason();
+    let mut report = Report::default();
+    // Servers that failed to start: the run then exits non-zero.
+    let mut failed: Vec<Kind> = Vec::new();
+
+    // Rows 1-2: each server in turn, back to back, in one lifetime each.
+    for kind in cfg.kinds() {
+        match measure_rows12(&cfg, &site, kind, &mut report) {
+            Ok(figures) => *report.figures_mut(kind) = figures,
+            Err(e) => {
+                report.note(kind, format!("failed to start: {e}"));
+                failed.push(kind);
+            }
+        }
+    }
+
+    // Row 3: a fresh start of each server that came up above.
+    match &many_skip {
+        Some(reason) => report.notes.push(format!("row 3 skipped: {reason}")),
+        None => {
+            let started: Vec<Kind> = cfg
+                .kinds()
+                .into_iter()
+                .filter(|k| !failed.contains(k))
+                .collect();
+            for kind in started {
+                if let Err(e) = measure_row3(&cfg, &site, kind, &mut report) {
+                    report.note(kind, format!("row 3: failed to start: {e}"));
+                    failed.push(kind);
+                }
+            }
+        }
+    }
+
+    report.print(&cfg);
+    Ok(if !failed.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Nginx,
+    Mpiweb,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Nginx => "nginx",
+            Kind::Mpiweb => "mpiweb",
+        }
+    }
+}
+
+struct Config {
+    secs: u64,
+    only: Option<Kind>,
+    solo: bool,
+    nginx: Option<PathBuf>,
+    nginx_has_e: bool,
+    wrk: PathBuf,
+    mpiweb: PathBuf,
+}
+
+impl Config {
+    /// Reads the environment and finds the tools; fails when a needed one is missing.
+    fn from_env() -> BoxResult<Config> {
+        let secs = match env::var("BENCH_SECS") {
+            Ok(s) => s
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("BENCH_SECS={s:?} is not a positive whole number"))?,
+            Err(_) => 10,
+        };
+        let only = match env::var("BENCH_ONLY").unwrap_or_default().trim() {
+            "" => None,
+            "nginx" => Some(Kind::Nginx),
+            "mpiweb" => Some(Kind::Mpiweb),
+            other => return Err(format!("BENCH_ONLY={other:?}: expected nginx or mpiweb").into()),
+        };
+        let solo = env::var("MPIWEB_BENCH_SOLO").is_ok_and(|v| v.trim() == "1");
+        let wrk =
+            find_program("wrk").ok_or("wrk is not installed (Debian: apt-get install -y wrk)")?;
+        let mut cfg = Config {
+            secs,
+            only,
+            solo,
+            nginx: None,
+            nginx_has_e: false,
+            wrk,
+            mpiweb: env::var_os("MPIWEB_BIN").map_or_else(default_mpiweb_bin, PathBuf::from),
+        };
+        if cfg.wants(Kind::Nginx) {
+            let nginx = find_program("nginx").ok_or(
+                "nginx is not installed (Debian: apt-get install -y nginx-light), \
+                 or set BENCH_ONLY=mpiweb",
+            )?;
+            cfg.nginx_has_e = nginx_supports_e(&nginx);
+            cfg.nginx = Some(nginx);
+        }
+        if cfg.wants(Kind::Mpiweb) {
+            cfg.check_mpiweb()?;
+        }
+        Ok(cfg)
+    }
+
+    fn wants(&self, kind: Kind) -> bool {
+        self.only.is_none_or(|k| k == kind)
+    }
+
+    /// The servers to measure, nginx first so mpiweb's figures are read against it.
+    fn kinds(&self) -> Vec<Kind> {
+        [Kind::Nginx, Kind::Mpiweb]
+            .into_iter()
+            .filter(|&k| self.wants(k))
+            .collect()
+    }
+
+    /// Fails early, before the 1 GiB file is written, when mpiweb cannot be started.
+    fn check_mpiweb(&self) -> BoxResult<()> {
+        if !self.mpiweb.is_file() {
+            return Err(format!(
+                "mpiweb binary not found at {} (run `cargo build --release` first, \
+                 or set BENCH_ONLY=nginx)",
+                self.mpiweb.display()
+            )
+            .into());
+        }
+        if !self.solo && find_program("mpirun").is_none() {
+            return Err("mpirun not found (Debian: apt-get install -y mpich), \
+                        or set MPIWEB_BENCH_SOLO=1"
+                .into());
+        }
+        Ok(())
+    }
+}
+
+fn default_mpiweb_bin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/mpiweb")
+}
+
+/// Looks a program up in PATH, then in the sbin directories a non-root PATH may lack.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH").unwrap_or_default();
+    env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// nginx gained `-e` (error log path) in 1.19.5; without it, startup messages go to /var/log.
+fn nginx_supports_e(nginx: &Path) -> bool {
+    Command::new(nginx)
+        .arg("-h")
+        .stdin(Stdio::null())
+        .output()
+        .map(|out| {
+            let text = [out.stdout, out.stderr].concat();
+            String::from_utf8_lossy(&text).contains("-e filename")
+        })
+        .unwrap_or(false)
+}
+
+/// Why row 3 cannot run, if it cannot: this process needs one descriptor per connection.
+fn many_skip_reason() -> Option<String> {
+    match open_files_soft_limit() {
+        Some(n) if n >= MANY_FDS => None,
+        Some(n) => Some(format!(
+            "open-file soft limit is {n}, row 3 needs {MANY_FDS}; run `ulimit -n 20000` first \
+             (`make bench` does)"
+        )),
+        None => Some("cannot read the open-file limit from /proc/self/limits".to_string()),
+    }
+}
+
+/// The soft limit from the "Max open files" line of /proc/self/limits ("unlimited" is u64::MAX).
+fn open_files_soft_limit() -> Option<u64> {
+    let limits = fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line["Max open files".len()..].split_whitespace().next()?;
+    if soft == "unlimited" {
+        Some(u64::MAX)
+    } else {
+        soft.parse().ok()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The site both servers serve
+// ---------------------------------------------------------------------------
+
+/// A temp dir holding the docroot, nginx's config and logs; removed on drop.
+struct Site {
+    dir: TempDir,
+    docroot: PathBuf,
+}
+
+impl Site {
+    fn create() -> BoxResult<Site> {
+        let dir = tempfile::Builder::new().prefix("mpiweb-bench-").tempdir()?;
+        let docroot = dir.path().join("www");
+        fs::create_dir(&docroot)?;
+        // nginx started as root serves from workers running as nobody: they must
+        // be able to walk into the temp dir (created 0700) and read the files.
+        for d in [dir.path(), docroot.as_path()] {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o755))?;
+        }
+        fs::write(docroot.join("small.html"), small_html())?;
+        eprintln!(
+            "bench: writing the 1 GiB test file under {}",
+            dir.path().display()
+        );
+        write_big_file(&docroot.join("big.bin"))?;
+        Ok(Site { dir, docroot })
+    }
+
+    fn tmp(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Exactly SMALL_SIZE bytes of HTML.
+fn small_html() -> Vec<u8> {
+    let head = "<!DOCTYPE html>\n<html><head><title>mpiweb bench</title></head><body>\n<p>";
+    let tail = "</p>\n</body></html>\n";
+    let filler = "The quick brown fox jumps over the lazy dog. ";
+    let mut page = String::from(head);
+    let fill_len = SMALL_SIZE - head.len() - tail.len();
+    page.extend(filler.chars().cycle().take(fill_len));
+    page.push_str(tail);
+    debug_assert_eq!(page.len(), SMALL_SIZE);
+    page.into_bytes()
+}
+
+/// Writes BIG_SIZE bytes of non-zero data (no holes: a sparse file would be served from zero pages).
+fn write_big_file(path: &Path) -> BoxResult<()> {
+    let mut file = File::create(path)?;
+    let mut chunk: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8 + 1).collect();
+    for n in 0..BIG_SIZE / CHUNK as u64 {
+        // Vary each chunk a little so no layer can fold them into one.
+        chunk[..8].copy_from_slice(&(n + 1).to_le_bytes());
+        file.write_all(&chunk)?;
+    }
+    // Flush to disk now so writeback does not run during the first measurements.
+    file.sync_all()?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Servers
+// ---------------------------------------------------------------------------
+
+/// A server we started; stopped (with everything it spawned) when dropped.
+struct Server {
+    kind: Kind,
+    child: Child,
+    port: u16,
+    /// mpiweb's rank 0 as it reports itself; nginx's master is `child` itself.
+    rank0_pid: Option<u32>,
+    /// Last bytes of mpiweb's stderr, for error messages.
+    stderr_tail: Option<Arc<Mutex<Vec<u8>>>>,
+    stopped: bool,
+}
+
+impl Server {
+    fn start(cfg: &Config, site: &Site, kind: Kind) -> BoxResult<Server> {
+        eprintln!("bench: starting {}", kind.name());
+        match kind {
+            Kind::Nginx => start_nginx(cfg, site),
+            Kind::Mpiweb => start_mpiweb(cfg, site),
+        }
+    }
+
+    /// Polls until a GET of the small file is answered, failing if the process exits.
+    fn wait_ready(&mut self) -> BoxResult<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(
+                    format!("{} exited during startup ({status})", self.kind.name()).into(),
+                );
+            }
+            if http_get(self.port, "/small.html", true, Duration::from_secs(1)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} did not answer on port {} within {START_TIMEOUT:?}",
+                    self.kind.name(),
+                    self.port
+                )
+                .into());
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Peak RSS in MiB: nginx's master plus its workers, or mpiweb's rank 0.
+    fn peak_rss_mib(&self) -> Option<f64> {
+        let pids = match self.kind {
+            Kind::Nginx => {
+                let master = self.child.id();
+                let mut pids = children_of(master);
+                pids.push(master);
+                pids
+            }
+            Kind::Mpiweb => vec![self.rank0_pid.unwrap_or_else(|| self.child.id())],
+        };
+        let kib: Option<u64> = pids.iter().map(|&p| vm_hwm_kib(p)).sum();
+        kib.map(|k| k as f64 / 1024.0)
+    }
+
+    fn stderr_tail(&self) -> String {
+        let Some(tail) = &self.stderr_tail else {
+            return String::new();
+        };
+        let bytes = tail.lock().map(|t| t.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// SIGTERM, a grace period, then SIGKILL; then reaps whatever it had spawned.
+    ///
+    /// nginx's master and mpirun both stop their children on SIGTERM, but a
+    /// hard kill would orphan them (still holding the port, or spinning), so
+    /// the process tree is noted first and leftovers are killed by pid.
+    fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let pid = self.child.id();
+        let tree = descendants(pid);
+        signal(pid, "TERM");
+        if !wait_child(&mut self.child, STOP_GRACE) {
+            eprintln!(
+                "bench: {} ignored SIGTERM for {STOP_GRACE:?}; killing it",
+                self.kind.name()
+            );
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        kill_leftovers(&tree);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Reserves a free loopback port: bind port 0, read it, let it go.
+fn free_port() -> BoxResult<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn nginx_conf(site: &Site, port: u16) -> String {
+    let tmp = site.tmp().display();
+    let root = site.docroot.display();
+    format!(
+        "daemon off;\n\
+         master_process on;\n\
+         worker_processes 1;\n\
+         worker_rlimit_nofile 20000;\n\
+         pid {tmp}/nginx.pid;\n\
+         error_log {tmp}/error.log;\n\
+         events {{ worker_connections 20000; }}\n\
+         http {{\n\
+         \x20   types {{ text/html html; }}\n\
+         \x20   default_type application/octet-stream;\n\
+         \x20   access_log {tmp}/access.log;\n\
+         \x20   client_body_temp_path {tmp}/client_body;\n\
+         \x20   sendfile on;\n\
+         \x20   tcp_nopush on;\n\
+         \x20   keepalive_requests 100000;\n\
+         \x20   keepalive_timeout 65;\n\
+         \x20   server {{ listen 127.0.0.1:{port}; root {root}; }}\n\
+         }}\n"
+    )
+}
+
+fn start_nginx(cfg: &Config, site: &Site) -> BoxResult<Server> {
+    let nginx = cfg.nginx.as_ref().ok_or("nginx was not looked up")?;
+    let port = free_port()?;
+    let conf = site.tmp().join("nginx.conf");
+    fs::write(&conf, nginx_conf(site, port))?;
+    // Its output goes to a file: nothing reads it unless startup fails.
+    let out_path = site.tmp().join("nginx.out");
+    let out = File::create(&out_path)?;
+    let mut cmd = Command::new(nginx);
+    cmd.arg("-c").arg(&conf).arg("-p").arg(site.tmp());
+    if cfg.nginx_has_e {
+        cmd.arg("-e").arg(site.tmp().join("error.log"));
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    let child = cmd.spawn()?;
+    let mut server = Server {
+        kind: Kind::Nginx,
+        child,
+        port,
+        rank0_pid: None,
+        stderr_tail: None,
+        stopped: false,
+    };
+    server.wait_ready().map_err(|e| {
+        let out = fs::read_to_string(&out_path).unwrap_or_default();
+        let log = fs::read_to_string(site.tmp().join("error.log")).unwrap_or_default();
+        format!("{e}\nnginx output:\n{out}\nnginx error.log:\n{log}")
+    })?;
+    Ok(server)
+}
+
+fn start_mpiweb(cfg: &Config, site: &Site) -> BoxResult<Server> {
+    let mut cmd = if cfg.solo {
+        Command::new(&cfg.mpiweb)
+    } else {
+        let mut c = Command::new("mpirun");
+        c.arg("-np").arg(RANKS).arg(&cfg.mpiweb);
+        c
+    };
+    cmd.arg("-l")
+        .arg("127.0.0.1:0")
+        .arg(&site.docroot)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let stderr = child.stderr.take().ok_or("no stderr pipe")?;
+    let tail = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    let tail2 = Arc::clone(&tail);
+    thread::spawn(move || drain_mpiweb_stderr(stderr, tx, tail2));
+    let mut server = Server {
+        kind: Kind::Mpiweb,
+        child,
+        port: 0,
+        rank0_pid: None,
+        stderr_tail: Some(tail),
+        stopped: false,
+    };
+    let found = wait_listening(&mut server, &rx).and_then(|(port, pid)| {
+        server.port = port;
+        server.rank0_pid = pid;
+        server.wait_ready()
+    });
+    if let Err(e) = found {
+        return Err(format!("{e}\nmpiweb stderr (last lines):\n{}", server.stderr_tail()).into());
+    }
+    if server.rank0_pid.is_none() {
+        eprintln!("bench: mpiweb did not print its pid; RSS will be that of the launcher");
+    }
+    eprintln!(
+        "bench: mpiweb on port {} (rank 0 pid {:?})",
+        server.port, server.rank0_pid
+    );
+    Ok(server)
+}
+
+/// Waits for the drain thread to report the "listening on" line.
+fn wait_listening(
+    server: &mut Server,
+    rx: &mpsc::Receiver<(u16, Option<u32>)>,
+) -> BoxResult<(u16, Option<u32>)> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(found) => return Ok(found),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err("mpiweb closed stderr without printing `listening on`".into())
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if let Some(status) = server.child.try_wait()? {
+            return Err(format!("mpiweb exited during startup ({status})").into());
+        }
+        if Instant::now() >= deadline {
+            return Err(
+                format!("mpiweb printed no `listening on` line within {START_TIMEOUT:?}").into(),
+            );
+        }
+    }
+}
+
+/// Reads mpiweb's stderr for the whole run so the pipe never fills.
+///
+/// Lines are parsed only until the `listening on` line; after that (one access
+/// log line per request) the bytes are read in big blocks and only the last
+/// few KiB are kept, so the drain costs little CPU during measurements.
+fn drain_mpiweb_stderr(
+    stderr: impl Read,
+    tx: mpsc::Sender<(u16, Option<u32>)>,
+    tail: Arc<Mutex<Vec<u8>>>,
+) {
+    const KEEP: usize = 4096;
+    let keep = |bytes: &[u8]| {
+        if let Ok(mut t) = tail.lock() {
+            t.extend_from_slice(bytes);
+            if t.len() > KEEP {
+                let cut = t.len() - KEEP;
+                t.drain(..cut);
+            }
+        }
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => keep(&line),
+        }
+        if let Some(found) = parse_listening(&String::from_utf8_lossy(&line)) {
+            let _ = tx.send(found);
+            break;
+        }
+    }
+    drop(tx);
+    let mut block = vec![0u8; 1 << 16];
+    loop {
+        match reader.read(&mut block) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => keep(&block[..n]),
+        }
+    }
+}
+
+/// Parses `... listening on http://127.0.0.1:PORT/ (pid N, ...)` into (PORT, N).
+fn parse_listening(line: &str) -> Option<(u16, Option<u32>)> {
+    const MARK: &str = "listening on http://";
+    let rest = &line[line.find(MARK)? + MARK.len()..];
+    let authority = rest.split(|c: char| c == '/' || c.is_whitespace()).next()?;
+    let port = authority.rsplit(':').next()?.parse().ok()?;
+    Some((port, parse_pid(line)))
+}
+
+/// The number after a standalone word `pid` (as in `pid 123`, `pid=123`, `pid: 123`).
+fn parse_pid(line: &str) -> Option<u32> {
+    line.match_indices("pid").find_map(|(at, _)| {
+        let before = line[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            return None;
+        }
+        let after = line[at + 3..].trim_start_matches([' ', ':', '=']);
+        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Processes: signals, trees, memory
+// ---------------------------------------------------------------------------
+
+/// Sends a signal by running kill(1): std has no signal API.
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Waits for the child to exit; false if it is still running at the end.
+fn wait_child(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Ok(None) if Instant::now() < deadline => thread::sleep(POLL),
+            _ => return false,
+        }
+    }
+}
+
+/// A process identity that survives pid reuse: (pid, start time in clock ticks).
+type ProcId = (u32, u64);
+
+/// Parent pid and start time of a process, from /proc/PID/stat.
+fn proc_stat(pid: u32) -> Option<(u32, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields resume after the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    // After the name: state(0) ppid(1) ... starttime(19).
+    let ppid = fields.get(1)?.parse().ok()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((ppid, start))
+}
+
+/// Every live process as pid -> (ppid, start time).
+fn process_table() -> HashMap<u32, (u32, u64)> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return HashMap::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, proc_stat(pid)?)))
+        .collect()
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    process_table()
+        .into_iter()
+        .filter(|&(_, (ppid, _))| ppid == pid)
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// All processes below `root`, each with its start time.
+fn descendants(root: u32) -> Vec<ProcId> {
+    let table = process_table();
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for (&pid, &(ppid, start)) in &table {
+            if ppid == parent {
+                found.push((pid, start));
+                frontier.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// Kills, by pid, processes of a stopped server that are still alive (and are still the same processes).
+fn kill_leftovers(tree: &[ProcId]) {
+    let alive = |&(pid, start): &ProcId| proc_stat(pid).is_some_and(|(_, s)| s == start);
+    // Their parent's SIGTERM handling may still be finishing: give them a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while tree.iter().any(alive) && Instant::now() < deadline {
+        thread::sleep(POLL);
+    }
+    for proc_id in tree.iter().filter(|p| alive(p)) {
+        eprintln!("bench: killing leftover process {}", proc_id.0);
+        signal(proc_id.0, "KILL");
+    }
+}
+
+/// VmHWM (peak resident set) of a process in KiB.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line["VmHWM:".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+// ---------------------------------------------------------------------------
+// A small HTTP client
+// ---------------------------------------------------------------------------
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn get_request(port: u16, path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: mpiweb-bench\r\n\r\n")
+}
+
+/// What the status line and headers of a response say.
+struct Head {
+    status: u16,
+    content_length: Option<u64>,
+    chunked: bool,
+    /// Bytes up to and including the blank line.
+    len: usize,
+}
+
+/// Parses a response head once it is complete; a malformed one gets status 0.
+fn parse_head(buf: &[u8]) -> Option<Head> {
+    let len = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let text = String::from_utf8_lossy(&buf[..len]);
+    let mut lines = text.split("\r\n");
+    let mut status_line = lines.next().unwrap_or("").split_whitespace();
+    let status = match (status_line.next(), status_line.next()) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/1.") => code.parse().unwrap_or(0),
+        _ => 0,
+    };
+    let mut head = Head {
+        status,
+        content_length: None,
+        chunked: false,
+        len,
+    };
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            head.content_length = value.parse().ok();
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            head.chunked = value.to_ascii_lowercase().contains("chunked");
+        }
+    }
+    Some(head)
+}
+
+/// How one response ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// 200 with the whole body of the expected length.
+    Ok,
+    /// A complete response with another status.
+    BadStatus,
+    /// A complete 200 whose body length is not the file's.
+    BadLength,
+    /// The connection closed before the response was complete.
+    Truncated,
+    /// Reset or another socket error.
+    Error,
+    /// No complete response by the deadline.
+    TimedOut,
+}
+
+/// Judges the bytes read so far; None while more are needed.
+fn judge(buf: &[u8], eof: bool, expected: u64) -> Option<Outcome> {
+    let Some(head) = parse_head(buf) else {
+        return eof.then_some(Outcome::Truncated);
+    };
+    let body = (buf.len() - head.len) as u64;
+    let verdict = |len_ok: bool| {
+        if head.status != 200 {
+            Outcome::BadStatus
+        } else if len_ok {
+            Outcome::Ok
+        } else {
+            Outcome::BadLength
+        }
+    };
+    if let Some(len) = head.content_length {
+        return if body >= len {
+            Some(verdict(len == expected))
+        } else {
+            eof.then_some(Outcome::Truncated)
+        };
+    }
+    if head.chunked {
+        // Not decoded: the last-chunk marker is enough to know it is complete.
+        return if buf.ends_with(b"0\r\n\r\n") {
+            Some(verdict(true))
+        } else {
+            eof.then_some(Outcome::Truncated)
+        };
+    }
+    // Neither: the body runs to the end of the connection.
+    eof.then(|| verdict(body == expected))
+}
+
+/// Result of a single GET, used to check a server before measuring it.
+struct Reply {
+    status: u16,
+    content_length: Option<u64>,
+    body_len: u64,
+}
+
+/// One GET on a fresh connection; with `want_body` false it returns once the head is in.
+fn http_get(port: u16, path: &str, want_body: bool, timeout: Duration) -> BoxResult<Reply> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = TcpStream::connect_timeout(&loopback(port), timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(get_request(port, path).as_bytes())?;
+    let mut buf = Vec::new();
+    let mut block = [0u8; 16 * 1024];
+    loop {
+        if let Some(head) = parse_head(&buf) {
+            let body_len = (buf.len() - head.len) as u64;
+            let done = !want_body || head.content_length.is_some_and(|n| body_len >= n);
+            if done {
+                return Ok(Reply {
+                    status: head.status,
+                    content_length: head.content_length,
+                    body_len,
+                });
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("GET {path}: no complete response within {timeout:?}").into());
+        }
+        let n = stream.read(&mut block)?;
+        if n == 0 {
+            return Err(format!("GET {path}: connection closed before a complete response").into());
+        }
+        buf.extend_from_slice(&block[..n]);
+    }
+}
+
+/// Checks that both files are served as expected; returns what is wrong, if anything.
+fn sanity_check(port: u16) -> Vec<String> {
+    let timeout = Duration::from_secs(5);
+    let mut problems = Vec::new();
+    match http_get(port, "/small.html", true, timeout) {
+        Ok(r) if r.status == 200 && r.body_len == SMALL_SIZE as u64 => {}
+        Ok(r) => problems.push(format!(
+            "GET /small.html gave status {} with a {}-byte body (expected 200, {SMALL_SIZE})",
+            r.status, r.body_len
+        )),
+        Err(e) => problems.push(format!("GET /small.html failed: {e}")),
+    }
+    match http_get(port, "/big.bin", false, timeout) {
+        Ok(r) if r.status == 200 && r.content_length == Some(BIG_SIZE) => {}
+        Ok(r) => problems.push(format!(
+            "GET /big.bin gave status {} with Content-Length {:?} (expected 200, {BIG_SIZE})",
+            r.status, r.content_length
+        )),
+        Err(e) => problems.push(format!("GET /big.bin failed: {e}")),
+    }
+    problems
+}
+
+// ---------------------------------------------------------------------------
+// Rows 1-2: wrk
+// ---------------------------------------------------------------------------
+
+/// What one wrk run reported.
+#[derive(Clone, Debug, Default)]
+struct WrkFigures {
+    req_per_sec: f64,
+    mib_per_sec: f64,
+    /// "Non-2xx or 3xx responses" and the nonzero "Socket errors", e.g. "non-2xx 3, read 2".
+    errors: Vec<String>,
+}
+
+impl WrkFigures {
+    fn errors_cell(&self) -> String {
+        if self.errors.is_empty() {
+            "none".to_string()
+        } else {
+            self.errors.join(", ")
+        }
+    }
+}
+
+fn run_wrk(
+    cfg: &Config,
+    port: u16,
+    path: &str,
+    conns: u32,
+    timeout_secs: u64,
+) -> BoxResult<WrkFigures> {
+    let mut cmd = Command::new(&cfg.wrk);
+    // One wrk thread: on a 2-core machine a second one would take the server's core.
+    cmd.arg("-t1")
+        .arg(format!("-c{conns}"))
+        .arg(format!("-d{}s", cfg.secs))
+        .arg("--timeout")
+        .arg(format!("{timeout_secs}s"))
+        .arg(format!("http://127.0.0.1:{port}{path}"));
+    let limit = Duration::from_secs(cfg.secs + timeout_secs + 30);
+    let (status, out) = run_bounded(&mut cmd, limit)?;
+    if !status.success() {
+        return Err(format!("wrk failed ({status}): {}", out.trim()).into());
+    }
+    parse_wrk(&out).ok_or_else(|| format!("cannot read wrk's output:\n{out}").into())
+}
+
+/// Runs a command to completion, killing it after `limit`; returns stdout and stderr together.
+fn run_bounded(cmd: &mut Command, limit: Duration) -> BoxResult<(ExitStatus, String)> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|mut r| {
+        thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = r.read_to_end(&mut text);
+            text
+        })
+    })
+    .collect::<Vec<_>>();
+    if !wait_child(&mut child, limit) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("{cmd:?} did not finish within {limit:?}").into());
+    }
+    let status = child.wait()?;
+    let mut out = Vec::new();
+    for r in readers {
+        out.extend(r.join().unwrap_or_default());
+    }
+    Ok((status, String::from_utf8_lossy(&out).into_owned()))
+}
+
+fn parse_wrk(out: &str) -> Option<WrkFigures> {
+    let mut figures = WrkFigures::default();
+    let (mut have_reqs, mut have_transfer) = (false, false);
+    for line in out.lines().map(str::trim) {
+        if let Some(v) = line.strip_prefix("Requests/sec:") {
+            figures.req_per_sec = v.trim().parse().ok()?;
+            have_reqs = true;
+        } else if let Some(v) = line.strip_prefix("Transfer/sec:") {
+            figures.mib_per_sec = parse_wrk_size(v.trim())? / (1024.0 * 1024.0);
+            have_transfer = true;
+        } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            figures.errors.push(format!("non-2xx {}", v.trim()));
+        } else if let Some(v) = line.strip_prefix("Socket errors:") {
+            // "connect 0, read 12, write 0, timeout 3": keep the nonzero ones.
+            for part in v.split(',') {
+                let mut words = part.split_whitespace();
+                if let (Some(what), Some(n)) = (words.next(), words.next()) {
+                    if n != "0" {
+                        figures.errors.push(format!("{what} {n}"));
+                    }
+                }
+            }
+        }
+    }
+    (have_reqs && have_transfer).then_some(figures)
+}
+
+/// Bytes in a wrk size such as "1.23GB", "456.78MB", "12.00KB", "512.00B" (wrk's units are binary).
+fn parse_wrk_size(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "B" => 1.0,
+        "KB" => 1024.0,
+        "MB" => 1024.0 * 1024.0,
+        "GB" => 1024.0 * 1024.0 * 1024.0,
+        "TB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some(number.trim().parse::<f64>().ok()? * scale)
+}
+
+// ---------------------------------------------------------------------------
+// Row 3: many connections at once
+// ---------------------------------------------------------------------------
+
+/// Counts for row 3, summed over the client threads.
+#[derive(Clone, Debug, Default)]
+struct ManyFigures {
+    /// Connections open at the moment the requests went out.
+    held: usize,
+    connect_failed: usize,
+    ok: usize,
+    bad_status: usize,
+    bad_length: usize,
+    truncated: usize,
+    errors: usize,
+    timed_out: usize,
+    /// From the first request sent to the last answer read.
+    answer_secs: f64,
+}
+
+impl ManyFigures {
+    fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Ok => self.ok += 1,
+            Outcome::BadStatus => self.bad_status += 1,
+            Outcome::BadLength => self.bad_length += 1,
+            Outcome::Truncated => self.truncated += 1,
+            Outcome::Error => self.errors += 1,
+            Outcome::TimedOut => self.timed_out += 1,
+        }
+    }
+
+    fn merge(&mut self, other: &ManyFigures) {
+        self.connect_failed += other.connect_failed;
+        self.ok += other.ok;
+        self.bad_status += other.bad_status;
+        self.bad_length += other.bad_length;
+        self.truncated += other.truncated;
+        self.errors += other.errors;
+        self.timed_out += other.timed_out;
+    }
+
+    /// Nonzero failure counts, e.g. "connect failed 12, timed out 3".
+    fn failures(&self) -> Vec<String> {
+        [
+            ("connect failed", self.connect_failed),
+            ("non-200", self.bad_status),
+            ("wrong length", self.bad_length),
+            ("closed early", self.truncated),
+            ("socket error", self.errors),
+            ("timed out", self.timed_out),
+        ]
+        .into_iter()
+        .filter(|&(_, n)| n > 0)
+        .map(|(what, n)| format!("{what} {n}"))
+        .collect()
+    }
+}
+
+/// Lets the client threads go on together once every one holds its connections.
+struct Gate {
+    state: Mutex<(usize, bool)>,
+    cv: Condvar,
+}
+
+impl Gate {
+    fn new() -> Gate {
+        Gate {
+            state: Mutex::new((0, false)),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// A client thread is ready; returns when the gate opens (or at `deadline`, never later).
+    fn arrive_and_wait(&self, deadline: Instant) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        state.0 += 1;
+        self.cv.notify_all();
+        while !state.1 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.cv.wait_timeout(state, left) {
+                Ok((s, _)) => state = s,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Waits for `n` arrivals (or `deadline`), then opens the gate.
+    fn open_when_all(&self, n: usize, deadline: Instant) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        while state.0 < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.cv.wait_timeout(state, left) {
+                Ok((s, _)) => state = s,
+                Err(_) => return,
+            }
+        }
+        state.1 = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Opens MANY_CONNS connections, holds them all, then sends one GET on each and reads the answers.
+///
+/// A hundred threads each own a hundred connections: connecting blocks a
+/// thread, and reading the answers one socket after another costs nothing
+/// while waiting, because all requests are already out and the server works
+/// on them in parallel. Every wait is bounded by the row's deadlines.
+fn many_connections(port: u16) -> ManyFigures {
+    let start = Instant::now();
+    let connect_deadline = start + MANY_CONNECT_BUDGET;
+    let answer_deadline = start + MANY_ANSWER_BUDGET;
+    let gate = Arc::new(Gate::new());
+    let held = Arc::new(AtomicUsize::new(0));
+    let request: Arc<[u8]> = get_request(port, "/small.html").into_bytes().into();
+    let per_worker = MANY_CONNS / MANY_WORKERS;
+    let mut handles = Vec::new();
+    let mut total = ManyFigures::default();
+    for _ in 0..MANY_WORKERS {
+        let (gate, held, request) = (Arc::clone(&gate), Arc::clone(&held), Arc::clone(&request));
+        let spawned = thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                many_worker(
+                    port,
+                    per_worker,
+                    &request,
+                    &gate,
+                    &held,
+                    connect_deadline,
+                    answer_deadline,
+                )
+            });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(_) => total.connect_failed += per_worker,
+        }
+    }
+    gate.open_when_all(handles.len(), connect_deadline + Duration::from_secs(1));
+    let sent_at = Instant::now();
+    total.held = held.load(Ordering::SeqCst);
+    eprintln!(
+        "bench:   {} connections open at once; requests going out",
+        total.held
+    );
+    for h in handles {
+        match h.join() {
+            Ok(part) => total.merge(&part),
+            Err(_) => total.errors += per_worker,
+        }
+    }
+    total.answer_secs = sent_at.elapsed().as_secs_f64();
+    total
+}
+
+fn many_worker(
+    port: u16,
+    count: usize,
+    request: &[u8],
+    gate: &Gate,
+    held: &AtomicUsize,
+    connect_deadline: Instant,
+    answer_deadline: Instant,
+) -> ManyFigures {
+    let mut figures = ManyFigures::default();
+    let mut streams = Vec::with_capacity(count);
+    for _ in 0..count {
+        let left = connect_deadline.saturating_duration_since(Instant::now());
+        let connected = (!left.is_zero())
+            .then(|| {
+                TcpStream::connect_timeout(&loopback(port), left.min(MANY_CONNECT_TIMEOUT)).ok()
+            })
+            .flatten();
+        match connected {
+            Some(s) => streams.push(s),
+            None => figures.connect_failed += 1,
+        }
+    }
+    held.fetch_add(streams.len(), Ordering::SeqCst);
+    gate.arrive_and_wait(connect_deadline + Duration::from_secs(2));
+
+    let mut sent = Vec::with_capacity(streams.len());
+    for mut s in streams {
+        let written = s
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .and_then(|()| s.write_all(request));
+        match written {
+            Ok(()) => sent.push(s),
+            Err(_) => figures.add(Outcome::Error),
+        }
+    }
+    let mut block = [0u8; 4096];
+    for s in &mut sent {
+        figures.add(read_answer(s, &mut block, answer_deadline));
+    }
+    // The streams close here, after every answer of this thread is in.
+    figures
+}
+
+/// Reads one response until it is complete, the peer closes, or the deadline passes.
+fn read_answer(stream: &mut TcpStream, block: &mut [u8], deadline: Instant) -> Outcome {
+    let mut buf = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Past the deadline, one short last look at what has already arrived.
+        let last_look = left.is_zero();
+        let wait = if last_look {
+            Duration::from_millis(1)
+        } else {
+            left
+        };
+        if stream.set_read_timeout(Some(wait)).is_err() {
+            return Outcome::Error;
+        }
+        match stream.read(block) {
+            Ok(0) => return judge(&buf, true, SMALL_SIZE as u64).unwrap_or(Outcome::Truncated),
+            Ok(n) => {
+                buf.extend_from_slice(&block[..n]);
+                if let Some(outcome) = judge(&buf, false, SMALL_SIZE as u64) {
+                    return outcome;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Outcome::Error,
+        }
+        if last_look {
+            return Outcome::TimedOut;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Measuring
+// ---------------------------------------------------------------------------
+
+/// Everything measured for one server.
+#[derive(Clone, Debug, Default)]
+struct Figures {
+    small: Option<WrkFigures>,
+    big: Option<WrkFigures>,
+    rss_rows12: Option<f64>,
+    many: Option<ManyFigures>,
+    rss_row3: Option<f64>,
+}
+
+fn measure_rows12(
+    cfg: &Config,
+    site: &Site,
+    kind: Kind,
+    report: &mut Report,
+) -> BoxResult<Figures> {
+    let mut server = Server::start(cfg, site, kind)?;
+    for problem in sanity_check(server.port) {
+        report.note(kind, problem);
+    }
+    let mut figures = Figures::default();
+    let name = kind.name();
+
+    eprintln!(
+        "bench: {name}: row 1, {SMALL_CONNS} connections, {} s",
+        cfg.secs
+    );
+    match run_wrk(cfg, server.port, "/small.html", SMALL_CONNS, 5) {
+        Ok(w) => {
+            eprintln!(
+                "bench: {name}:   {:.0} req/s, errors: {}",
+                w.req_per_sec,
+                w.errors_cell()
+            );
+            figures.small = Some(w);
+        }
+        Err(e) => report.note(kind, format!("row 1: {e}")),
+    }
+
+    eprintln!(
+        "bench: {name}: row 2, {BIG_CONNS} connections, {} s",
+        cfg.secs
+    );
+    // A 1 GiB response takes seconds per connection: a short timeout would count it as an error.
+    match run_wrk(
+        cfg,
+        server.port,
+        "/big.bin",
+        BIG_CONNS,
+        cfg.secs.max(30) * 2,
+    ) {
+        Ok(w) => {
+            eprintln!(
+                "bench: {name}:   {:.0} MiB/s, errors: {}",
+                w.mib_per_sec,
+                w.errors_cell()
+            );
+            figures.big = Some(w);
+        }
+        Err(e) => report.note(kind, format!("row 2: {e}")),
+    }
+
+    figures.rss_rows12 = server.peak_rss_mib();
+    eprintln!("bench: stopping {name}");
+    server.stop();
+    Ok(figures)
+}
+
+fn measure_row3(cfg: &Config, site: &Site, kind: Kind, report: &mut Report) -> BoxResult<()> {
+    let mut server = Server::start(cfg, site, kind)?;
+    let name = kind.name();
+    eprintln!("bench: {name}: row 3, {MANY_CONNS} connections at once");
+    let many = many_connections(server.port);
+    eprintln!(
+        "bench: {name}:   answered {}/{MANY_CONNS} in {:.1} s",
+        many.ok, many.answer_secs
+    );
+    let failures = many.failures();
+    if !failures.is_empty() {
+        report.note(kind, format!("row 3: {}", failures.join(", ")));
+    }
+    let figures = report.figures_mut(kind);
+    figures.many = Some(many);
+    figures.rss_row3 = server.peak_rss_mib();
+    eprintln!("bench: stopping {name}");
+    server.stop();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Report {
+    nginx: Figures,
+    mpiweb: Figures,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn figures(&self, kind: Kind) -> &Figures {
+        match kind {
+            Kind::Nginx => &self.nginx,
+            Kind::Mpiweb => &self.mpiweb,
+        }
+    }
+
+    fn figures_mut(&mut self, kind: Kind) -> &mut Figures {
+        match kind {
+            Kind::Nginx => &mut self.nginx,
+            Kind::Mpiweb => &mut self.mpiweb,
+        }
+    }
+
+    fn note(&mut self, kind: Kind, text: String) {
+        eprintln!("bench: {}: {text}", kind.name());
+        self.notes.push(format!("{}: {text}", kind.name()));
+    }
+
+    fn rows(&self) -> Vec<[String; 5]> {
+        let (n, m) = (&self.nginx, &self.mpiweb);
+        let many_total = format!("{MANY_CONNS}/{MANY_CONNS}");
+        vec![
+            number_row(
+                format!("small file {SMALL_SIZE} B, {SMALL_CONNS} conns (req/s)"),
+                n.small.as_ref().map(|w| w.req_per_sec),
+                m.small.as_ref().map(|w| w.req_per_sec),
+                0,
+                ">= 1.0",
+            ),
+            text_row(
+                "  wrk errors",
+                n.small.as_ref().map(WrkFigures::errors_cell),
+                m.small.as_ref().map(WrkFigures::errors_cell),
+                "none",
+            ),
+            number_row(
+                format!("1 GiB file, {BIG_CONNS} conns (MiB/s)"),
+                n.big.as_ref().map(|w| w.mib_per_sec),
+                m.big.as_ref().map(|w| w.mib_per_sec),
+                0,
+                ">= 0.9",
+            ),
+            text_row(
+                "  wrk errors",
+                n.big.as_ref().map(WrkFigures::errors_cell),
+                m.big.as_ref().map(WrkFigures::errors_cell),
+                "none",
+            ),
+            number_row(
+                "peak RSS after rows 1-2 (MiB)".into(),
+                n.rss_rows12,
+                m.rss_rows12,
+                1,
+                "-",
+            ),
+            number_row(
+                format!("{}k conns at once: answered", MANY_CONNS / 1000),
+                n.many.as_ref().map(|f| f.ok as f64),
+                m.many.as_ref().map(|f| f.ok as f64),
+                0,
+                &many_total,
+            ),
+            text_row(
+                "  held open at once",
+                n.many.as_ref().map(|f| format!("{}/{MANY_CONNS}", f.held)),
+                m.many.as_ref().map(|f| format!("{}/{MANY_CONNS}", f.held)),
+                &many_total,
+            ),
+            number_row(
+                "  seconds until all read".into(),
+                n.many.as_ref().map(|f| f.answer_secs),
+                m.many.as_ref().map(|f| f.answer_secs),
+                1,
+                "-",
+            ),
+            number_row("  peak RSS (MiB)".into(), n.rss_row3, m.rss_row3, 1, "-"),
+        ]
+    }
+
+    fn print(&self, cfg: &Config) {
+        let launch = if cfg.solo {
+            "mpiweb alone (MPIWEB_BENCH_SOLO=1)".to_string()
+        } else {
+            format!("mpirun -np {RANKS}")
+        };
+        println!();
+        println!(
+            "mpiweb vs nginx on 127.0.0.1: {} s per wrk run, {launch}, {} CPUs",
+            cfg.secs,
+            thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        println!();
+        print_table(&self.rows());
+        for kind in [Kind::Nginx, Kind::Mpiweb] {
+            if let Some(many) = &self.figures(kind).many {
+                println!("{}: answered {}/{MANY_CONNS}", kind.name(), many.ok);
+            }
+        }
+        self.print_verdicts();
+        if !self.notes.is_empty() {
+            println!();
+            println!("notes:");
+            for note in &self.notes {
+                println!("- {note}");
+            }
+        }
+    }
+
+    /// One line per target: met, missed, or not measured.
+    fn print_verdicts(&self) {
+        let small = ratio(
+            self.nginx.small.as_ref().map(|w| w.req_per_sec),
+            self.mpiweb.small.as_ref().map(|w| w.req_per_sec),
+        );
+        let big = ratio(
+            self.nginx.big.as_ref().map(|w| w.mib_per_sec),
+            self.mpiweb.big.as_ref().map(|w| w.mib_per_sec),
+        );
+        println!();
+        for (what, r, target) in [("small file req/s", small, 1.0), ("1 GiB MiB/s", big, 0.9)] {
+            match r {
+                Some(r) if r >= target => println!("target met: {what} ratio {r:.2} >= {target}"),
+                Some(r) => println!("target MISSED: {what} ratio {r:.2} < {target}"),
+                None => println!("target not measured: {what}"),
+            }
+        }
+        if let Some(many) = &self.mpiweb.many {
+            let verdict = if many.ok == MANY_CONNS {
+                "met"
+            } else {
+                "MISSED"
+            };
+            println!(
+                "target {verdict}: mpiweb answered {}/{MANY_CONNS} at once",
+                many.ok
+            );
+        }
+    }
+}
+
+/// mpiweb / nginx, when both are there and nginx's is not zero.
+fn ratio(nginx: Option<f64>, mpiweb: Option<f64>) -> Option<f64> {
+    match (nginx, mpiweb) {
+        (Some(n), Some(m)) if n > 0.0 => Some(m / n),
+        _ => None,
+    }
+}
+
+fn number_row(
+    label: String,
+    nginx: Option<f64>,
+    mpiweb: Option<f64>,
+    decimals: usize,
+    target: &str,
+) -> [String; 5] {
+    let cell = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.decimals$}"));
+    let r = ratio(nginx, mpiweb).map_or_else(|| "-".to_string(), |r| format!("{r:.2}"));
+    [label, cell(nginx), cell(mpiweb), r, target.to_string()]
+}
+
+fn text_row(
+    label: &str,
+    nginx: Option<String>,
+    mpiweb: Option<String>,
+    target: &str,
+) -> [String; 5] {
+    let dash = || "-".to_string();
+    [
+        label.to_string(),
+        nginx.unwrap_or_else(dash),
+        mpiweb.unwrap_or_else(dash),
+        String::new(),
+        target.to_string(),
+    ]
+}
+
+/// Prints rows as a markdown table with padded columns.
+fn print_table(rows: &[[String; 5]]) {
+    let header = ["row", "nginx", "mpiweb", "ratio", "target"].map(String::from);
+    let mut widths = [0usize; 5];
+    for row in std::iter::once(&header).chain(rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |row: &[String; 5]| {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (cell, w))| {
+                if i == 0 {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
+            .collect();
+        println!("| {} |", cells.join(" | "));
+    };
+    line(&header);
+    let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
+    println!("|-{}-|", rule.join("-|-"));
+    for row in rows {
+        line(row);
+    }
+}

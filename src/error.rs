@@ -1,0 +1,210 @@
+//! The one error type of mpiweb and the one map from an error to a status code.
+//!
+//! Every failure is a noun that knows whose fault it is (STYLE.md rules 2
+//! and 3): the downstream client's (4xx), an upstream's (502/504), ours
+//! (500), or a peer that went away (nothing can be written at all).
+
+use std::fmt;
+use std::io;
+
+/// Everything that can end a request early.
+#[derive(Debug)]
+pub enum Error {
+    /// A request line, header or body framing that breaks RFC 9112 (400).
+    BadRequest(&'static str),
+    /// A method token we do not implement (501, RFC 9110 §9.1).
+    UnknownMethod,
+    /// A transfer coding other than `chunked` (501, RFC 9112 §6.1).
+    UnknownTransferCoding,
+    /// An HTTP major version other than 1 (505, RFC 9110 §15.6.6).
+    VersionNotSupported,
+    /// A request target longer than the limit (414).
+    UriTooLong,
+    /// A head over the byte limit or the header-count limit (431).
+    HeadTooLarge,
+    /// A body over the configured limit (413).
+    BodyTooLarge,
+    /// The head did not arrive within the header timeout (408).
+    HeadTimeout,
+    /// An `Expect` other than `100-continue` (417, RFC 9110 §10.1.1).
+    ExpectationFailed,
+    /// The target exists but may not be served: traversal, symlink escape (403).
+    Forbidden,
+    /// Nothing at that path (404).
+    NotFound,
+    /// The method is known but not allowed on this resource (405); the
+    /// value is the `Allow` header.
+    MethodNotAllowed(&'static str),
+    /// A precondition (`If-Match`, `If-Unmodified-Since`) is false (412).
+    PreconditionFailed,
+    /// A byte range that lies past the end; the value is the length (416).
+    RangeNotSatisfiable(u64),
+    /// The connection cap is reached (503).
+    Overloaded,
+    /// Our own failure: a file that cannot be read, a bug (500).
+    Internal(String),
+    /// The downstream peer closed or reset the connection: write nothing.
+    PeerGone,
+}
+
+/// Who caused an error, which decides what the connection does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Downstream,
+    Ours,
+    Gone,
+}
+
+impl Error {
+    /// The status code for this error; `None` when nothing can be sent.
+    ///
+    /// One exhaustive `match`, no wildcard arm: a new variant must decide.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::BadRequest(_) => Some(400),
+            Error::UnknownMethod => Some(501),
+            Error::UnknownTransferCoding => Some(501),
+            Error::VersionNotSupported => Some(505),
+            Error::UriTooLong => Some(414),
+            Error::HeadTooLarge => Some(431),
+            Error::BodyTooLarge => Some(413),
+            Error::HeadTimeout => Some(408),
+            Error::ExpectationFailed => Some(417),
+            Error::Forbidden => Some(403),
+            Error::NotFound => Some(404),
+            Error::MethodNotAllowed(_) => Some(405),
+            Error::PreconditionFailed => Some(412),
+            Error::RangeNotSatisfiable(_) => Some(416),
+            Error::Overloaded => Some(503),
+            Error::Internal(_) => Some(500),
+            Error::PeerGone => None,
+        }
+    }
+
+    /// Whose fault the error is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::PeerGone => Fault::Gone,
+            Error::Internal(_) | Error::Overloaded => Fault::Ours,
+            Error::BadRequest(_)
+            | Error::UnknownMethod
+            | Error::UnknownTransferCoding
+            | Error::VersionNotSupported
+            | Error::UriTooLong
+            | Error::HeadTooLarge
+            | Error::BodyTooLarge
+            | Error::HeadTimeout
+            | Error::ExpectationFailed
+            | Error::Forbidden
+            | Error::NotFound
+            | Error::MethodNotAllowed(_)
+            | Error::PreconditionFailed
+            | Error::RangeNotSatisfiable(_) => Fault::Downstream,
+        }
+    }
+
+    /// Whether the connection must close after this error's response: after
+    /// a broken head or body nobody knows where the next request starts
+    /// (STYLE.md rule 3); after our own failure the state is unknown.
+    pub fn closes_connection(&self) -> bool {
+        match self {
+            Error::BadRequest(_)
+            | Error::UnknownMethod
+            | Error::UnknownTransferCoding
+            | Error::VersionNotSupported
+            | Error::UriTooLong
+            | Error::HeadTooLarge
+            | Error::BodyTooLarge
+            | Error::HeadTimeout
+            | Error::ExpectationFailed
+            | Error::Overloaded
+            | Error::Internal(_)
+            | Error::PeerGone => true,
+            Error::Forbidden
+            | Error::NotFound
+            | Error::MethodNotAllowed(_)
+            | Error::PreconditionFailed
+            | Error::RangeNotSatisfiable(_) => false,
+        }
+    }
+
+    /// Map an I/O error on the downstream connection: a reset or a closed
+    /// socket means the peer is gone; a timeout while reading the head is
+    /// the caller's to turn into 408.
+    pub fn from_downstream_io(e: io::Error) -> Error {
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut => Error::PeerGone,
+            _ => Error::Internal(e.to_string()),
+        }
+    }
+
+    /// Map an I/O error met while opening or reading a file under the root.
+    pub fn from_fs_io(e: io::Error) -> Error {
+        match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => Error::NotFound,
+            io::ErrorKind::PermissionDenied => Error::Forbidden,
+            _ => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BadRequest(why) => write!(f, "bad request: {why}"),
+            Error::Internal(why) => write!(f, "internal error: {why}"),
+            Error::MethodNotAllowed(allow) => write!(f, "method not allowed (allow: {allow})"),
+            Error::RangeNotSatisfiable(len) => write!(f, "range not satisfiable (length {len})"),
+            Error::PeerGone => write!(f, "peer closed the connection"),
+            other => match other.status() {
+                Some(code) => write!(f, "{code} {}", crate::http::reason(code)),
+                None => write!(f, "{other:?}"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table() {
+        let cases: &[(Error, Option<u16>, Fault)] = &[
+            (Error::BadRequest("x"), Some(400), Fault::Downstream),
+            (Error::UnknownMethod, Some(501), Fault::Downstream),
+            (Error::UnknownTransferCoding, Some(501), Fault::Downstream),
+            (Error::VersionNotSupported, Some(505), Fault::Downstream),
+            (Error::UriTooLong, Some(414), Fault::Downstream),
+            (Error::HeadTooLarge, Some(431), Fault::Downstream),
+            (Error::BodyTooLarge, Some(413), Fault::Downstream),
+            (Error::HeadTimeout, Some(408), Fault::Downstream),
+            (Error::Forbidden, Some(403), Fault::Downstream),
+            (Error::RangeNotSatisfiable(3), Some(416), Fault::Downstream),
+            (Error::Overloaded, Some(503), Fault::Ours),
+            (Error::Internal("x".into()), Some(500), Fault::Ours),
+            (Error::PeerGone, None, Fault::Gone),
+        ];
+        for (err, status, fault) in cases {
+            assert_eq!(err.status(), *status, "{err:?}");
+            assert_eq!(err.fault(), *fault, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn io_errors_map_by_side() {
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert!(matches!(Error::from_downstream_io(reset), Error::PeerGone));
+        let missing = io::Error::from(io::ErrorKind::NotFound);
+        assert!(matches!(Error::from_fs_io(missing), Error::NotFound));
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        assert!(matches!(Error::from_fs_io(denied), Error::Forbidden));
+    }
+}

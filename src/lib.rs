@@ -1,0 +1,10 @@
+//! mpiweb: an HTTP/1.1 web server and proxy on `std::net`, spread over MPI
+//! ranks. See ARCHITECTURE.md in the shared docs for the module map.
+
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod handler;
+pub mod http;
+pub mod server;
+pub mod static_files;

@@ -1,0 +1,327 @@
+//! One connection's life: read a head, run the handler, drain the body,
+//! write the response, and go round again while keep-alive allows.
+//!
+//! The loop is generic over `Socket` so that unit tests drive it with byte
+//! slices split anywhere; with a `TcpStream`, file bodies still go out by
+//! `sendfile`, since `&TcpStream` is what `io::copy` is handed.
+
+use super::log;
+use crate::error::Error;
+use crate::handler::{Handler, Request};
+use crate::http::body::BodyReader;
+use crate::http::date::fmt_http_date;
+use crate::http::response::{error_page, write_response, WriteOpts};
+use crate::http::{parse_request_head, HeadLimits, Method, RequestHead, Response};
+use std::io::{self, BufRead, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant, SystemTime};
+
+/// First size of a connection's input buffer; it grows only for big heads.
+const INITIAL_BUFFER: usize = 4096;
+/// How long a closing connection keeps reading what the client still sends,
+/// so that its last response is not destroyed by a TCP reset.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// What the connection loop needs of a socket besides `&S: Read + Write`.
+pub trait Socket {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl Socket for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+/// The settings every connection shares.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub max_body: u64,
+    pub limits: HeadLimits,
+    /// The MPI rank, for the access log.
+    pub rank: usize,
+}
+
+/// Buffered input from the socket: the head parser looks at its bytes,
+/// body readers use it as a `BufRead`.
+struct Input<'s, S> {
+    sock: &'s S,
+    buf: Vec<u8>,
+    pos: usize,
+    len: usize,
+}
+
+impl<'s, S: Socket> Input<'s, S>
+where
+    for<'a> &'a S: Read,
+{
+    fn new(sock: &'s S) -> Self {
+        Input {
+            sock,
+            buf: vec![0; INITIAL_BUFFER],
+            pos: 0,
+            len: 0,
+        }
+    }
+
+    /// Read the next request head. `Ok(None)`: the client closed, or an
+    /// idle keep-alive connection timed out; both end quietly.
+    fn read_head(
+        &mut self,
+        since: Option<Instant>,
+        cfg: &ConnConfig,
+    ) -> Result<Option<RequestHead>, Error> {
+        let mut started = since.or_else(|| (self.pos < self.len).then(Instant::now));
+        loop {
+            if self.pos < self.len {
+                if let Some((n, head)) =
+                    parse_request_head(&self.buf[self.pos..self.len], &cfg.limits)?
+                {
+                    self.pos += n;
+                    return Ok(Some(head));
+                }
+            }
+            self.make_room(cfg.limits.max_head);
+            let timeout = match started {
+                None => cfg.keepalive_timeout,
+                Some(t) => match cfg.header_timeout.checked_sub(t.elapsed()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return Err(Error::HeadTimeout),
+                },
+            };
+            self.sock
+                .set_read_timeout(Some(timeout))
+                .map_err(Error::from_downstream_io)?;
+            let mut r = self.sock;
+            match r.read(&mut self.buf[self.len..]) {
+                Ok(0) => return Ok(None),
+                Ok(n) => {
+                    self.len += n;
+                    started.get_or_insert_with(Instant::now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return match started {
+                        None => Ok(None),
+                        Some(_) => Err(Error::HeadTimeout),
+                    };
+                }
+                Err(e) => return Err(Error::from_downstream_io(e)),
+            }
+        }
+    }
+
+    /// Ensure free space after `len`: move unread bytes to the front, and
+    /// grow only while a head could still be within its limit.
+    fn make_room(&mut self, max_head: usize) {
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.len, 0);
+            self.len -= self.pos;
+            self.pos = 0;
+        }
+        if self.len == self.buf.len() {
+            let grown = (self.buf.len() * 2).min(max_head + INITIAL_BUFFER);
+            self.buf.resize(grown.max(self.len + 1), 0);
+        }
+    }
+}
+
+impl<S: Socket> Read for Input<'_, S>
+where
+    for<'a> &'a S: Read,
+{
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = {
+            let avail = self.fill_buf()?;
+            let n = avail.len().min(out.len());
+            out[..n].copy_from_slice(&avail[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<S: Socket> BufRead for Input<'_, S>
+where
+    for<'a> &'a S: Read,
+{
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos == self.len {
+            self.pos = 0;
+            let mut r = self.sock;
+            self.len = r.read(&mut self.buf)?;
+        }
+        Ok(&self.buf[self.pos..self.len])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.len);
+    }
+}
+
+/// Serve one connection until it closes. `accepted` starts the header
+/// timeout of the first request.
+pub fn serve<S>(
+    sock: &S,
+    peer: SocketAddr,
+    accepted: Instant,
+    cfg: &ConnConfig,
+    handler: &dyn Handler,
+) where
+    S: Socket,
+    for<'a> &'a S: Read + Write,
+{
+    let mut input = Input::new(sock);
+    let mut scratch = Vec::with_capacity(1024);
+    let mut since = Some(accepted);
+    loop {
+        let head = match input.read_head(since.take(), cfg) {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(e) => {
+                respond(sock, None, Err(e), false, peer, accepted, cfg, &mut scratch);
+                return linger(sock, &mut input);
+            }
+        };
+        let t0 = Instant::now();
+        let (result, body_close) = run_handler(sock, &mut input, &head, peer, cfg, handler);
+        let keep = head.keep_alive && !body_close;
+        match respond(sock, Some(&head), result, keep, peer, t0, cfg, &mut scratch) {
+            Some(true) => {}
+            Some(false) => return linger(sock, &mut input),
+            None => return,
+        }
+    }
+}
+
+/// Run the handler, then make sure the request body is consumed. Returns
+/// the handler's result and whether the connection must close because the
+/// body could not be read to its end.
+fn run_handler<S, R>(
+    sock: &S,
+    input: &mut R,
+    head: &RequestHead,
+    peer: SocketAddr,
+    cfg: &ConnConfig,
+    handler: &dyn Handler,
+) -> (Result<Response, Error>, bool)
+where
+    R: BufRead,
+    for<'a> &'a S: Write,
+{
+    let mut writer = sock;
+    // The body may be refused before any of it is read (413 on its length).
+    let body = match BodyReader::new(input, head.framing, cfg.max_body) {
+        Ok(body) => body,
+        Err(e) => return (Err(e), true),
+    };
+    let mut body = match head.expect_continue {
+        true => body.with_continue(&mut writer),
+        false => body,
+    };
+    let result = handler.handle(&mut Request {
+        head,
+        body: &mut body,
+        peer,
+    });
+    if body.is_done() {
+        return (result, false);
+    }
+    if body.continue_pending() {
+        // RFC 9110 §10.1.1: we answer without the body, so we close
+        // rather than wait for content the client may never send.
+        return (result, true);
+    }
+    match body.drain() {
+        Ok(_) => (result, false),
+        Err(e) => (Err(e), true),
+    }
+}
+
+/// Write the response for `result` and log it. Returns whether the
+/// connection stays open, or `None` when the peer is gone.
+#[allow(clippy::too_many_arguments)]
+fn respond<S>(
+    sock: &S,
+    head: Option<&RequestHead>,
+    result: Result<Response, Error>,
+    keep: bool,
+    peer: SocketAddr,
+    t0: Instant,
+    cfg: &ConnConfig,
+    scratch: &mut Vec<u8>,
+) -> Option<bool>
+where
+    for<'a> &'a S: Write,
+{
+    let (mut resp, keep) = match result {
+        Ok(resp) => (resp, keep),
+        Err(Error::PeerGone) => return None,
+        Err(e) => {
+            ::log::debug!("{peer}: {e}");
+            (error_page(&e), keep && !e.closes_connection())
+        }
+    };
+    let opts = WriteOpts {
+        head_only: head.is_some_and(|h| h.method == Method::Head),
+        keep_alive: keep,
+        http10: head.is_some_and(|h| h.minor == 0),
+        date: &fmt_http_date(SystemTime::now()),
+    };
+    let mut w = sock;
+    let sent = write_response(&mut w, &mut resp, opts, scratch);
+    let line = head.map(RequestHead::request_line);
+    log::access(&log::Entry {
+        peer,
+        request_line: line.as_deref(),
+        status: resp.status,
+        bytes: *sent.as_ref().unwrap_or(&0),
+        referer: head.and_then(|h| h.header("referer")),
+        user_agent: head.and_then(|h| h.header("user-agent")),
+        duration: t0.elapsed(),
+        rank: cfg.rank,
+    });
+    match sent {
+        Ok(_) => Some(keep),
+        Err(_) => None,
+    }
+}
+
+/// Close gracefully: stop sending, then read and drop what the client still
+/// sends for a short while, so our last response reaches it intact.
+fn linger<S: Socket>(sock: &S, input: &mut Input<'_, S>)
+where
+    for<'a> &'a S: Read,
+{
+    if sock.shutdown_write().is_err() {
+        return;
+    }
+    let until = Instant::now() + LINGER;
+    let mut scratch = [0u8; 4096];
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        let mut r = input.sock;
+        match r.read(&mut scratch) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod tests;

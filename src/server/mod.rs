@@ -1,0 +1,142 @@
+//! The listener: accept, cap the number of connections, give each one a
+//! thread running the keep-alive loop. The only place where an error
+//! becomes a response is the loop in `conn`.
+
+pub mod conn;
+pub mod log;
+
+use crate::config;
+use crate::error::Error;
+use crate::handler::Handler;
+use crate::http::date::fmt_http_date;
+use crate::http::response::{error_page, write_response, WriteOpts};
+pub use conn::ConnConfig;
+use std::io::{self, Read};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+/// A listening server.
+pub struct Server {
+    listener: TcpListener,
+    conn: Arc<ConnConfig>,
+    handler: Arc<dyn Handler>,
+    max_connections: usize,
+    active: Arc<AtomicUsize>,
+}
+
+/// Holds one place under the connection cap; frees it when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Server {
+    pub fn new(
+        listener: TcpListener,
+        conn: ConnConfig,
+        handler: Arc<dyn Handler>,
+        max_connections: usize,
+    ) -> Server {
+        Server {
+            listener,
+            conn: Arc::new(conn),
+            handler,
+            max_connections,
+            active: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Accept connections forever.
+    pub fn run(self) -> io::Result<()> {
+        let refused = spawn_closer()?;
+        loop {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(pair) => pair,
+                Err(e) => {
+                    accept_failed(&e);
+                    continue;
+                }
+            };
+            let accepted = Instant::now();
+            // Best effort: a socket that refuses options still gets served.
+            let _ = stream.set_nodelay(true);
+            let _ = stream.set_write_timeout(Some(config::SEND_TIMEOUT));
+            if self.active.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
+                self.active.fetch_sub(1, Ordering::AcqRel);
+                refuse(stream, &refused);
+                continue;
+            }
+            let slot = Slot(Arc::clone(&self.active));
+            let (conn, handler) = (Arc::clone(&self.conn), Arc::clone(&self.handler));
+            let spawned = thread::Builder::new()
+                .name("conn".into())
+                .stack_size(config::CONNECTION_STACK_BYTES)
+                .spawn({
+                    let stream = stream.try_clone();
+                    move || {
+                        let _slot = slot;
+                        if let Ok(stream) = stream {
+                            conn::serve(&stream, peer, accepted, &conn, handler.as_ref());
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                ::log::warn!("cannot start a connection thread: {e}");
+                refuse(stream, &refused);
+            }
+        }
+    }
+}
+
+/// An accept error that persists (no file descriptors left) must not spin
+/// the acceptor: report it and pause briefly.
+fn accept_failed(e: &io::Error) {
+    match e.kind() {
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted => {}
+        _ => {
+            ::log::warn!("accept failed: {e}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Answer 503 and close, without giving the connection a thread.
+fn refuse(stream: TcpStream, closer: &SyncSender<TcpStream>) {
+    let mut resp = error_page(&Error::Overloaded).with("Retry-After", "1");
+    let opts = WriteOpts {
+        head_only: false,
+        keep_alive: false,
+        http10: false,
+        date: &fmt_http_date(SystemTime::now()),
+    };
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let mut w = &stream;
+    if write_response(&mut w, &mut resp, opts, &mut Vec::new()).is_ok() {
+        let _ = stream.shutdown(Shutdown::Write);
+        // If the closer is busy, drop now: a reset beats a stalled acceptor.
+        let _ = closer.try_send(stream);
+    }
+}
+
+/// One thread that drains refused connections briefly before closing them,
+/// so their 503 is read rather than lost to a reset.
+fn spawn_closer() -> io::Result<SyncSender<TcpStream>> {
+    let (tx, rx) = sync_channel::<TcpStream>(1024);
+    thread::Builder::new()
+        .name("closer".into())
+        .spawn(move || {
+            let mut scratch = [0u8; 4096];
+            for stream in rx {
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+                let _ = (&stream).read(&mut scratch);
+            }
+        })?;
+    Ok(tx)
+}

@@ -1,0 +1,223 @@
+//! Static files from DOCROOT: GET and HEAD, conditional and range
+//! requests, MIME types, directory indexes and listings.
+
+pub mod cond;
+mod listing;
+pub mod path;
+
+use crate::error::Error;
+use crate::handler::{Handler, Request};
+use crate::http::date::fmt_http_date;
+use crate::http::{Method, Response, ResponseBody, Target};
+use cond::{Conditions, Outcome, RangeAsk, Validators};
+use std::fs::{self, File, Metadata};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// The methods a static path allows.
+pub const ALLOW: &str = "GET, HEAD, OPTIONS";
+
+/// Serves files under one root.
+pub struct StaticFiles {
+    /// The root, canonical, so that a resolved path can be checked against it.
+    root: PathBuf,
+    listing: bool,
+}
+
+impl StaticFiles {
+    /// Serve `root`, which must be a directory.
+    pub fn new(root: &Path, listing: bool) -> io::Result<StaticFiles> {
+        let root = root.canonicalize()?;
+        if !root.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            ));
+        }
+        Ok(StaticFiles { root, listing })
+    }
+
+    /// The absolute path for a request, after every check that it stays
+    /// under the root, symlinks resolved.
+    fn resolve(&self, rel: &Path) -> Result<PathBuf, Error> {
+        let real = self
+            .root
+            .join(rel)
+            .canonicalize()
+            .map_err(Error::from_fs_io)?;
+        if !real.starts_with(&self.root) {
+            return Err(Error::Forbidden);
+        }
+        Ok(real)
+    }
+
+    fn get(&self, req: &Request<'_>) -> Result<Response, Error> {
+        let head = req.head;
+        let mapped = path::map_url_path(head.path_query())?;
+        let mut real = self.resolve(&mapped.rel)?;
+        let mut meta = fs::metadata(&real).map_err(Error::from_fs_io)?;
+        if meta.is_dir() {
+            let (path, query) = split_query(head.path_query());
+            if !mapped.trailing_slash {
+                // RFC 9110 §15.4.2: point the client at the directory URL.
+                let location = format!("{path}/{query}");
+                return Ok(Response::html(301, redirect_page(&location)).with("Location", location));
+            }
+            match self.resolve(&mapped.rel.join("index.html")) {
+                Ok(index) if index.is_file() => {
+                    meta = fs::metadata(&index).map_err(Error::from_fs_io)?;
+                    real = index;
+                }
+                Ok(_) | Err(Error::NotFound) if self.listing => {
+                    return listing::render(&real, path, mapped.rel.as_os_str().is_empty());
+                }
+                Ok(_) | Err(Error::NotFound) => return Err(Error::Forbidden),
+                Err(e) => return Err(e),
+            }
+        }
+        if !meta.is_file() {
+            return Err(Error::Forbidden);
+        }
+        let file = File::open(&real).map_err(Error::from_fs_io)?;
+        // Validators from the open file, so they describe what is sent.
+        let meta = file.metadata().map_err(Error::from_fs_io)?;
+        serve_file(req, &real, file, &meta)
+    }
+}
+
+impl Handler for StaticFiles {
+    fn handle(&self, req: &mut Request<'_>) -> Result<Response, Error> {
+        match (req.head.method, &req.head.target) {
+            (Method::Options, _) => {
+                Ok(Response::new(200, ResponseBody::Bytes(Vec::new())).with("Allow", ALLOW))
+            }
+            (Method::Get | Method::Head, Target::Origin | Target::Absolute { .. }) => self.get(req),
+            (Method::Get | Method::Head, _) => Err(Error::BadRequest("no path in target")),
+            // TRACE is never echoed (it would reflect cookies): 405 like the rest.
+            _ => Err(Error::MethodNotAllowed(ALLOW)),
+        }
+    }
+}
+
+fn split_query(path_query: &str) -> (&str, &str) {
+    match path_query.find('?') {
+        Some(i) => path_query.split_at(i),
+        None => (path_query, ""),
+    }
+}
+
+fn redirect_page(location: &str) -> String {
+    let href = crate::http::html_escape(location);
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>301 Moved Permanently</title></head>\
+         <body><h1>301 Moved Permanently</h1><p><a href=\"{href}\">{href}</a></p></body></html>\n"
+    )
+}
+
+/// The response for an opened regular file: validators, preconditions, range.
+fn serve_file(
+    req: &Request<'_>,
+    path: &Path,
+    file: File,
+    meta: &Metadata,
+) -> Result<Response, Error> {
+    let head = req.head;
+    let len = meta.len();
+    let secs = u64::try_from(meta.mtime()).unwrap_or(0);
+    let v = Validators {
+        // Strong: inode, modification time to the nanosecond, and size.
+        etag: format!(
+            "\"{:x}-{:x}.{:x}-{:x}\"",
+            meta.ino(),
+            secs,
+            meta.mtime_nsec(),
+            len
+        ),
+        modified: UNIX_EPOCH + Duration::from_secs(secs),
+    };
+    let last_modified = fmt_http_date(v.modified);
+    let conditions = Conditions {
+        if_match: head.header("if-match"),
+        if_none_match: head.header("if-none-match"),
+        if_modified_since: head.header_str("if-modified-since"),
+        if_unmodified_since: head.header_str("if-unmodified-since"),
+    };
+    match cond::evaluate(&conditions, &v, true) {
+        Outcome::Proceed => {}
+        Outcome::NotModified => {
+            return Ok(Response::new(304, ResponseBody::None)
+                .with("ETag", v.etag)
+                .with("Last-Modified", last_modified));
+        }
+        Outcome::PreconditionFailed => return Err(Error::PreconditionFailed),
+    }
+    let range = match head.header_str("range") {
+        Some(r) if head.method == Method::Get => match head.header_str("if-range") {
+            Some(ir) if !cond::if_range_holds(ir, &v) => RangeAsk::Whole,
+            _ => cond::parse_range(r, len),
+        },
+        _ => RangeAsk::Whole,
+    };
+    let (status, offset, count) = match range {
+        RangeAsk::Whole => (200, 0, len),
+        RangeAsk::Part { start, end } => (206, start, end - start + 1),
+        RangeAsk::Unsatisfiable => return Err(Error::RangeNotSatisfiable(len)),
+    };
+    let mut resp = Response::new(
+        status,
+        ResponseBody::File {
+            file,
+            offset,
+            len: count,
+        },
+    )
+    .with("Content-Type", content_type(path))
+    .with("Last-Modified", last_modified)
+    .with("ETag", v.etag)
+    .with("Accept-Ranges", "bytes");
+    if status == 206 {
+        resp = resp.with(
+            "Content-Range",
+            format!("bytes {}-{}/{len}", offset, offset + count - 1),
+        );
+    }
+    Ok(resp)
+}
+
+/// The MIME type by extension, with `charset=utf-8` on text.
+pub fn content_type(path: &Path) -> String {
+    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    let essence = mime.essence_str();
+    if mime.type_() == "text"
+        || essence == "application/javascript"
+        || essence == "application/json"
+    {
+        format!("{essence}; charset=utf-8")
+    } else {
+        essence.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        let cases = [
+            ("a.html", "text/html; charset=utf-8"),
+            ("a.css", "text/css; charset=utf-8"),
+            ("a.txt", "text/plain; charset=utf-8"),
+            ("a.js", "text/javascript; charset=utf-8"),
+            ("a.json", "application/json; charset=utf-8"),
+            ("a.png", "image/png"),
+            ("a.svg", "image/svg+xml"),
+            ("noext", "application/octet-stream"),
+        ];
+        for (name, want) in cases {
+            assert_eq!(content_type(Path::new(name)), want, "{name}");
+        }
+    }
+}
