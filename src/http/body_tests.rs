@@ -49,9 +49,12 @@ fn decode(
     Ok((body, rest))
 }
 
+/// An input and what decoding it gives: the body, or the error's status.
+type Case = (&'static [u8], Result<&'static [u8], u16>);
+
 #[test]
 fn chunked_table() {
-    let cases: &[(&[u8], Result<&[u8], u16>)] = &[
+    let cases: &[Case] = &[
         (b"5\r\nhello\r\n0\r\n\r\nNEXT", Ok(b"hello")),
         (
             b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\nNEXT",

@@ -58,7 +58,8 @@ impl StaticFiles {
         let mapped = path::map_url_path(head.path_query())?;
         let mut real = self.resolve(&mapped.rel)?;
         let mut meta = fs::metadata(&real).map_err(Error::from_fs_io)?;
-        if meta.is_dir() {
+        let via_index = meta.is_dir();
+        if via_index {
             let (path, query) = split_query(head.path_query());
             if !mapped.trailing_slash {
                 // RFC 9110 §15.4.2: point the client at the directory URL.
@@ -79,6 +80,10 @@ impl StaticFiles {
         }
         if !meta.is_file() {
             return Err(Error::Forbidden);
+        }
+        if mapped.trailing_slash && !via_index {
+            // `/file.txt/` names a directory that is not there (ENOTDIR).
+            return Err(Error::NotFound);
         }
         let file = File::open(&real).map_err(Error::from_fs_io)?;
         // Validators from the open file, so they describe what is sent.
