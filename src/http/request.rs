@@ -109,12 +109,17 @@ impl RequestHead {
 
     /// The request line for logs: `GET /x HTTP/1.1`.
     pub fn request_line(&self) -> String {
-        format!(
-            "{} {} HTTP/1.{}",
-            self.method.as_str(),
-            self.target_str(),
-            self.minor
-        )
+        let target = self.target_str();
+        let mut line = String::with_capacity(target.len() + 18);
+        line.push_str(self.method.as_str());
+        line.push(' ');
+        line.push_str(target);
+        line.push_str(if self.minor == 0 {
+            " HTTP/1.0"
+        } else {
+            " HTTP/1.1"
+        });
+        line
     }
 }
 
@@ -146,8 +151,9 @@ pub fn parse_request_head(
     };
     let line = parse_request_line(line, limits)?;
 
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let (head_len, parsed) = match httparse::parse_headers(&buf_rest[line_end..], &mut slots) {
+    let mut slots = [httparse::EMPTY_HEADER; config::MAX_HEADERS];
+    let slots = &mut slots[..limits.max_headers.min(config::MAX_HEADERS)];
+    let (head_len, parsed) = match httparse::parse_headers(&buf_rest[line_end..], slots) {
         Ok(httparse::Status::Complete((n, parsed))) => (line_end + n, parsed),
         Ok(httparse::Status::Partial) => {
             if buf_rest.len() > limits.max_head {

@@ -116,13 +116,26 @@ pub fn write_response<W: Write>(
 ) -> io::Result<u64> {
     scratch.clear();
     let out = scratch;
-    write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status))?;
-    write!(out, "Date: {}\r\nServer: {SERVER}\r\n", opts.date)?;
+    // Plain appends rather than `write!`: this runs for every response.
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(resp.status));
+    out.push(b' ');
+    out.extend_from_slice(reason(resp.status).as_bytes());
+    out.extend_from_slice(b"\r\nDate: ");
+    out.extend_from_slice(opts.date.as_bytes());
+    out.extend_from_slice(b"\r\nServer: ");
+    out.extend_from_slice(SERVER.as_bytes());
+    out.extend_from_slice(b"\r\n");
     for (name, value) in &resp.headers {
-        write!(out, "{name}: {value}\r\n")?;
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if let Some(len) = resp.content_length() {
-        write!(out, "Content-Length: {len}\r\n")?;
+        out.extend_from_slice(b"Content-Length: ");
+        push_u64(out, len);
+        out.extend_from_slice(b"\r\n");
     }
     if !opts.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -165,6 +178,21 @@ pub fn write_response<W: Write>(
             Ok(sent)
         }
     }
+}
+
+/// Append the decimal digits of `n`.
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]
@@ -211,6 +239,15 @@ mod tests {
         ];
         for (mut resp, head_only, keep_alive, http10, want) in cases {
             assert_eq!(written(&mut resp, head_only, keep_alive, http10), want);
+        }
+    }
+
+    #[test]
+    fn decimal_digits() {
+        for n in [0u64, 7, 10, 99, 12345, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
         }
     }
 

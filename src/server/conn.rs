@@ -8,8 +8,8 @@
 use super::log;
 use crate::error::Error;
 use crate::handler::{Handler, Request};
-use crate::http::body::BodyReader;
-use crate::http::date::fmt_http_date;
+use crate::http::body::{BodyFraming, BodyReader};
+use crate::http::date::{http_date_bytes, unix_secs};
 use crate::http::response::{error_page, write_response, WriteOpts};
 use crate::http::{parse_request_head, HeadLimits, Method, RequestHead, Response};
 use std::io::{self, BufRead, Read, Write};
@@ -55,6 +55,9 @@ struct Input<'s, S> {
     buf: Vec<u8>,
     pos: usize,
     len: usize,
+    /// The read timeout last set on the socket, to skip a syscall when the
+    /// next one is the same (the common case: every idle wait).
+    timeout: Option<Duration>,
 }
 
 impl<'s, S: Socket> Input<'s, S>
@@ -67,7 +70,18 @@ where
             buf: vec![0; INITIAL_BUFFER],
             pos: 0,
             len: 0,
+            timeout: None,
         }
+    }
+
+    fn set_timeout(&mut self, timeout: Duration) -> Result<(), Error> {
+        if self.timeout != Some(timeout) {
+            self.sock
+                .set_read_timeout(Some(timeout))
+                .map_err(Error::from_downstream_io)?;
+            self.timeout = Some(timeout);
+        }
+        Ok(())
     }
 
     /// Read the next request head. `Ok(None)`: the client closed, or an
@@ -84,6 +98,10 @@ where
                     parse_request_head(&self.buf[self.pos..self.len], &cfg.limits)?
                 {
                     self.pos += n;
+                    if head.framing != BodyFraming::None {
+                        // Body bytes may pause as long as an idle connection.
+                        self.set_timeout(cfg.keepalive_timeout)?;
+                    }
                     return Ok(Some(head));
                 }
             }
@@ -95,9 +113,7 @@ where
                     _ => return Err(Error::HeadTimeout),
                 },
             };
-            self.sock
-                .set_read_timeout(Some(timeout))
-                .map_err(Error::from_downstream_io)?;
+            self.set_timeout(timeout)?;
             let mut r = self.sock;
             match r.read(&mut self.buf[self.len..]) {
                 Ok(0) => return Ok(None),
@@ -274,11 +290,12 @@ where
             (error_page(&e), keep && !e.closes_connection())
         }
     };
+    let date = http_date_bytes(unix_secs(SystemTime::now()));
     let opts = WriteOpts {
         head_only: head.is_some_and(|h| h.method == Method::Head),
         keep_alive: keep,
         http10: head.is_some_and(|h| h.minor == 0),
-        date: &fmt_http_date(SystemTime::now()),
+        date: std::str::from_utf8(&date).unwrap_or(""),
     };
     let mut w = sock;
     let sent = write_response(&mut w, &mut resp, opts, scratch);

@@ -1,7 +1,8 @@
 //! The access log: one Combined Log Format line per request, plus the
 //! request's duration in seconds and the rank that served it.
 
-use crate::http::date::fmt_clf_date;
+use crate::http::date::{clf_date_bytes, unix_secs};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
@@ -28,34 +29,37 @@ pub fn access(entry: &Entry<'_>) {
     }
 }
 
-/// The line itself (pure, for tests).
+/// The line itself (pure, for tests). Built with `push_str` into one
+/// buffer: this runs for every request.
 pub fn format_entry(e: &Entry<'_>, now: SystemTime) -> String {
-    let field = |v: Option<&[u8]>| v.map_or_else(|| "-".to_string(), escape);
-    format!(
-        "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\" {:.6} rank={}",
-        e.peer.ip(),
-        fmt_clf_date(now),
-        e.request_line
-            .map_or_else(|| "-".to_string(), |l| escape(l.as_bytes())),
-        e.status,
-        e.bytes,
-        field(e.referer),
-        field(e.user_agent),
-        e.duration.as_secs_f64(),
-        e.rank
-    )
+    let mut out = String::with_capacity(160);
+    let _ = write!(out, "{}", e.peer.ip());
+    out.push_str(" - - [");
+    out.push_str(std::str::from_utf8(&clf_date_bytes(unix_secs(now))).unwrap_or("-"));
+    out.push_str("] \"");
+    match e.request_line {
+        Some(line) => escape_into(&mut out, line.as_bytes()),
+        None => out.push('-'),
+    }
+    let _ = write!(out, "\" {} {} \"", e.status, e.bytes);
+    escape_into(&mut out, e.referer.unwrap_or(b"-"));
+    out.push_str("\" \"");
+    escape_into(&mut out, e.user_agent.unwrap_or(b"-"));
+    let _ = write!(out, "\" {:.6} rank={}", e.duration.as_secs_f64(), e.rank);
+    out
 }
 
-/// Quote-safe, control-free text: `"`, `\` and non-printable bytes as `\xHH`.
-fn escape(v: &[u8]) -> String {
-    let mut out = String::with_capacity(v.len());
+/// Append quote-safe, control-free text: `"`, `\` and non-printable bytes
+/// as `\xHH`.
+fn escape_into(out: &mut String, v: &[u8]) {
     for &b in v {
         match b {
-            b'"' | b'\\' | ..=0x1f | 0x7f.. => out.push_str(&format!("\\x{b:02x}")),
+            b'"' | b'\\' | ..=0x1f | 0x7f.. => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
             _ => out.push(b as char),
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use crate::handler::{Handler, Request};
 use crate::http::date::fmt_http_date;
 use crate::http::{Method, Response, ResponseBody, Target};
 use cond::{Conditions, Outcome, RangeAsk, Validators};
+use std::cell::RefCell;
+use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -39,57 +41,71 @@ impl StaticFiles {
         Ok(StaticFiles { root, listing })
     }
 
-    /// The absolute path for a request, after every check that it stays
-    /// under the root, symlinks resolved.
-    fn resolve(&self, rel: &Path) -> Result<PathBuf, Error> {
-        let real = self
-            .root
-            .join(rel)
-            .canonicalize()
-            .map_err(Error::from_fs_io)?;
-        if !real.starts_with(&self.root) {
-            return Err(Error::Forbidden);
+    /// The absolute path of `rel` under `base` (the root or a directory
+    /// already resolved under it), refusing to leave the root.
+    ///
+    /// Each component under `base` is checked with one `readlink`: when
+    /// none is a symlink, the joined path is already canonical and under
+    /// the root. Only a path with a symlink on the way is resolved in full
+    /// and checked against the root.
+    fn resolve(&self, base: &Path, rel: &Path) -> Result<PathBuf, Error> {
+        let mut path = base.to_path_buf();
+        for comp in rel.components() {
+            path.push(comp);
+            match fs::read_link(&path) {
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {} // not a symlink
+                Err(e) => return Err(Error::from_fs_io(e)),
+                Ok(_) => {
+                    let real = base.join(rel).canonicalize().map_err(Error::from_fs_io)?;
+                    if !real.starts_with(&self.root) {
+                        return Err(Error::Forbidden);
+                    }
+                    return Ok(real);
+                }
+            }
         }
-        Ok(real)
+        Ok(path)
     }
 
     fn get(&self, req: &Request<'_>) -> Result<Response, Error> {
         let head = req.head;
         let mapped = path::map_url_path(head.path_query())?;
-        let mut real = self.resolve(&mapped.rel)?;
-        let mut meta = fs::metadata(&real).map_err(Error::from_fs_io)?;
-        let via_index = meta.is_dir();
-        if via_index {
-            let (path, query) = split_query(head.path_query());
-            if !mapped.trailing_slash {
-                // RFC 9110 §15.4.2: point the client at the directory URL.
-                let location = format!("{path}/{query}");
-                return Ok(Response::html(301, redirect_page(&location)).with("Location", location));
+        let real = self.resolve(&self.root, &mapped.rel)?;
+        // Open first and ask the descriptor: one syscall fewer than stat,
+        // and the validators describe the very file that is sent.
+        let (file, meta) = open(&real)?;
+        if !meta.is_dir() {
+            if mapped.trailing_slash {
+                // `/file.txt/` names a directory that is not there (ENOTDIR).
+                return Err(Error::NotFound);
             }
-            match self.resolve(&mapped.rel.join("index.html")) {
-                Ok(index) if index.is_file() => {
-                    meta = fs::metadata(&index).map_err(Error::from_fs_io)?;
-                    real = index;
-                }
-                Ok(_) | Err(Error::NotFound) if self.listing => {
-                    return listing::render(&real, path, mapped.rel.as_os_str().is_empty());
-                }
-                Ok(_) | Err(Error::NotFound) => return Err(Error::Forbidden),
-                Err(e) => return Err(e),
+            return serve_file(req, &real, file, &meta);
+        }
+        let (path, query) = split_query(head.path_query());
+        if !mapped.trailing_slash {
+            // RFC 9110 §15.4.2: point the client at the directory URL.
+            let location = format!("{path}/{query}");
+            return Ok(Response::html(301, redirect_page(&location)).with("Location", location));
+        }
+        match self
+            .resolve(&real, Path::new("index.html"))
+            .and_then(|p| Ok((open(&p)?, p)))
+        {
+            Ok(((file, meta), index)) if meta.is_file() => serve_file(req, &index, file, &meta),
+            Ok(_) | Err(Error::NotFound) if self.listing => {
+                listing::render(&real, path, mapped.rel.as_os_str().is_empty())
             }
+            Ok(_) | Err(Error::NotFound) => Err(Error::Forbidden),
+            Err(e) => Err(e),
         }
-        if !meta.is_file() {
-            return Err(Error::Forbidden);
-        }
-        if mapped.trailing_slash && !via_index {
-            // `/file.txt/` names a directory that is not there (ENOTDIR).
-            return Err(Error::NotFound);
-        }
-        let file = File::open(&real).map_err(Error::from_fs_io)?;
-        // Validators from the open file, so they describe what is sent.
-        let meta = file.metadata().map_err(Error::from_fs_io)?;
-        serve_file(req, &real, file, &meta)
     }
+}
+
+/// Open a path and read its metadata from the descriptor.
+fn open(path: &Path) -> Result<(File, Metadata), Error> {
+    let file = File::open(path).map_err(Error::from_fs_io)?;
+    let meta = file.metadata().map_err(Error::from_fs_io)?;
+    Ok((file, meta))
 }
 
 impl Handler for StaticFiles {
@@ -191,8 +207,28 @@ fn serve_file(
     Ok(resp)
 }
 
-/// The MIME type by extension, with `charset=utf-8` on text.
+/// The MIME type by extension, with `charset=utf-8` on text; remembered
+/// per thread for the last few extensions, as the lookup and the string
+/// building cost more than the rest of a small-file response.
 pub fn content_type(path: &Path) -> String {
+    thread_local! {
+        static SEEN: RefCell<Vec<(OsString, String)>> = const { RefCell::new(Vec::new()) };
+    }
+    let ext = path.extension().unwrap_or_default();
+    SEEN.with_borrow_mut(|seen| {
+        if let Some((_, t)) = seen.iter().find(|(e, _)| e == ext) {
+            return t.clone();
+        }
+        let t = guess_content_type(path);
+        if seen.len() >= 16 {
+            seen.remove(0);
+        }
+        seen.push((ext.to_os_string(), t.clone()));
+        t
+    })
+}
+
+fn guess_content_type(path: &Path) -> String {
     let mime = mime_guess::from_path(path).first_or_octet_stream();
     let essence = mime.essence_str();
     if mime.type_() == "text"
