@@ -180,8 +180,8 @@ pub fn write_response<W: Write>(
     }
 }
 
-/// Append the decimal digits of `n`.
-pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+/// The decimal digits of `n`, in a buffer and from the returned index.
+pub fn decimal(mut n: u64) -> ([u8; 20], usize) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -189,9 +189,14 @@ pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
         digits[at] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            break;
+            return (digits, at);
         }
     }
+}
+
+/// Append the decimal digits of `n`.
+pub fn push_u64(out: &mut Vec<u8>, n: u64) {
+    let (digits, at) = decimal(n);
     out.extend_from_slice(&digits[at..]);
 }
 

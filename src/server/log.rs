@@ -3,7 +3,7 @@
 
 use crate::http::date::{clf_date_bytes, unix_secs};
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
 /// The log target of access lines, so the logger can print them bare.
@@ -33,7 +33,19 @@ pub fn access(entry: &Entry<'_>) {
 /// buffer: this runs for every request.
 pub fn format_entry(e: &Entry<'_>, now: SystemTime) -> String {
     let mut out = String::with_capacity(160);
-    let _ = write!(out, "{}", e.peer.ip());
+    match e.peer.ip() {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_num(&mut out, u64::from(*octet));
+            }
+        }
+        ip => {
+            let _ = write!(out, "{ip}");
+        }
+    }
     out.push_str(" - - [");
     out.push_str(std::str::from_utf8(&clf_date_bytes(unix_secs(now))).unwrap_or("-"));
     out.push_str("] \"");
@@ -41,12 +53,31 @@ pub fn format_entry(e: &Entry<'_>, now: SystemTime) -> String {
         Some(line) => escape_into(&mut out, line.as_bytes()),
         None => out.push('-'),
     }
-    let _ = write!(out, "\" {} {} \"", e.status, e.bytes);
+    out.push_str("\" ");
+    push_num(&mut out, u64::from(e.status));
+    out.push(' ');
+    push_num(&mut out, e.bytes);
+    out.push_str(" \"");
     escape_into(&mut out, e.referer.unwrap_or(b"-"));
     out.push_str("\" \"");
     escape_into(&mut out, e.user_agent.unwrap_or(b"-"));
-    let _ = write!(out, "\" {:.6} rank={}", e.duration.as_secs_f64(), e.rank);
+    // Seconds with six decimals, from whole microseconds.
+    let micros = e.duration.as_micros();
+    out.push_str("\" ");
+    push_num(&mut out, (micros / 1_000_000) as u64);
+    out.push('.');
+    let frac = (micros % 1_000_000) as u64;
+    for div in [100_000, 10_000, 1_000, 100, 10, 1] {
+        out.push((b'0' + (frac / div % 10) as u8) as char);
+    }
+    out.push_str(" rank=");
+    push_num(&mut out, e.rank as u64);
     out
+}
+
+fn push_num(out: &mut String, n: u64) {
+    let (digits, at) = crate::http::response::decimal(n);
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
 }
 
 /// Append quote-safe, control-free text: `"`, `\` and non-printable bytes

@@ -149,13 +149,7 @@ fn serve_file(
     let secs = u64::try_from(meta.mtime()).unwrap_or(0);
     let v = Validators {
         // Strong: inode, modification time to the nanosecond, and size.
-        etag: format!(
-            "\"{:x}-{:x}.{:x}-{:x}\"",
-            meta.ino(),
-            secs,
-            meta.mtime_nsec(),
-            len
-        ),
+        etag: etag(meta.ino(), secs, meta.mtime_nsec() as u64, len),
         modified: UNIX_EPOCH + Duration::from_secs(secs),
     };
     let last_modified = fmt_http_date(v.modified);
@@ -207,6 +201,21 @@ fn serve_file(
     Ok(resp)
 }
 
+/// `"INODE-SECS.NANOS-LEN"` in hex, written without `format!`.
+fn etag(ino: u64, secs: u64, nanos: u64, len: u64) -> String {
+    let mut out = String::with_capacity(48);
+    out.push('"');
+    for (n, sep) in [(ino, '-'), (secs, '.'), (nanos, '-'), (len, '"')] {
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+        for shift in (0..digits).rev() {
+            let d = (n >> (shift * 4)) & 0xf;
+            out.push(char::from_digit(d as u32, 16).unwrap_or('0'));
+        }
+        out.push(sep);
+    }
+    out
+}
+
 /// The MIME type by extension, with `charset=utf-8` on text; remembered
 /// per thread for the last few extensions, as the lookup and the string
 /// building cost more than the rest of a small-file response.
@@ -244,6 +253,16 @@ fn guess_content_type(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etags_are_hex() {
+        assert_eq!(
+            etag(0x51000b, 0x6b025da3, 0x2b1bc7ca, 0x16ce),
+            "\"51000b-6b025da3.2b1bc7ca-16ce\""
+        );
+        assert_eq!(etag(0, 0, 0, 0), "\"0-0.0-0\"");
+        assert_eq!(etag(u64::MAX, 1, 2, 3), format!("\"{:x}-1.2-3\"", u64::MAX));
+    }
 
     #[test]
     fn content_types() {
