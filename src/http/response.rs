@@ -2,14 +2,14 @@
 //!
 //! Every response carries `Date`, `Server` and exact framing (RFC 9110
 //! §6.6.1, §8.6); a HEAD answer has the GET headers and no body (§9.3.2).
-//! File bodies go out with `io::copy`, which std turns into `sendfile(2)`
-//! when the writer is a `TcpStream`.
+//! Large file bodies go through `SendFile`, which a socket implements with
+//! `sendfile(2)`; any other writer copies through a buffer.
 
 use super::reason;
 use crate::error::Error;
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
 /// The server name sent in every response.
@@ -94,6 +94,28 @@ pub fn error_page(err: &Error) -> Response {
     }
 }
 
+/// A writer that can take a file region. The default copies through a
+/// buffer; `&TcpStream` overrides it with `sendfile(2)` (std's `io::copy`
+/// does not use sendfile from a file to a socket).
+pub trait SendFile: Write {
+    fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<u64> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut sent = 0;
+        while sent < len {
+            let want = (len - sent).min(buf.len() as u64) as usize;
+            let n = file.read_at(&mut buf[..want], offset + sent)?;
+            if n == 0 {
+                break;
+            }
+            self.write_all(&buf[..n])?;
+            sent += n as u64;
+        }
+        Ok(sent)
+    }
+}
+
+impl SendFile for Vec<u8> {}
+
 /// How to frame one response on its connection.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteOpts<'a> {
@@ -108,7 +130,7 @@ pub struct WriteOpts<'a> {
 }
 
 /// Write `resp` and return the number of body bytes sent.
-pub fn write_response<W: Write>(
+pub fn write_response<W: SendFile>(
     w: &mut W,
     resp: &mut Response,
     opts: WriteOpts<'_>,
@@ -166,8 +188,7 @@ pub fn write_response<W: Write>(
         }
         ResponseBody::File { file, offset, len } => {
             w.write_all(out)?;
-            file.seek(SeekFrom::Start(*offset))?;
-            let sent = io::copy(&mut file.take(*len), w)?;
+            let sent = w.send_file(file, *offset, *len)?;
             if sent != *len {
                 // The file shrank under us: the framing is now a lie.
                 return Err(io::Error::new(

@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::handler::{Handler, Request};
 use crate::http::body::{BodyFraming, BodyReader};
 use crate::http::date::{http_date_bytes, unix_secs};
-use crate::http::response::{error_page, write_response, WriteOpts};
+use crate::http::response::{error_page, write_response, SendFile, WriteOpts};
 use crate::http::{parse_request_head, HeadLimits, Method, RequestHead, Response};
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -197,7 +197,7 @@ pub fn serve<S>(
     handler: &dyn Handler,
 ) where
     S: Socket,
-    for<'a> &'a S: Read + Write,
+    for<'a> &'a S: Read + SendFile,
 {
     let mut input = Input::new(sock);
     let mut scratch = Vec::with_capacity(1024);
@@ -280,7 +280,7 @@ fn respond<S>(
     scratch: &mut Vec<u8>,
 ) -> Option<bool>
 where
-    for<'a> &'a S: Write,
+    for<'a> &'a S: SendFile,
 {
     let (mut resp, keep) = match result {
         Ok(resp) => (resp, keep),

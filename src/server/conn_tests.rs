@@ -42,6 +42,8 @@ impl Write for &Mock {
     }
 }
 
+impl SendFile for &Mock {}
+
 impl Socket for Mock {
     fn set_read_timeout(&self, _: Option<Duration>) -> io::Result<()> {
         Ok(())

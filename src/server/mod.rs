@@ -4,6 +4,7 @@
 
 pub mod conn;
 pub mod log;
+mod sendfile;
 
 use crate::config;
 use crate::error::Error;
