@@ -4,17 +4,22 @@
 //! `ulimit -n 20000; cargo build --release && cargo bench --bench compare`.
 //!
 //! Environment:
-//! - `BENCH_SECS` (default 10): length of each wrk run.
+//! - `BENCH_SECS` (default 10): length of each timed run (rows 1 and 2).
 //! - `BENCH_ONLY=nginx|mpiweb`: measure one server only (the other column shows `-`).
 //! - `MPIWEB_BENCH_SOLO=1`: start the mpiweb binary alone instead of `mpirun -np 3`.
 //! - `MPIWEB_BIN`: path of the mpiweb binary (default `<crate>/target/release/mpiweb`).
+//!
+//! Rows: (1) 512-byte file, wrk, 50 keep-alive connections, req/s; (2) 1 GiB
+//! file over 4 connections, MiB/s, from this file's own download client (the
+//! target row) and from wrk for reference; (3) 10,000 connections held open at
+//! once, then one GET on each: how many got a full 200, and peak RSS.
 //!
 //! The servers run one at a time, never side by side, so that one server's
 //! idle processes (MPI ranks may spin while they wait) cannot slow the other
 //! down on a small machine. Rows 1-2 share one server lifetime; row 3 gets a
 //! fresh start so its peak RSS is its own.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::env;
 use std::error::Error;
 use std::fs::{self, File};
@@ -92,7 +97,10 @@ fn run() -> BoxResult<ExitCode> {
 
     // Row 3: a fresh start of each server that came up above.
     match &many_skip {
-        Some(reason) => report.notes.push(format!("row 3 skipped: {reason}")),
+        Some(reason) => {
+            eprintln!("bench: row 3 skipped: {reason}");
+            report.notes.push(format!("row 3 skipped: {reason}"));
+        }
         None => {
             let started: Vec<Kind> = cfg
                 .kinds()
@@ -320,10 +328,9 @@ fn small_html() -> Vec<u8> {
 /// Writes BIG_SIZE bytes of non-zero data (no holes: a sparse file would be served from zero pages).
 fn write_big_file(path: &Path) -> BoxResult<()> {
     let mut file = File::create(path)?;
-    let mut chunk: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8 + 1).collect();
-    for n in 0..BIG_SIZE / CHUNK as u64 {
-        // Vary each chunk a little so no layer can fold them into one.
-        chunk[..8].copy_from_slice(&(n + 1).to_le_bytes());
+    // Bytes 1..=251: never zero, and the pattern does not line up with pages.
+    let chunk: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8 + 1).collect();
+    for _ in 0..BIG_SIZE / CHUNK as u64 {
         file.write_all(&chunk)?;
     }
     // Flush to disk now so writeback does not run during the first measurements.
@@ -342,8 +349,8 @@ struct Server {
     port: u16,
     /// mpiweb's rank 0 as it reports itself; nginx's master is `child` itself.
     rank0_pid: Option<u32>,
-    /// Last bytes of mpiweb's stderr, for error messages.
-    stderr_tail: Option<Arc<Mutex<Vec<u8>>>>,
+    /// Last bytes of mpiweb's output, for error messages.
+    output_tail: Option<Arc<Mutex<Vec<u8>>>>,
     stopped: bool,
 }
 
@@ -395,8 +402,8 @@ impl Server {
         kib.map(|k| k as f64 / 1024.0)
     }
 
-    fn stderr_tail(&self) -> String {
-        let Some(tail) = &self.stderr_tail else {
+    fn output_tail(&self) -> String {
+        let Some(tail) = &self.output_tail else {
             return String::new();
         };
         let bytes = tail.lock().map(|t| t.clone()).unwrap_or_default();
@@ -487,7 +494,7 @@ fn start_nginx(cfg: &Config, site: &Site) -> BoxResult<Server> {
         child,
         port,
         rank0_pid: None,
-        stderr_tail: None,
+        output_tail: None,
         stopped: false,
     };
     server.wait_ready().map_err(|e| {
@@ -498,7 +505,11 @@ fn start_nginx(cfg: &Config, site: &Site) -> BoxResult<Server> {
     Ok(server)
 }
 
-fn start_mpiweb(cfg: &Config, site: &Site) -> BoxResult<Server> {
+/// Spawns mpiweb (under mpirun unless solo) with stdout and stderr on one pipe.
+///
+/// mpiweb logs to stderr; mpirun reports a rank's failure on stdout: one pipe
+/// keeps both, in order, for the error message if startup fails.
+fn spawn_mpiweb(cfg: &Config, site: &Site) -> BoxResult<(Child, io::PipeReader)> {
     let mut cmd = if cfg.solo {
         Command::new(&cfg.mpiweb)
     } else {
@@ -506,24 +517,35 @@ fn start_mpiweb(cfg: &Config, site: &Site) -> BoxResult<Server> {
         c.arg("-np").arg(RANKS).arg(&cfg.mpiweb);
         c
     };
+    let (reader, writer) = io::pipe()?;
+    // Access lines go to a file, as nginx's do: under mpirun, stderr would
+    // pass through the launcher's processes and cost CPU on every line.
     cmd.arg("-l")
         .arg("127.0.0.1:0")
+        .arg("--access-log")
+        .arg(site.docroot.with_file_name("mpiweb-access.log"))
         .arg(&site.docroot)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
-    let stderr = child.stderr.take().ok_or("no stderr pipe")?;
+        .stdout(writer.try_clone()?)
+        .stderr(writer);
+    let child = cmd.spawn()?;
+    // `cmd` holds the pipe's write end: drop it, or the reader never sees EOF.
+    drop(cmd);
+    Ok((child, reader))
+}
+
+fn start_mpiweb(cfg: &Config, site: &Site) -> BoxResult<Server> {
+    let (child, output) = spawn_mpiweb(cfg, site)?;
     let tail = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel();
     let tail2 = Arc::clone(&tail);
-    thread::spawn(move || drain_mpiweb_stderr(stderr, tx, tail2));
+    thread::spawn(move || drain_mpiweb_output(output, tx, tail2));
     let mut server = Server {
         kind: Kind::Mpiweb,
         child,
         port: 0,
         rank0_pid: None,
-        stderr_tail: Some(tail),
+        output_tail: Some(tail),
         stopped: false,
     };
     let found = wait_listening(&mut server, &rx).and_then(|(port, pid)| {
@@ -532,7 +554,7 @@ fn start_mpiweb(cfg: &Config, site: &Site) -> BoxResult<Server> {
         server.wait_ready()
     });
     if let Err(e) = found {
-        return Err(format!("{e}\nmpiweb stderr (last lines):\n{}", server.stderr_tail()).into());
+        return Err(format!("{e}\nmpiweb output (last lines):\n{}", server.output_tail()).into());
     }
     if server.rank0_pid.is_none() {
         eprintln!("bench: mpiweb did not print its pid; RSS will be that of the launcher");
@@ -554,7 +576,14 @@ fn wait_listening(
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(found) => return Ok(found),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err("mpiweb closed stderr without printing `listening on`".into())
+                // Its output ended: it is exiting, so its status says why.
+                wait_child(&mut server.child, Duration::from_secs(5));
+                let status = server.child.try_wait()?.map(|s| s.to_string());
+                let status = status.unwrap_or_else(|| "still running".to_string());
+                return Err(format!(
+                    "mpiweb closed its output without printing `listening on` ({status})"
+                )
+                .into());
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
@@ -569,13 +598,13 @@ fn wait_listening(
     }
 }
 
-/// Reads mpiweb's stderr for the whole run so the pipe never fills.
+/// Reads mpiweb's output for the whole run so the pipe never fills.
 ///
 /// Lines are parsed only until the `listening on` line; after that (one access
 /// log line per request) the bytes are read in big blocks and only the last
 /// few KiB are kept, so the drain costs little CPU during measurements.
-fn drain_mpiweb_stderr(
-    stderr: impl Read,
+fn drain_mpiweb_output(
+    output: impl Read,
     tx: mpsc::Sender<(u16, Option<u32>)>,
     tail: Arc<Mutex<Vec<u8>>>,
 ) {
@@ -589,7 +618,7 @@ fn drain_mpiweb_stderr(
             }
         }
     };
-    let mut reader = BufReader::with_capacity(1 << 16, stderr);
+    let mut reader = BufReader::with_capacity(1 << 16, output);
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -663,31 +692,42 @@ fn wait_child(child: &mut Child, limit: Duration) -> bool {
 /// A process identity that survives pid reuse: (pid, start time in clock ticks).
 type ProcId = (u32, u64);
 
-/// Parent pid and start time of a process, from /proc/PID/stat.
-fn proc_stat(pid: u32) -> Option<(u32, u64)> {
+/// What /proc/PID/stat says about a process.
+struct Stat {
+    ppid: u32,
+    /// Start time in clock ticks since boot: with the pid, names the process for good.
+    start: u64,
+    /// Exited and waiting to be reaped: nothing left to stop.
+    zombie: bool,
+}
+
+fn proc_stat(pid: u32) -> Option<Stat> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses; fields resume after the last ')'.
     let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
     // After the name: state(0) ppid(1) ... starttime(19).
-    let ppid = fields.get(1)?.parse().ok()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((ppid, start))
+    Some(Stat {
+        ppid: fields.get(1)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+        zombie: matches!(*fields.first()?, "Z" | "X"),
+    })
 }
 
-/// Every live process as pid -> (ppid, start time).
-fn process_table() -> HashMap<u32, (u32, u64)> {
+/// Every process that has not exited, by pid.
+fn process_table() -> HashMap<u32, Stat> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return HashMap::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| Some((pid, proc_stat(pid)?)))
+        .filter(|(_, stat)| !stat.zombie)
         .collect()
 }
 
 fn children_of(pid: u32) -> Vec<u32> {
     process_table()
         .into_iter()
-        .filter(|&(_, (ppid, _))| ppid == pid)
+        .filter(|(_, stat)| stat.ppid == pid)
         .map(|(p, _)| p)
         .collect()
 }
@@ -698,9 +738,9 @@ fn descendants(root: u32) -> Vec<ProcId> {
     let mut found = Vec::new();
     let mut frontier = vec![root];
     while let Some(parent) = frontier.pop() {
-        for (&pid, &(ppid, start)) in &table {
-            if ppid == parent {
-                found.push((pid, start));
+        for (&pid, stat) in &table {
+            if stat.ppid == parent {
+                found.push((pid, stat.start));
                 frontier.push(pid);
             }
         }
@@ -710,7 +750,9 @@ fn descendants(root: u32) -> Vec<ProcId> {
 
 /// Kills, by pid, processes of a stopped server that are still alive (and are still the same processes).
 fn kill_leftovers(tree: &[ProcId]) {
-    let alive = |&(pid, start): &ProcId| proc_stat(pid).is_some_and(|(_, s)| s == start);
+    let alive = |&(pid, start): &ProcId| {
+        proc_stat(pid).is_some_and(|stat| stat.start == start && !stat.zombie)
+    };
     // Their parent's SIGTERM handling may still be finishing: give them a moment.
     let deadline = Instant::now() + Duration::from_secs(2);
     while tree.iter().any(alive) && Instant::now() < deadline {
@@ -790,7 +832,7 @@ enum Outcome {
     /// 200 with the whole body of the expected length.
     Ok,
     /// A complete response with another status.
-    BadStatus,
+    BadStatus(u16),
     /// A complete 200 whose body length is not the file's.
     BadLength,
     /// The connection closed before the response was complete.
@@ -806,10 +848,14 @@ fn judge(buf: &[u8], eof: bool, expected: u64) -> Option<Outcome> {
     let Some(head) = parse_head(buf) else {
         return eof.then_some(Outcome::Truncated);
     };
+    if head.status == 0 {
+        // Not HTTP: no point waiting for a body.
+        return Some(Outcome::BadStatus(0));
+    }
     let body = (buf.len() - head.len) as u64;
     let verdict = |len_ok: bool| {
         if head.status != 200 {
-            Outcome::BadStatus
+            Outcome::BadStatus(head.status)
         } else if len_ok {
             Outcome::Ok
         } else {
@@ -1026,6 +1072,157 @@ fn parse_wrk_size(text: &str) -> Option<f64> {
 }
 
 // ---------------------------------------------------------------------------
+// Row 2: repeated full downloads of the big file
+// ---------------------------------------------------------------------------
+
+/// What the download clients of row 2 saw, summed over connections.
+#[derive(Clone, Debug, Default)]
+struct DownloadFigures {
+    mib_per_sec: f64,
+    /// Downloads that finished with the whole body.
+    full: u64,
+    /// Failures, e.g. "non-200 2" or "socket error 1".
+    errors: Vec<String>,
+}
+
+impl DownloadFigures {
+    fn errors_cell(&self) -> String {
+        if self.errors.is_empty() {
+            "none".to_string()
+        } else {
+            self.errors.join(", ")
+        }
+    }
+}
+
+/// Per-connection counts of one download client.
+#[derive(Default)]
+struct DownloadTally {
+    bytes: u64,
+    full: u64,
+    bad_head: u64,
+    socket_errors: u64,
+}
+
+/// Downloads the big file over and over on `conns` keep-alive connections for `secs`.
+///
+/// Why not wrk: it reads 8 KiB at a time and parses every body byte, so on
+/// this machine one wrk thread tops out below what a server can send over
+/// loopback, and the ratio would measure wrk. Reading 1 MiB at a time keeps
+/// the client cheap, so the figure is the server's.
+fn download_for(port: u16, conns: u32, secs: u64) -> DownloadFigures {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let handles: Vec<_> = (0..conns)
+        .map(|_| thread::spawn(move || download_worker(port, deadline)))
+        .collect();
+    let mut total = DownloadTally::default();
+    for h in handles {
+        match h.join() {
+            Ok(t) => {
+                total.bytes += t.bytes;
+                total.full += t.full;
+                total.bad_head += t.bad_head;
+                total.socket_errors += t.socket_errors;
+            }
+            Err(_) => total.socket_errors += 1,
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let errors = [
+        ("bad response", total.bad_head),
+        ("socket error", total.socket_errors),
+    ]
+    .into_iter()
+    .filter(|&(_, n)| n > 0)
+    .map(|(what, n)| format!("{what} {n}"))
+    .collect();
+    DownloadFigures {
+        mib_per_sec: total.bytes as f64 / elapsed / (1024.0 * 1024.0),
+        full: total.full,
+        errors,
+    }
+}
+
+fn download_worker(port: u16, deadline: Instant) -> DownloadTally {
+    let mut tally = DownloadTally::default();
+    let mut block = vec![0u8; 1 << 20];
+    let mut stream: Option<TcpStream> = None;
+    while Instant::now() < deadline {
+        let s = match stream.take() {
+            Some(s) => s,
+            None => match TcpStream::connect_timeout(&loopback(port), Duration::from_secs(5)) {
+                Ok(s) => s,
+                Err(_) => {
+                    tally.socket_errors += 1;
+                    thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            },
+        };
+        match download_once(s, port, &mut block, deadline, &mut tally) {
+            // A complete download on a connection the server keeps open: reuse it.
+            Ok(Some(s)) => stream = Some(s),
+            Ok(None) => {}
+            Err(_) if Instant::now() >= deadline => {}
+            Err(_) => tally.socket_errors += 1,
+        }
+    }
+    tally
+}
+
+/// One GET of the big file; gives the stream back if it can carry the next request.
+fn download_once(
+    mut s: TcpStream,
+    port: u16,
+    block: &mut [u8],
+    deadline: Instant,
+    tally: &mut DownloadTally,
+) -> io::Result<Option<TcpStream>> {
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(get_request(port, "/big.bin").as_bytes())?;
+    let mut head_buf = Vec::new();
+    let head = loop {
+        if let Some(head) = parse_head(&head_buf) {
+            break head;
+        }
+        let n = read_until(&mut s, block, deadline)?;
+        if n == 0 {
+            // Closed between requests: a server may end keep-alive; try again on a new one.
+            return Ok(None);
+        }
+        head_buf.extend_from_slice(&block[..n]);
+    };
+    if head.status != 200 || head.content_length != Some(BIG_SIZE) {
+        tally.bad_head += 1;
+        return Ok(None);
+    }
+    let mut got = (head_buf.len() - head.len) as u64;
+    tally.bytes += got;
+    while got < BIG_SIZE {
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        let want = block.len().min((BIG_SIZE - got) as usize);
+        let n = read_until(&mut s, &mut block[..want], deadline)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        got += n as u64;
+        tally.bytes += n as u64;
+    }
+    tally.full += 1;
+    Ok(Some(s))
+}
+
+/// One read that gives up shortly after `deadline` (the read timeout is what is left of it).
+fn read_until(s: &mut TcpStream, block: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    s.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+    s.read(block)
+}
+
+// ---------------------------------------------------------------------------
 // Row 3: many connections at once
 // ---------------------------------------------------------------------------
 
@@ -1036,11 +1233,16 @@ struct ManyFigures {
     held: usize,
     connect_failed: usize,
     ok: usize,
-    bad_status: usize,
+    /// Complete responses other than 200, by status.
+    bad_status: BTreeMap<u16, usize>,
     bad_length: usize,
     truncated: usize,
     errors: usize,
     timed_out: usize,
+    /// The first connect or socket error seen, to say why in the notes.
+    first_error: Option<String>,
+    /// From the start to the moment all connections were open.
+    connect_secs: f64,
     /// From the first request sent to the last answer read.
     answer_secs: f64,
 }
@@ -1049,7 +1251,7 @@ impl ManyFigures {
     fn add(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::Ok => self.ok += 1,
-            Outcome::BadStatus => self.bad_status += 1,
+            Outcome::BadStatus(code) => *self.bad_status.entry(code).or_default() += 1,
             Outcome::BadLength => self.bad_length += 1,
             Outcome::Truncated => self.truncated += 1,
             Outcome::Error => self.errors += 1,
@@ -1060,27 +1262,43 @@ impl ManyFigures {
     fn merge(&mut self, other: &ManyFigures) {
         self.connect_failed += other.connect_failed;
         self.ok += other.ok;
-        self.bad_status += other.bad_status;
+        for (&code, &n) in &other.bad_status {
+            *self.bad_status.entry(code).or_default() += n;
+        }
         self.bad_length += other.bad_length;
         self.truncated += other.truncated;
         self.errors += other.errors;
         self.timed_out += other.timed_out;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
     }
 
-    /// Nonzero failure counts, e.g. "connect failed 12, timed out 3".
+    fn error(&mut self, what: &str, e: &dyn std::fmt::Display) {
+        if self.first_error.is_none() {
+            self.first_error = Some(format!("{what}: {e}"));
+        }
+    }
+
+    /// Nonzero failure counts, e.g. "connect failed 12, status 503: 40, timed out 3".
     fn failures(&self) -> Vec<String> {
-        [
-            ("connect failed", self.connect_failed),
-            ("non-200", self.bad_status),
-            ("wrong length", self.bad_length),
-            ("closed early", self.truncated),
-            ("socket error", self.errors),
-            ("timed out", self.timed_out),
-        ]
-        .into_iter()
-        .filter(|&(_, n)| n > 0)
-        .map(|(what, n)| format!("{what} {n}"))
-        .collect()
+        let statuses = self
+            .bad_status
+            .iter()
+            .map(|(code, &n)| (format!("status {code}:"), n));
+        [("connect failed".to_string(), self.connect_failed)]
+            .into_iter()
+            .chain(statuses)
+            .chain([
+                ("wrong length".to_string(), self.bad_length),
+                ("closed early".to_string(), self.truncated),
+                ("socket error".to_string(), self.errors),
+                ("timed out".to_string(), self.timed_out),
+            ])
+            .filter(|(_, n)| *n > 0)
+            .map(|(what, n)| format!("{what} {n}"))
+            .chain(self.first_error.iter().map(|e| format!("first error: {e}")))
+            .collect()
     }
 }
 
@@ -1170,20 +1388,27 @@ fn many_connections(port: u16) -> ManyFigures {
             });
         match spawned {
             Ok(h) => handles.push(h),
-            Err(_) => total.connect_failed += per_worker,
+            Err(e) => {
+                total.connect_failed += per_worker;
+                total.error("spawning a client thread", &e);
+            }
         }
     }
     gate.open_when_all(handles.len(), connect_deadline + Duration::from_secs(1));
     let sent_at = Instant::now();
+    total.connect_secs = (sent_at - start).as_secs_f64();
     total.held = held.load(Ordering::SeqCst);
     eprintln!(
-        "bench:   {} connections open at once; requests going out",
-        total.held
+        "bench:   {} connections open at once after {:.1} s; sending the requests",
+        total.held, total.connect_secs
     );
     for h in handles {
         match h.join() {
             Ok(part) => total.merge(&part),
-            Err(_) => total.errors += per_worker,
+            Err(_) => {
+                total.errors += per_worker;
+                total.error("client thread", &"panicked");
+            }
         }
     }
     total.answer_secs = sent_at.elapsed().as_secs_f64();
@@ -1203,14 +1428,17 @@ fn many_worker(
     let mut streams = Vec::with_capacity(count);
     for _ in 0..count {
         let left = connect_deadline.saturating_duration_since(Instant::now());
-        let connected = (!left.is_zero())
-            .then(|| {
-                TcpStream::connect_timeout(&loopback(port), left.min(MANY_CONNECT_TIMEOUT)).ok()
-            })
-            .flatten();
-        match connected {
-            Some(s) => streams.push(s),
-            None => figures.connect_failed += 1,
+        if left.is_zero() {
+            figures.connect_failed += 1;
+            figures.error("connect", &"the row's connect budget ran out");
+            continue;
+        }
+        match TcpStream::connect_timeout(&loopback(port), left.min(MANY_CONNECT_TIMEOUT)) {
+            Ok(s) => streams.push(s),
+            Err(e) => {
+                figures.connect_failed += 1;
+                figures.error("connect", &e);
+            }
         }
     }
     held.fetch_add(streams.len(), Ordering::SeqCst);
@@ -1223,19 +1451,29 @@ fn many_worker(
             .and_then(|()| s.write_all(request));
         match written {
             Ok(()) => sent.push(s),
-            Err(_) => figures.add(Outcome::Error),
+            Err(e) => {
+                figures.add(Outcome::Error);
+                figures.error("write", &e);
+            }
         }
     }
     let mut block = [0u8; 4096];
     for s in &mut sent {
-        figures.add(read_answer(s, &mut block, answer_deadline));
+        match read_answer(s, &mut block, answer_deadline) {
+            Ok(outcome) => figures.add(outcome),
+            Err(e) => {
+                figures.add(Outcome::Error);
+                figures.error("read", &e);
+            }
+        }
     }
     // The streams close here, after every answer of this thread is in.
     figures
 }
 
 /// Reads one response until it is complete, the peer closes, or the deadline passes.
-fn read_answer(stream: &mut TcpStream, block: &mut [u8], deadline: Instant) -> Outcome {
+fn read_answer(stream: &mut TcpStream, block: &mut [u8], deadline: Instant) -> io::Result<Outcome> {
+    let expected = SMALL_SIZE as u64;
     let mut buf = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -1246,29 +1484,30 @@ fn read_answer(stream: &mut TcpStream, block: &mut [u8], deadline: Instant) -> O
         } else {
             left
         };
-        if stream.set_read_timeout(Some(wait)).is_err() {
-            return Outcome::Error;
-        }
+        stream.set_read_timeout(Some(wait))?;
         match stream.read(block) {
-            Ok(0) => return judge(&buf, true, SMALL_SIZE as u64).unwrap_or(Outcome::Truncated),
+            Ok(0) => return Ok(judge(&buf, true, expected).unwrap_or(Outcome::Truncated)),
             Ok(n) => {
                 buf.extend_from_slice(&block[..n]);
-                if let Some(outcome) = judge(&buf, false, SMALL_SIZE as u64) {
-                    return outcome;
+                if let Some(outcome) = judge(&buf, false, expected) {
+                    return Ok(outcome);
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Outcome::Error,
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
         if last_look {
-            return Outcome::TimedOut;
+            return Ok(Outcome::TimedOut);
         }
     }
+}
+
+/// A read timeout shows as WouldBlock or TimedOut depending on the platform.
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -1279,7 +1518,8 @@ fn read_answer(stream: &mut TcpStream, block: &mut [u8], deadline: Instant) -> O
 #[derive(Clone, Debug, Default)]
 struct Figures {
     small: Option<WrkFigures>,
-    big: Option<WrkFigures>,
+    big: Option<DownloadFigures>,
+    big_wrk: Option<WrkFigures>,
     rss_rows12: Option<f64>,
     many: Option<ManyFigures>,
     rss_row3: Option<f64>,
@@ -1295,13 +1535,11 @@ fn measure_rows12(
     for problem in sanity_check(server.port) {
         report.note(kind, problem);
     }
-    let mut figures = Figures::default();
     let name = kind.name();
+    let secs = cfg.secs;
+    let mut figures = Figures::default();
 
-    eprintln!(
-        "bench: {name}: row 1, {SMALL_CONNS} connections, {} s",
-        cfg.secs
-    );
+    eprintln!("bench: {name}: row 1, wrk, {SMALL_CONNS} connections, {secs} s");
     match run_wrk(cfg, server.port, "/small.html", SMALL_CONNS, 5) {
         Ok(w) => {
             eprintln!(
@@ -1314,27 +1552,28 @@ fn measure_rows12(
         Err(e) => report.note(kind, format!("row 1: {e}")),
     }
 
+    eprintln!("bench: {name}: row 2, full downloads, {BIG_CONNS} connections, {secs} s");
+    let d = download_for(server.port, BIG_CONNS, secs);
     eprintln!(
-        "bench: {name}: row 2, {BIG_CONNS} connections, {} s",
-        cfg.secs
+        "bench: {name}:   {:.0} MiB/s, {} complete downloads, errors: {}",
+        d.mib_per_sec,
+        d.full,
+        d.errors_cell()
     );
+    figures.big = Some(d);
+
+    eprintln!("bench: {name}: row 2, wrk, {BIG_CONNS} connections, {secs} s");
     // A 1 GiB response takes seconds per connection: a short timeout would count it as an error.
-    match run_wrk(
-        cfg,
-        server.port,
-        "/big.bin",
-        BIG_CONNS,
-        cfg.secs.max(30) * 2,
-    ) {
+    match run_wrk(cfg, server.port, "/big.bin", BIG_CONNS, secs.max(30) * 2) {
         Ok(w) => {
             eprintln!(
                 "bench: {name}:   {:.0} MiB/s, errors: {}",
                 w.mib_per_sec,
                 w.errors_cell()
             );
-            figures.big = Some(w);
+            figures.big_wrk = Some(w);
         }
-        Err(e) => report.note(kind, format!("row 2: {e}")),
+        Err(e) => report.note(kind, format!("row 2 (wrk): {e}")),
     }
 
     figures.rss_rows12 = server.peak_rss_mib();
@@ -1413,16 +1652,29 @@ impl Report {
                 "none",
             ),
             number_row(
-                format!("1 GiB file, {BIG_CONNS} conns (MiB/s)"),
-                n.big.as_ref().map(|w| w.mib_per_sec),
-                m.big.as_ref().map(|w| w.mib_per_sec),
+                format!("1 GiB file, {BIG_CONNS} conns, full downloads (MiB/s)"),
+                n.big.as_ref().map(|d| d.mib_per_sec),
+                m.big.as_ref().map(|d| d.mib_per_sec),
                 0,
                 ">= 0.9",
             ),
             text_row(
+                "  download errors",
+                n.big.as_ref().map(DownloadFigures::errors_cell),
+                m.big.as_ref().map(DownloadFigures::errors_cell),
+                "none",
+            ),
+            number_row(
+                format!("1 GiB file, {BIG_CONNS} conns, wrk -t1 (MiB/s)"),
+                n.big_wrk.as_ref().map(|w| w.mib_per_sec),
+                m.big_wrk.as_ref().map(|w| w.mib_per_sec),
+                0,
+                "(wrk-bound)",
+            ),
+            text_row(
                 "  wrk errors",
-                n.big.as_ref().map(WrkFigures::errors_cell),
-                m.big.as_ref().map(WrkFigures::errors_cell),
+                n.big_wrk.as_ref().map(WrkFigures::errors_cell),
+                m.big_wrk.as_ref().map(WrkFigures::errors_cell),
                 "none",
             ),
             number_row(
@@ -1446,6 +1698,13 @@ impl Report {
                 &many_total,
             ),
             number_row(
+                "  seconds to open them all".into(),
+                n.many.as_ref().map(|f| f.connect_secs),
+                m.many.as_ref().map(|f| f.connect_secs),
+                1,
+                "-",
+            ),
+            number_row(
                 "  seconds until all read".into(),
                 n.many.as_ref().map(|f| f.answer_secs),
                 m.many.as_ref().map(|f| f.answer_secs),
@@ -1457,14 +1716,14 @@ impl Report {
     }
 
     fn print(&self, cfg: &Config) {
-        let launch = if cfg.solo {
-            "mpiweb alone (MPIWEB_BENCH_SOLO=1)".to_string()
-        } else {
-            format!("mpirun -np {RANKS}")
+        let launch = match (cfg.only, cfg.solo) {
+            (Some(Kind::Nginx), _) => "nginx only (BENCH_ONLY=nginx)".to_string(),
+            (_, true) => "mpiweb alone (MPIWEB_BENCH_SOLO=1)".to_string(),
+            (_, false) => format!("mpiweb under mpirun -np {RANKS}"),
         };
         println!();
         println!(
-            "mpiweb vs nginx on 127.0.0.1: {} s per wrk run, {launch}, {} CPUs",
+            "mpiweb vs nginx on 127.0.0.1: {} s per run, {launch}, {} CPUs",
             cfg.secs,
             thread::available_parallelism().map_or(0, |n| n.get())
         );
@@ -1496,7 +1755,10 @@ impl Report {
             self.mpiweb.big.as_ref().map(|w| w.mib_per_sec),
         );
         println!();
-        for (what, r, target) in [("small file req/s", small, 1.0), ("1 GiB MiB/s", big, 0.9)] {
+        for (what, r, target) in [
+            ("small file req/s", small, 1.0),
+            ("1 GiB full downloads MiB/s", big, 0.9),
+        ] {
             match r {
                 Some(r) if r >= target => println!("target met: {what} ratio {r:.2} >= {target}"),
                 Some(r) => println!("target MISSED: {what} ratio {r:.2} < {target}"),

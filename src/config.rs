@@ -27,6 +27,8 @@ pub const DEFAULT_MAX_BODY: u64 = 1 << 30;
 /// Stack of each connection thread: enough for the deepest handler, small
 /// enough that 10,000 connections stay cheap.
 pub const CONNECTION_STACK_BYTES: usize = 256 * 1024;
+/// Accept backlog (std would use 128; the kernel caps it at somaxconn).
+pub const LISTEN_BACKLOG: i32 = 4096;
 /// File descriptors kept back from the connection cap for files and MPI.
 pub const RESERVED_FDS: usize = 64;
 
@@ -40,6 +42,8 @@ pub struct Config {
     pub max_connections: usize,
     pub max_body: u64,
     pub listing: bool,
+    /// Write access lines to this file instead of the log on stderr.
+    pub access_log: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -52,6 +56,7 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_body: DEFAULT_MAX_BODY,
             listing: true,
+            access_log: None,
         }
     }
 }
@@ -77,15 +82,17 @@ Server:
       --header-timeout SECS     time for a request head to arrive; then 408 [default: 10]
       --keepalive-timeout SECS  idle time before a keep-alive connection closes [default: 30]
       --max-body BYTES          largest request body; beyond it 413 [default: 1073741824]
+      --access-log FILE         append access lines to FILE instead of stderr
 Static files:
-      --no-listing              answer 404 for directories without index.html
+      --no-listing              answer 403 for directories without index.html
 Other:
   -h, --help                    print this help
   -V, --version                 print the version
 
 Every option can also be set through the environment: MPIWEB_LISTEN,
 MPIWEB_MAX_CONNECTIONS, MPIWEB_HEADER_TIMEOUT, MPIWEB_KEEPALIVE_TIMEOUT,
-MPIWEB_MAX_BODY, MPIWEB_NO_LISTING=1, MPIWEB_DOCROOT. Flags win.
+MPIWEB_MAX_BODY, MPIWEB_ACCESS_LOG, MPIWEB_NO_LISTING=1, MPIWEB_DOCROOT.
+Flags win.
 The access log goes to stderr at level info; RUST_LOG=warn silences it.
 ";
 
@@ -103,6 +110,7 @@ where
         ("MPIWEB_HEADER_TIMEOUT", "--header-timeout"),
         ("MPIWEB_KEEPALIVE_TIMEOUT", "--keepalive-timeout"),
         ("MPIWEB_MAX_BODY", "--max-body"),
+        ("MPIWEB_ACCESS_LOG", "--access-log"),
     ] {
         if let Some(v) = env(var) {
             set(&mut c, flag, &v).map_err(|e| format!("{var}: {e}"))?;
@@ -131,7 +139,8 @@ where
             | "--max-connections"
             | "--header-timeout"
             | "--keepalive-timeout"
-            | "--max-body" => {
+            | "--max-body"
+            | "--access-log" => {
                 let value = match inline {
                     Some(v) => v,
                     None => args.next().ok_or(format!("{flag} needs a value"))?,
@@ -161,6 +170,8 @@ fn set(c: &mut Config, flag: &str, v: &str) -> Result<(), String> {
         "--header-timeout" => c.header_timeout = parse_secs(v)?,
         "--keepalive-timeout" => c.keepalive_timeout = parse_secs(v)?,
         "--max-body" => c.max_body = parse_count(v)? as u64,
+        "--access-log" if v.is_empty() => return Err("needs a file name".into()),
+        "--access-log" => c.access_log = Some(PathBuf::from(v)),
         _ => return Err(format!("unknown option {flag}")),
     }
     Ok(())
@@ -236,6 +247,8 @@ mod tests {
         assert_eq!(c.max_body, 10);
         assert!(!c.listing);
         assert_eq!(c.docroot, PathBuf::from("site"));
+        let c = config(&["--access-log", "a.log"], &[]);
+        assert_eq!(c.access_log, Some(PathBuf::from("a.log")));
     }
 
     #[test]

@@ -38,6 +38,12 @@ fn main() {
         );
         exit(EXIT_USAGE);
     }
+    if let Some(path) = &cfg.access_log {
+        if let Err(e) = access::to_file(path) {
+            eprintln!("mpiweb: cannot open access log '{}': {e}", path.display());
+            exit(EXIT_USAGE);
+        }
+    }
     let cluster = match Cluster::init() {
         Ok(c) => c,
         Err(msg) => {

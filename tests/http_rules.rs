@@ -266,3 +266,31 @@ fn access_log_has_one_combined_line_per_request() {
     });
     assert!(found, "{}", srv.log_text());
 }
+
+#[test]
+fn access_log_file_gets_the_lines() {
+    let site = Site::new();
+    let path = site.dir.path().join("access.log");
+    let srv = Server::start(&site.root(), &["--access-log", path.to_str().unwrap()]);
+    srv.get("/hello.txt", "User-Agent: filed/1\r\n");
+    srv.get("/nope", "");
+    let until = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.lines().count() >= 2 || Instant::now() > until {
+            break text;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains("\"GET /hello.txt HTTP/1.1\" 200 12 \"-\" \"filed/1\""),
+        "{text}"
+    );
+    assert!(lines[1].contains("\"GET /nope HTTP/1.1\" 404 "), "{text}");
+    assert!(
+        !srv.log_text().contains("GET /hello.txt"),
+        "not also on stderr"
+    );
+}

@@ -79,6 +79,14 @@ fn bad_start_arguments_exit_2_with_one_line() {
             vec![missing.to_string_lossy().into_owned()],
             "is not a directory",
         ),
+        (
+            vec![
+                "--access-log".into(),
+                missing.join("a.log").to_string_lossy().into_owned(),
+                site.root().to_string_lossy().into_owned(),
+            ],
+            "cannot open access log",
+        ),
     ];
     for (args, msg) in cases {
         let out = Command::new(BIN).args(&args).output().unwrap();

@@ -3,7 +3,11 @@
 
 use crate::http::date::{clf_date_bytes, unix_secs};
 use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 /// The log target of access lines, so the logger can print them bare.
@@ -22,9 +26,29 @@ pub struct Entry<'a> {
     pub rank: usize,
 }
 
-/// Write `entry` at `info` on the access target.
+/// The file given by `--access-log`, once opened.
+static FILE: OnceLock<File> = OnceLock::new();
+
+/// Send access lines to `path` (appended, created if missing) instead of
+/// the log on stderr. Under `mpirun` stderr is forwarded through the
+/// launcher's processes, which costs CPU on every line; a file does not.
+pub fn to_file(path: &Path) -> io::Result<()> {
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let _ = FILE.set(file);
+    Ok(())
+}
+
+/// Record one request: a line in the access file, or at `info` on the
+/// access target of the log.
 pub fn access(entry: &Entry<'_>) {
-    if log::log_enabled!(target: TARGET, log::Level::Info) {
+    if let Some(mut file) = FILE.get() {
+        let mut line = format_entry(entry, SystemTime::now());
+        line.push('\n');
+        // One write per line; O_APPEND keeps lines from threads whole.
+        if let Err(e) = file.write_all(line.as_bytes()) {
+            log::warn!("access log: {e}");
+        }
+    } else if log::log_enabled!(target: TARGET, log::Level::Info) {
         log::info!(target: TARGET, "{}", format_entry(entry, SystemTime::now()));
     }
 }

@@ -4,7 +4,7 @@
 
 pub mod conn;
 pub mod log;
-mod sendfile;
+mod sys;
 
 use crate::config;
 use crate::error::Error;
@@ -54,8 +54,13 @@ impl Server {
         }
     }
 
-    /// Accept connections forever.
+    /// Accept connections forever. The acceptor only accepts, counts and
+    /// spawns: everything else happens on the connection's own thread, so a
+    /// burst of connections is taken off the backlog quickly.
     pub fn run(self) -> io::Result<()> {
+        if let Err(e) = sys::set_backlog(&self.listener, config::LISTEN_BACKLOG) {
+            ::log::warn!("keeping the default listen backlog: {e}");
+        }
         let refused = spawn_closer()?;
         loop {
             let (stream, peer) = match self.listener.accept() {
@@ -66,9 +71,6 @@ impl Server {
                 }
             };
             let accepted = Instant::now();
-            // Best effort: a socket that refuses options still gets served.
-            let _ = stream.set_nodelay(true);
-            let _ = stream.set_write_timeout(Some(config::SEND_TIMEOUT));
             if self.active.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
                 self.active.fetch_sub(1, Ordering::AcqRel);
                 refuse(stream, &refused);
@@ -76,21 +78,26 @@ impl Server {
             }
             let slot = Slot(Arc::clone(&self.active));
             let (conn, handler) = (Arc::clone(&self.conn), Arc::clone(&self.handler));
+            // Shared so that a failed spawn still leaves us the socket to refuse.
+            let stream = Arc::new(stream);
+            let theirs = Arc::clone(&stream);
             let spawned = thread::Builder::new()
                 .name("conn".into())
                 .stack_size(config::CONNECTION_STACK_BYTES)
-                .spawn({
-                    let stream = stream.try_clone();
-                    move || {
-                        let _slot = slot;
-                        if let Ok(stream) = stream {
-                            conn::serve(&stream, peer, accepted, &conn, handler.as_ref());
-                        }
-                    }
+                .spawn(move || {
+                    let _slot = slot;
+                    // Best effort: a socket that refuses options still gets served.
+                    let _ = theirs.set_nodelay(true);
+                    let _ = theirs.set_write_timeout(Some(config::SEND_TIMEOUT));
+                    conn::serve(&*theirs, peer, accepted, &conn, handler.as_ref());
                 });
-            if let Err(e) = spawned {
-                ::log::warn!("cannot start a connection thread: {e}");
-                refuse(stream, &refused);
+            match (spawned, Arc::try_unwrap(stream)) {
+                (Ok(_), _) => {}
+                (Err(e), Ok(stream)) => {
+                    ::log::warn!("cannot start a connection thread: {e}");
+                    refuse(stream, &refused);
+                }
+                (Err(e), Err(_)) => ::log::warn!("cannot start a connection thread: {e}"),
             }
         }
     }

@@ -1,24 +1,43 @@
-//! `sendfile(2)` from a file to a socket, so large files never pass
-//! through user space. Declared here against the C library std already
-//! links: std's `io::copy` refuses file-to-socket sendfile on purpose, and
-//! no crate is needed for one call.
+//! The two socket calls std does not expose, declared against the C
+//! library std already links (no crate is needed for two calls):
+//! `sendfile(2)`, since std's `io::copy` refuses file-to-socket sendfile on
+//! purpose, and `listen(2)` again, since std fixes the backlog at 128.
 
 use crate::http::response::SendFile;
 use std::fs::File;
 use std::io;
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 
 /// Bytes per call, well under the 2 GiB a single sendfile may move.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 const CHUNK: u64 = 1 << 30;
 
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-mod sys {
+mod ffi {
     use std::ffi::{c_int, c_long};
     extern "C" {
         /// ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count);
         /// off_t is 64 bits on every 64-bit Linux.
         pub fn sendfile(out_fd: c_int, in_fd: c_int, offset: *mut c_long, count: usize) -> isize;
+    }
+}
+
+extern "C" {
+    /// int listen(int sockfd, int backlog);
+    fn listen(fd: std::ffi::c_int, backlog: std::ffi::c_int) -> std::ffi::c_int;
+}
+
+/// Set the accept backlog of a listening socket. Linux lets `listen` be
+/// called again to change it; the kernel caps it at `net.core.somaxconn`.
+/// std's 128 overflows when thousands of clients connect at once, and a
+/// dropped SYN is retried only after a second or more.
+pub fn set_backlog(listener: &TcpListener, backlog: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is a bound, listening socket owned by `listener`
+    // for the whole call; listen(2) reads nothing from our memory.
+    match unsafe { listen(listener.as_raw_fd(), backlog) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
 }
 
@@ -34,7 +53,7 @@ impl SendFile for &TcpStream {
             // SAFETY: both descriptors are open for the duration of the call
             // (borrowed from `self` and `file`), and `off` is a valid,
             // exclusively borrowed off_t that the kernel updates.
-            let n = unsafe { sys::sendfile(self.as_raw_fd(), file.as_raw_fd(), &mut off, count) };
+            let n = unsafe { ffi::sendfile(self.as_raw_fd(), file.as_raw_fd(), &mut off, count) };
             match n {
                 0 => break, // the file ended early; the caller sees the short count
                 n if n > 0 => sent += n as u64,
