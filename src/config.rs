@@ -27,6 +27,12 @@ pub const DEFAULT_MAX_BODY: u64 = 1 << 30;
 /// Stack of each connection thread: enough for the deepest handler, small
 /// enough that 10,000 connections stay cheap.
 pub const CONNECTION_STACK_BYTES: usize = 256 * 1024;
+/// Largest file kept in the in-memory file cache.
+pub const CACHE_MAX_FILE_BYTES: u64 = 64 * 1024;
+/// Bytes the file cache may hold in all.
+pub const CACHE_MAX_BYTES: usize = 64 << 20;
+/// Files the file cache may hold.
+pub const CACHE_MAX_ENTRIES: usize = 8192;
 /// Accept backlog (std would use 128; the kernel caps it at somaxconn).
 pub const LISTEN_BACKLOG: i32 = 4096;
 /// File descriptors kept back from the connection cap for files and MPI.

@@ -254,3 +254,47 @@ fn files_over_4_gib_and_offsets_past_2_32() {
     let r = srv.get("/huge.bin", "Range: bytes=-2\r\n");
     assert_eq!((r.status, r.body.as_slice()), (206, &[0u8, 0][..]));
 }
+
+#[test]
+fn cached_files_follow_the_disk() {
+    let site = Site::new();
+    let srv = Server::start(&site.root(), &[]);
+    let page = site.root().join("page.txt");
+    std::fs::write(&page, b"version one\n").unwrap();
+    for _ in 0..3 {
+        assert_eq!(srv.get("/page.txt", "").text(), "version one\n");
+    }
+    let old_etag = srv.get("/page.txt", "").header("etag").unwrap().to_string();
+    // Same length, new content: the modification time tells them apart.
+    std::fs::write(&page, b"version two\n").unwrap();
+    let r = srv.get("/page.txt", "");
+    assert_eq!(r.text(), "version two\n");
+    assert_ne!(r.header("etag"), Some(old_etag.as_str()));
+    // A range of a cached file.
+    assert_eq!(srv.get("/page.txt", "Range: bytes=8-10\r\n").text(), "two");
+
+    // A cached path replaced by a symlink that leaves the root.
+    std::fs::remove_file(&page).unwrap();
+    std::os::unix::fs::symlink(site.dir.path().join("secret.txt"), &page).unwrap();
+    let r = srv.get("/page.txt", "");
+    assert_eq!(r.status, 403);
+    assert!(!r.text().contains("TOP SECRET"));
+
+    // Deleted: 404.
+    std::fs::remove_file(&page).unwrap();
+    assert_eq!(srv.get("/page.txt", "").status, 404);
+}
+
+#[test]
+fn special_files_are_refused_without_opening_them() {
+    let site = Site::new();
+    let fifo = site.root().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let srv = Server::start(&site.root(), &[]);
+    // Opening a FIFO for reading would block until a writer came.
+    assert_eq!(srv.get("/pipe", "").status, 403);
+}

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 /// The server name sent in every response.
 pub const SERVER: &str = concat!("mpiweb/", env!("CARGO_PKG_VERSION"));
@@ -27,6 +28,12 @@ pub enum ResponseBody {
     /// `len` bytes of `file` from `offset`.
     File {
         file: File,
+        offset: u64,
+        len: u64,
+    },
+    /// `len` bytes of shared, cached data from `offset`.
+    Shared {
+        data: Arc<[u8]>,
         offset: u64,
         len: u64,
     },
@@ -73,7 +80,7 @@ impl Response {
         match &self.body {
             ResponseBody::None => None,
             ResponseBody::Bytes(b) => Some(b.len() as u64),
-            ResponseBody::File { len, .. } => Some(*len),
+            ResponseBody::File { len, .. } | ResponseBody::Shared { len, .. } => Some(*len),
         }
     }
 }
@@ -178,6 +185,14 @@ pub fn write_response<W: SendFile>(
             out.extend_from_slice(b);
             w.write_all(out)?;
             Ok(b.len() as u64)
+        }
+        ResponseBody::Shared { data, offset, len } => {
+            let part = data
+                .get(*offset as usize..(*offset + *len) as usize)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range past data"))?;
+            out.extend_from_slice(part);
+            w.write_all(out)?;
+            Ok(*len)
         }
         ResponseBody::File { file, offset, len } if *len <= INLINE_FILE_BYTES => {
             let head = out.len();

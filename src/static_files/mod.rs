@@ -1,6 +1,7 @@
 //! Static files from DOCROOT: GET and HEAD, conditional and range
 //! requests, MIME types, directory indexes and listings.
 
+mod cache;
 pub mod cond;
 mod listing;
 pub mod path;
@@ -9,13 +10,16 @@ use crate::error::Error;
 use crate::handler::{Handler, Request};
 use crate::http::date::fmt_http_date;
 use crate::http::{Method, Response, ResponseBody, Target};
+use cache::{Entry, FileCache, Identity};
 use cond::{Conditions, Outcome, RangeAsk, Validators};
 use std::cell::RefCell;
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// The methods a static path allows.
@@ -26,6 +30,7 @@ pub struct StaticFiles {
     /// The root, canonical, so that a resolved path can be checked against it.
     root: PathBuf,
     listing: bool,
+    cache: FileCache<FileInfo>,
 }
 
 impl StaticFiles {
@@ -38,7 +43,11 @@ impl StaticFiles {
                 "not a directory",
             ));
         }
-        Ok(StaticFiles { root, listing })
+        Ok(StaticFiles {
+            root,
+            listing,
+            cache: FileCache::default(),
+        })
     }
 
     /// The absolute path of `rel` under `base` (the root or a directory
@@ -70,16 +79,33 @@ impl StaticFiles {
     fn get(&self, req: &Request<'_>) -> Result<Response, Error> {
         let head = req.head;
         let mapped = path::map_url_path(head.path_query())?;
+        if !mapped.trailing_slash && !mapped.rel.as_os_str().is_empty() {
+            let full = self.root.join(&mapped.rel);
+            if let Some(hit) = self.cache.lookup(&mapped.rel, &full) {
+                return respond(req, &hit.info, |offset, len| ResponseBody::Shared {
+                    data: Arc::clone(&hit.data),
+                    offset,
+                    len,
+                });
+            }
+        }
         let real = self.resolve(&self.root, &mapped.rel)?;
-        // Open first and ask the descriptor: one syscall fewer than stat,
-        // and the validators describe the very file that is sent.
+        // Only regular files and directories are opened: opening a FIFO
+        // would block until a writer came.
+        let kind = fs::metadata(&real).map_err(Error::from_fs_io)?;
+        if !kind.is_file() && !kind.is_dir() {
+            return Err(Error::Forbidden);
+        }
+        // The validators come from the descriptor: they describe the very
+        // file that is sent.
         let (file, meta) = open(&real)?;
         if !meta.is_dir() {
             if mapped.trailing_slash {
                 // `/file.txt/` names a directory that is not there (ENOTDIR).
                 return Err(Error::NotFound);
             }
-            return serve_file(req, &real, file, &meta);
+            let cache = Some((&self.cache, mapped.rel.as_path()));
+            return serve_file(req, &real, file, &meta, cache);
         }
         let (path, query) = split_query(head.path_query());
         if !mapped.trailing_slash {
@@ -91,7 +117,9 @@ impl StaticFiles {
             .resolve(&real, Path::new("index.html"))
             .and_then(|p| Ok((open(&p)?, p)))
         {
-            Ok(((file, meta), index)) if meta.is_file() => serve_file(req, &index, file, &meta),
+            Ok(((file, meta), index)) if meta.is_file() => {
+                serve_file(req, &index, file, &meta, None)
+            }
             Ok(_) | Err(Error::NotFound) if self.listing => {
                 listing::render(&real, path, mapped.rel.as_os_str().is_empty())
             }
@@ -137,40 +165,97 @@ fn redirect_page(location: &str) -> String {
     )
 }
 
-/// The response for an opened regular file: validators, preconditions, range.
+/// What the headers say about one version of a file.
+#[derive(Debug, Clone)]
+pub struct FileInfo {
+    len: u64,
+    validators: Validators,
+    last_modified: String,
+    content_type: String,
+}
+
+impl FileInfo {
+    fn new(path: &Path, meta: &Metadata) -> FileInfo {
+        let secs = u64::try_from(meta.mtime()).unwrap_or(0);
+        let validators = Validators {
+            // Strong: inode, modification time to the nanosecond, and size.
+            etag: etag(meta.ino(), secs, meta.mtime_nsec() as u64, meta.len()),
+            modified: UNIX_EPOCH + Duration::from_secs(secs),
+        };
+        FileInfo {
+            len: meta.len(),
+            last_modified: fmt_http_date(validators.modified),
+            validators,
+            content_type: content_type(path),
+        }
+    }
+}
+
+/// The response for an opened file. Small files are read once, kept in the
+/// cache under `cache_as` (when given) and sent from memory.
 fn serve_file(
     req: &Request<'_>,
     path: &Path,
     file: File,
     meta: &Metadata,
+    cache: Option<(&FileCache<FileInfo>, &Path)>,
+) -> Result<Response, Error> {
+    if !meta.is_file() {
+        return Err(Error::Forbidden); // a device, a FIFO, a socket
+    }
+    let info = FileInfo::new(path, meta);
+    match cache {
+        Some((cache, rel)) if FileCache::<FileInfo>::wants(info.len) => {
+            let mut data = vec![0u8; info.len as usize];
+            file.read_exact_at(&mut data, 0)
+                .map_err(Error::from_fs_io)?;
+            let entry = Arc::new(Entry {
+                identity: Identity::of(meta),
+                data: Arc::from(data),
+                info,
+            });
+            cache.insert(rel, Arc::clone(&entry));
+            respond(req, &entry.info, |offset, len| ResponseBody::Shared {
+                data: Arc::clone(&entry.data),
+                offset,
+                len,
+            })
+        }
+        _ => respond(req, &info.clone(), |offset, len| ResponseBody::File {
+            file,
+            offset,
+            len,
+        }),
+    }
+}
+
+/// Preconditions, range and headers for a file described by `info`;
+/// `body` makes the body for a byte range of it.
+fn respond(
+    req: &Request<'_>,
+    info: &FileInfo,
+    body: impl FnOnce(u64, u64) -> ResponseBody,
 ) -> Result<Response, Error> {
     let head = req.head;
-    let len = meta.len();
-    let secs = u64::try_from(meta.mtime()).unwrap_or(0);
-    let v = Validators {
-        // Strong: inode, modification time to the nanosecond, and size.
-        etag: etag(meta.ino(), secs, meta.mtime_nsec() as u64, len),
-        modified: UNIX_EPOCH + Duration::from_secs(secs),
-    };
-    let last_modified = fmt_http_date(v.modified);
+    let (len, v) = (info.len, &info.validators);
     let conditions = Conditions {
         if_match: head.header("if-match"),
         if_none_match: head.header("if-none-match"),
         if_modified_since: head.header_str("if-modified-since"),
         if_unmodified_since: head.header_str("if-unmodified-since"),
     };
-    match cond::evaluate(&conditions, &v, true) {
+    match cond::evaluate(&conditions, v, true) {
         Outcome::Proceed => {}
         Outcome::NotModified => {
             return Ok(Response::new(304, ResponseBody::None)
-                .with("ETag", v.etag)
-                .with("Last-Modified", last_modified));
+                .with("ETag", v.etag.clone())
+                .with("Last-Modified", info.last_modified.clone()));
         }
         Outcome::PreconditionFailed => return Err(Error::PreconditionFailed),
     }
     let range = match head.header_str("range") {
         Some(r) if head.method == Method::Get => match head.header_str("if-range") {
-            Some(ir) if !cond::if_range_holds(ir, &v) => RangeAsk::Whole,
+            Some(ir) if !cond::if_range_holds(ir, v) => RangeAsk::Whole,
             _ => cond::parse_range(r, len),
         },
         _ => RangeAsk::Whole,
@@ -180,18 +265,11 @@ fn serve_file(
         RangeAsk::Part { start, end } => (206, start, end - start + 1),
         RangeAsk::Unsatisfiable => return Err(Error::RangeNotSatisfiable(len)),
     };
-    let mut resp = Response::new(
-        status,
-        ResponseBody::File {
-            file,
-            offset,
-            len: count,
-        },
-    )
-    .with("Content-Type", content_type(path))
-    .with("Last-Modified", last_modified)
-    .with("ETag", v.etag)
-    .with("Accept-Ranges", "bytes");
+    let mut resp = Response::new(status, body(offset, count))
+        .with("Content-Type", info.content_type.clone())
+        .with("Last-Modified", info.last_modified.clone())
+        .with("ETag", v.etag.clone())
+        .with("Accept-Ranges", "bytes");
     if status == 206 {
         resp = resp.with(
             "Content-Range",

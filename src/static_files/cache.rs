@@ -1,0 +1,170 @@
+//! Small files kept in memory, each hit checked with one `stat(2)`.
+//!
+//! An entry is only made on the full, checked path (traversal and symlink
+//! rules passed, file opened). A later request for the same URL path is
+//! served from memory only if `stat` of that path still finds the same
+//! device, inode, modification time and size: an edited file, a deleted
+//! one, or a path that now leads elsewhere (a new symlink) misses, and the
+//! full path runs again. nginx's `open_file_cache` does this job; it is off
+//! there by default, on here for files up to `config::CACHE_MAX_FILE_BYTES`.
+
+use crate::config;
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// What identifies one version of a file on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    dev: u64,
+    ino: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    len: u64,
+}
+
+impl Identity {
+    pub fn of(meta: &Metadata) -> Identity {
+        Identity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            len: meta.len(),
+        }
+    }
+}
+
+/// One cached file: its bytes and the headers that describe them.
+#[derive(Debug)]
+pub struct Entry<T> {
+    pub identity: Identity,
+    pub data: Arc<[u8]>,
+    pub info: T,
+}
+
+/// The cache, keyed by the relative path the URL mapped to.
+pub struct FileCache<T> {
+    inner: RwLock<Inner<T>>,
+}
+
+struct Inner<T> {
+    map: HashMap<PathBuf, Arc<Entry<T>>>,
+    bytes: usize,
+}
+
+impl<T> Default for FileCache<T> {
+    fn default() -> Self {
+        FileCache {
+            inner: RwLock::new(Inner {
+                map: HashMap::new(),
+                bytes: 0,
+            }),
+        }
+    }
+}
+
+impl<T> FileCache<T> {
+    /// Whether a file of `len` bytes is worth keeping.
+    pub fn wants(len: u64) -> bool {
+        len <= config::CACHE_MAX_FILE_BYTES
+    }
+
+    /// The entry for `rel`, if `stat` of `full` still finds the same file.
+    pub fn lookup(&self, rel: &Path, full: &Path) -> Option<Arc<Entry<T>>> {
+        let entry = {
+            let inner = self.inner.read().ok()?;
+            Arc::clone(inner.map.get(rel)?)
+        };
+        match std::fs::metadata(full) {
+            Ok(meta) if meta.is_file() && Identity::of(&meta) == entry.identity => Some(entry),
+            _ => {
+                self.remove(rel);
+                None
+            }
+        }
+    }
+
+    /// Keep `entry` for `rel` while the cache has room; a full cache keeps
+    /// what it has (the files asked for first are usually the hot ones).
+    pub fn insert(&self, rel: &Path, entry: Arc<Entry<T>>) {
+        let Ok(mut inner) = self.inner.write() else {
+            return;
+        };
+        let old = inner.map.get(rel).map_or(0, |e| e.data.len());
+        let bytes = inner.bytes - old + entry.data.len();
+        let full = bytes > config::CACHE_MAX_BYTES || inner.map.len() >= config::CACHE_MAX_ENTRIES;
+        if full && old == 0 {
+            return;
+        }
+        inner.bytes = bytes;
+        inner.map.insert(rel.to_path_buf(), entry);
+    }
+
+    fn remove(&self, rel: &Path) {
+        if let Ok(mut inner) = self.inner.write() {
+            if let Some(old) = inner.map.remove(rel) {
+                inner.bytes -= old.data.len();
+            }
+        }
+    }
+
+    /// Bytes held, for tests.
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.inner.read().map_or(0, |i| i.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn entry(meta: &Metadata, data: &[u8]) -> Arc<Entry<()>> {
+        Arc::new(Entry {
+            identity: Identity::of(meta),
+            data: Arc::from(data),
+            info: (),
+        })
+    }
+
+    #[test]
+    fn hits_only_while_the_file_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.txt");
+        fs::write(&path, b"one").unwrap();
+        let cache = FileCache::default();
+        let rel = Path::new("a.txt");
+        assert!(cache.lookup(rel, &path).is_none());
+        cache.insert(rel, entry(&fs::metadata(&path).unwrap(), b"one"));
+        assert_eq!(&*cache.lookup(rel, &path).unwrap().data, b"one");
+        assert_eq!(cache.bytes(), 3);
+
+        // Rewritten with another size: a miss, and the entry is gone.
+        fs::write(&path, b"three").unwrap();
+        assert!(cache.lookup(rel, &path).is_none());
+        assert_eq!(cache.bytes(), 0);
+
+        // Replaced by a symlink to another file: a different inode, a miss.
+        cache.insert(rel, entry(&fs::metadata(&path).unwrap(), b"three"));
+        let other = dir.path().join("other.txt");
+        fs::write(&other, b"three").unwrap();
+        fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&other, &path).unwrap();
+        assert!(cache.lookup(rel, &path).is_none());
+
+        // Deleted: a miss.
+        cache.insert(rel, entry(&fs::metadata(&other).unwrap(), b"three"));
+        fs::remove_file(&path).unwrap();
+        assert!(cache.lookup(rel, &path).is_none());
+    }
+
+    #[test]
+    fn size_limits() {
+        assert!(FileCache::<()>::wants(config::CACHE_MAX_FILE_BYTES));
+        assert!(!FileCache::<()>::wants(config::CACHE_MAX_FILE_BYTES + 1));
+    }
+}
