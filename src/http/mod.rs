@@ -61,7 +61,9 @@ impl Method {
 
 /// `tchar` of RFC 9110 §5.6.2: the bytes a token (method, field name) may hold.
 pub fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
+        | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_'
+        | b'`' | b'|' | b'~')
 }
 
 /// Whether a comma-separated field value (RFC 9110 §5.6.1) holds `token`,
@@ -154,6 +156,17 @@ mod tests {
         for (value, token, want) in cases {
             assert_eq!(list_contains(value, token), *want, "{value:?} {token}");
         }
+    }
+
+    #[test]
+    fn tchar_is_rfc_9110_token() {
+        let tchars: Vec<u8> = (0..=255u8).filter(|&b| is_tchar(b)).collect();
+        let mut want: Vec<u8> = b"!#$%&'*+-.^_`|~".to_vec();
+        want.extend(b'0'..=b'9');
+        want.extend(b'A'..=b'Z');
+        want.extend(b'a'..=b'z');
+        want.sort();
+        assert_eq!(tchars, want);
     }
 
     #[test]

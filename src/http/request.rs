@@ -343,7 +343,11 @@ fn check_host(head: &RequestHead) -> Result<(), Error> {
 
 /// uri-host [":" port] (RFC 3986 §3.2), without userinfo.
 fn valid_authority(a: &[u8]) -> bool {
-    let host_ok = |b: u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b);
+    let host_ok = |b: u8| {
+        matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
+            | b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\''
+            | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'[' | b']')
+    };
     !a.is_empty() && a.iter().all(|&b| host_ok(b)) && (!a.contains(&b':') || port_of(a).is_some())
         || a.starts_with(b"[") && a.iter().all(|&b| host_ok(b))
 }

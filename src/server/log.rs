@@ -101,7 +101,7 @@ pub fn format_entry(e: &Entry<'_>, now: SystemTime) -> String {
 
 fn push_num(out: &mut String, n: u64) {
     let (digits, at) = crate::http::response::decimal(n);
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
+    out.extend(digits[at..].iter().map(|&d| d as char));
 }
 
 /// Append quote-safe, control-free text: `"`, `\` and non-printable bytes
