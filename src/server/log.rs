@@ -7,7 +7,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, OnceLock};
+use std::thread;
 use std::time::{Duration, SystemTime};
 
 /// The log target of access lines, so the logger can print them bare.
@@ -26,27 +28,81 @@ pub struct Entry<'a> {
     pub rank: usize,
 }
 
-/// The file given by `--access-log`, once opened.
-static FILE: OnceLock<File> = OnceLock::new();
+/// How long an access line may wait before it reaches the file.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+/// Lines that may wait at once; past it a line is written directly.
+const QUEUE_LINES: usize = 1 << 16;
+
+/// The `--access-log` file and the queue to its writer thread.
+struct FileLog {
+    file: Arc<File>,
+    queue: SyncSender<String>,
+}
+
+static FILE_LOG: OnceLock<FileLog> = OnceLock::new();
 
 /// Send access lines to `path` (appended, created if missing) instead of
 /// the log on stderr. Under `mpirun` stderr is forwarded through the
 /// launcher's processes, which costs CPU on every line; a file does not.
+///
+/// Lines are queued and written in batches every `FLUSH_INTERVAL` by one
+/// thread, which sleeps between batches so that queueing a line never
+/// wakes anybody: a request costs no log syscall. A full queue makes the
+/// request write its own line: nothing is dropped.
 pub fn to_file(path: &Path) -> io::Result<()> {
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
-    let _ = FILE.set(file);
+    let file = Arc::new(OpenOptions::new().create(true).append(true).open(path)?);
+    let (queue, lines) = sync_channel::<String>(QUEUE_LINES);
+    let out = Arc::clone(&file);
+    thread::Builder::new()
+        .name("access-log".into())
+        .spawn(move || write_batches(&out, &lines))?;
+    let _ = FILE_LOG.set(FileLog { file, queue });
     Ok(())
+}
+
+fn write_batches(mut file: &File, lines: &Receiver<String>) {
+    let mut batch = Vec::with_capacity(1 << 16);
+    loop {
+        thread::sleep(FLUSH_INTERVAL);
+        let mut open = true;
+        loop {
+            match lines.try_recv() {
+                Ok(line) => batch.extend_from_slice(line.as_bytes()),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+            if batch.len() >= 1 << 20 {
+                break;
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = file.write_all(&batch) {
+                log::warn!("access log: {e}");
+            }
+            batch.clear();
+        }
+        if !open {
+            return;
+        }
+    }
 }
 
 /// Record one request: a line in the access file, or at `info` on the
 /// access target of the log.
 pub fn access(entry: &Entry<'_>) {
-    if let Some(mut file) = FILE.get() {
+    if let Some(log) = FILE_LOG.get() {
         let mut line = format_entry(entry, SystemTime::now());
         line.push('\n');
-        // One write per line; O_APPEND keeps lines from threads whole.
-        if let Err(e) = file.write_all(line.as_bytes()) {
-            log::warn!("access log: {e}");
+        if let Err(TrySendError::Full(line) | TrySendError::Disconnected(line)) =
+            log.queue.try_send(line)
+        {
+            // One write per line; O_APPEND keeps lines from threads whole.
+            if let Err(e) = (&*log.file).write_all(line.as_bytes()) {
+                log::warn!("access log: {e}");
+            }
         }
     } else if log::log_enabled!(target: TARGET, log::Level::Info) {
         log::info!(target: TARGET, "{}", format_entry(entry, SystemTime::now()));
