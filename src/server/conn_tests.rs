@@ -83,8 +83,8 @@ fn cfg() -> ConnConfig {
     }
 }
 
-/// Run the loop on `input` split in pieces; return (status, body) pairs.
-fn exchange(input: &[u8], piece: usize) -> Vec<(u16, String)> {
+/// Run the loop on `input` split in pieces; return what it wrote.
+fn run(input: &[u8], piece: usize) -> String {
     let sock = Mock::new(input, piece);
     serve(
         &sock,
@@ -93,8 +93,13 @@ fn exchange(input: &[u8], piece: usize) -> Vec<(u16, String)> {
         &cfg(),
         &Echo,
     );
-    let out = sock.output.into_inner().unwrap();
-    parse_responses(&String::from_utf8_lossy(&out))
+    String::from_utf8_lossy(&sock.output.into_inner().unwrap()).into_owned()
+}
+
+/// Run the loop on `input` split in pieces; return (status, body) pairs.
+fn exchange(input: &[u8], piece: usize) -> Vec<(u16, String)> {
+    let out = run(input, piece);
+    parse_responses(&out)
 }
 
 /// Split a byte stream of responses using their Content-Length.
@@ -204,15 +209,7 @@ fn continue_is_sent_when_the_handler_reads() {
 #[test]
 fn unread_body_with_expect_closes_without_continue() {
     let input = b"POST /x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhiGET / HTTP/1.1\r\nHost: x\r\n\r\n";
-    let sock = Mock::new(input, 4096);
-    serve(
-        &sock,
-        "127.0.0.1:1".parse().unwrap(),
-        Instant::now(),
-        &cfg(),
-        &Echo,
-    );
-    let out = String::from_utf8(sock.output.into_inner().unwrap()).unwrap();
+    let out = run(input, 4096);
     assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
     assert!(out.contains("Connection: close\r\n"), "{out}");
     assert_eq!(out.matches("HTTP/1.1").count(), 1, "{out}");
