@@ -27,6 +27,9 @@ pub const DEFAULT_MAX_BODY: u64 = 1 << 30;
 /// Stack of each connection thread: enough for the deepest handler, small
 /// enough that 10,000 connections stay cheap.
 pub const CONNECTION_STACK_BYTES: usize = 256 * 1024;
+/// Unread request body bytes discarded to keep a connection open; a larger
+/// rest (or one slower than the header timeout) closes it instead.
+pub const MAX_DRAIN_BYTES: u64 = 64 * 1024;
 /// Largest file kept in the in-memory file cache.
 pub const CACHE_MAX_FILE_BYTES: u64 = 64 * 1024;
 /// Bytes the file cache may hold in all.

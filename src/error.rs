@@ -7,6 +7,9 @@
 use std::fmt;
 use std::io;
 
+/// `ELOOP` on Linux (too many symbolic links), which std has no stable kind for.
+const ELOOP: i32 = 40;
+
 /// Everything that can end a request early.
 #[derive(Debug)]
 pub enum Error {
@@ -146,8 +149,12 @@ impl Error {
     /// Map an I/O error met while opening or reading a file under the root.
     pub fn from_fs_io(e: io::Error) -> Error {
         match e.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => Error::NotFound,
+            io::ErrorKind::NotFound
+            | io::ErrorKind::NotADirectory
+            | io::ErrorKind::InvalidFilename => Error::NotFound,
             io::ErrorKind::PermissionDenied => Error::Forbidden,
+            // ELOOP: a symlink loop leads nowhere we would serve.
+            _ if e.raw_os_error() == Some(ELOOP) => Error::Forbidden,
             _ => Error::Internal(e.to_string()),
         }
     }
@@ -206,5 +213,9 @@ mod tests {
         assert!(matches!(Error::from_fs_io(missing), Error::NotFound));
         let denied = io::Error::from(io::ErrorKind::PermissionDenied);
         assert!(matches!(Error::from_fs_io(denied), Error::Forbidden));
+        let long = io::Error::from(io::ErrorKind::InvalidFilename);
+        assert!(matches!(Error::from_fs_io(long), Error::NotFound));
+        let looped = io::Error::from_raw_os_error(ELOOP);
+        assert!(matches!(Error::from_fs_io(looped), Error::Forbidden));
     }
 }

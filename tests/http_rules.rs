@@ -294,3 +294,58 @@ fn access_log_file_gets_the_lines() {
         "not also on stderr"
     );
 }
+
+#[test]
+fn unread_bodies_are_drained_only_when_small_and_prompt() {
+    let site = Site::new();
+    let srv = Server::start(&site.root(), &["--header-timeout", "1"]);
+    // A huge declared body the handler does not want: answered at once,
+    // and the connection closes rather than wait for a gigabyte.
+    let mut s = srv.connect();
+    let t0 = Instant::now();
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000000\r\n\r\npartial")
+        .unwrap();
+    let r = read_one(&mut s, false);
+    assert_eq!((r.status, r.header("connection")), (200, Some("close")));
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+
+    // A small body that stops arriving: answered within the header timeout.
+    let mut s = srv.connect();
+    let t0 = Instant::now();
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
+        .unwrap();
+    let r = read_one(&mut s, false);
+    assert_eq!((r.status, r.header("connection")), (200, Some("close")));
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn a_stray_crlf_after_a_request_is_not_a_new_request() {
+    let site = Site::new();
+    let srv = Server::start(
+        &site.root(),
+        &["--header-timeout", "0.5", "--keepalive-timeout", "3"],
+    );
+    let mut s = srv.connect();
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_one(&mut s, false).status, 200);
+    // Past the header timeout nothing arrives (no 408); the connection is
+    // still usable.
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match std::io::Read::read(&mut s, &mut buf) {
+        Err(e) => assert!(matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )),
+        Ok(n) => panic!(
+            "unexpected {n} bytes: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+    }
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_one(&mut s, false).status, 200);
+}

@@ -10,6 +10,9 @@ use std::io::{Seek, SeekFrom, Write};
 #[test]
 fn traversal_and_symlink_escapes_are_refused() {
     let site = Site::new();
+    let long_name = format!("/{}", "a".repeat(300));
+    std::os::unix::fs::symlink("loop-b", site.root().join("loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", site.root().join("loop-b")).unwrap();
     let srv = Server::start(&site.root(), &[]);
     let cases: &[(&str, u16)] = &[
         ("/../secret.txt", 403),
@@ -24,8 +27,10 @@ fn traversal_and_symlink_escapes_are_refused() {
         ("/hello.txt%00.html", 400),
         ("/%zz", 400),
         ("/inside-link.txt", 200),
+        ("/loop-a", 403),
         ("/nope.txt", 404),
         ("/hello.txt/", 404),
+        (long_name.as_str(), 404),
     ];
     for (path, want) in cases {
         let r = srv.get(path, "");
@@ -47,6 +52,9 @@ fn directories_index_redirect_and_listing() {
         (r.status, r.header("location")),
         (301, Some("/withindex/?x=1"))
     );
+    // Never `//withindex/`, which a browser would read as another host.
+    let r = srv.get("//withindex", "");
+    assert_eq!((r.status, r.header("location")), (301, Some("/withindex/")));
     let r = srv.get("/withindex/", "");
     assert_eq!(r.text(), "inner index\n");
 
@@ -59,6 +67,11 @@ fn directories_index_redirect_and_listing() {
     );
     assert!(page.contains("<a href=\"subdir/\">subdir/</a>"), "{page}");
     assert!(!page.contains(".hidden"));
+    assert!(page.contains("in-link.txt"), "{page}");
+    assert!(
+        !page.contains("out-link.txt"),
+        "a link out of the root is not listed"
+    );
     assert!(!page.contains("<c>"), "names are escaped");
     // The escaped link leads to the file.
     assert_eq!(srv.get("/list/a%26b%20%3Cc%3E.txt", "").text(), "escaped\n");

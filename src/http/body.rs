@@ -8,6 +8,7 @@
 use crate::config;
 use crate::error::Error;
 use std::io::{self, BufRead, Read, Write};
+use std::time::Instant;
 
 /// How a request's body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,15 +20,36 @@ pub enum BodyFraming {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Length { remaining: u64 },
-    Size { value: u64, digits: usize },
-    Ext { size: u64, len: usize },
-    SizeLf { size: u64 },
-    Data { remaining: u64 },
+    Length {
+        remaining: u64,
+    },
+    Size {
+        value: u64,
+        digits: usize,
+    },
+    /// Whitespace after the size: only more of it or `;` may follow
+    /// (`chunk-ext = *( BWS ";" ... )`, RFC 9112 §7.1.1).
+    SizeWs {
+        size: u64,
+    },
+    Ext {
+        size: u64,
+        len: usize,
+    },
+    SizeLf {
+        size: u64,
+    },
+    Data {
+        remaining: u64,
+    },
     DataCr,
     DataLf,
-    Trailer { line: usize },
-    TrailerLf { line: usize },
+    Trailer {
+        line: usize,
+    },
+    TrailerLf {
+        line: usize,
+    },
     Done,
 }
 
@@ -110,6 +132,31 @@ impl<'a, R: BufRead> BodyReader<'a, R> {
         }
     }
 
+    /// Discard the rest of the body if it is at most `max` bytes and
+    /// arrives before `deadline`. `Ok(false)`: it was not worth waiting
+    /// for, and the connection must close instead of being reused.
+    pub fn drain_within(&mut self, max: u64, deadline: Instant) -> Result<bool, Error> {
+        if let State::Length { remaining } = self.framing.state {
+            if remaining > max {
+                return Ok(false);
+            }
+        }
+        let mut scratch = [0u8; 8192];
+        let mut n = 0u64;
+        loop {
+            match self.read_body(&mut scratch) {
+                Ok(0) => return Ok(true),
+                Ok(got) => n += got as u64,
+                // A read timeout while draining is a slow client, not a lost one.
+                Err(Error::PeerGone) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            if n > max || Instant::now() >= deadline {
+                return Ok(false);
+            }
+        }
+    }
+
     /// Read body bytes into `out`; `Ok(0)` at the end of the body.
     pub fn read_body(&mut self, out: &mut [u8]) -> Result<usize, Error> {
         if out.is_empty() || self.is_done() {
@@ -180,13 +227,19 @@ impl Framing {
                     }
                     match b {
                         b'\r' => State::SizeLf { size: value },
-                        b';' | b' ' | b'\t' => State::Ext {
+                        b';' => State::Ext {
                             size: value,
                             len: 0,
                         },
+                        b' ' | b'\t' => State::SizeWs { size: value },
                         _ => return Err(bad("malformed chunk size")),
                     }
                 }
+            },
+            State::SizeWs { size } => match b {
+                b' ' | b'\t' => State::SizeWs { size },
+                b';' => State::Ext { size, len: 0 },
+                _ => return Err(bad("malformed chunk extension")),
             },
             State::Ext { size, len } => match b {
                 b'\r' => State::SizeLf { size },
@@ -214,6 +267,8 @@ impl Framing {
                 }
                 match b {
                     b'\r' => State::TrailerLf { line },
+                    // A field line starts with a name: no obs-fold in trailers.
+                    b' ' | b'\t' if line == 0 => return Err(bad("folded trailer line")),
                     b'\t' | b' '..=b'~' | 0x80..=0xff => State::Trailer { line: line + 1 },
                     _ => return Err(bad("control character in trailer")),
                 }

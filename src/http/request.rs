@@ -348,7 +348,12 @@ fn valid_authority(a: &[u8]) -> bool {
             | b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\''
             | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'[' | b']')
     };
-    !a.is_empty() && a.iter().all(|&b| host_ok(b)) && (!a.contains(&b':') || port_of(a).is_some())
+    // port = *DIGIT (RFC 3986 §3.2.3): it may be empty.
+    let port_ok = |a: &[u8]| match a.iter().rposition(|&b| b == b':') {
+        Some(c) => c > 0 && a[c + 1..].iter().all(u8::is_ascii_digit) && a.len() - c <= 6,
+        None => true,
+    };
+    !a.is_empty() && a.iter().all(|&b| host_ok(b)) && port_ok(a)
         || a.starts_with(b"[") && a.iter().all(|&b| host_ok(b))
 }
 
@@ -414,7 +419,8 @@ fn keep_alive(head: &RequestHead) -> bool {
 
 /// RFC 9110 §10.1.1: `100-continue` is the only expectation; 1.0 ignores it.
 fn parse_expect(head: &RequestHead) -> Result<bool, Error> {
-    let Some(v) = head.header("expect") else {
+    // An HTTP/1.0 server ignores Expect (RFC 9110 §10.1.1).
+    let Some(v) = head.header("expect").filter(|_| head.minor >= 1) else {
         return Ok(false);
     };
     if !trim_ows(v).eq_ignore_ascii_case(b"100-continue") {

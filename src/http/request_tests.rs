@@ -96,6 +96,12 @@ fn status_table() {
             b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n",
             Some(417),
         ),
+        // HTTP/1.0 ignores Expect
+        (b"PUT / HTTP/1.0\r\nExpect: magic\r\n\r\n", Some(200)),
+        // an empty port is allowed in Host; letters are not
+        (b"GET / HTTP/1.1\r\nHost: a:\r\n\r\n", Some(200)),
+        (b"GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", Some(400)),
+        (b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", Some(200)),
     ];
     for (raw, want) in cases {
         assert_eq!(status_of(raw), want, "{:?}", String::from_utf8_lossy(raw));

@@ -6,6 +6,7 @@
 //! `sendfile`, since `&TcpStream` is what `io::copy` is handed.
 
 use super::log;
+use crate::config;
 use crate::error::Error;
 use crate::handler::{Handler, Request};
 use crate::http::body::{BodyFraming, BodyReader};
@@ -91,6 +92,7 @@ where
         since: Option<Instant>,
         cfg: &ConnConfig,
     ) -> Result<Option<RequestHead>, Error> {
+        self.skip_blank_lines();
         let mut started = since.or_else(|| (self.pos < self.len).then(Instant::now));
         loop {
             if self.pos < self.len {
@@ -119,7 +121,12 @@ where
                 Ok(0) => return Ok(None),
                 Ok(n) => {
                     self.len += n;
-                    started.get_or_insert_with(Instant::now);
+                    if started.is_none() {
+                        self.skip_blank_lines();
+                        if self.pos < self.len {
+                            started = Some(Instant::now());
+                        }
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
@@ -135,6 +142,17 @@ where
                 }
                 Err(e) => return Err(Error::from_downstream_io(e)),
             }
+        }
+    }
+
+    /// Drop CR and LF bytes waiting before a request (RFC 9112 §2.2: a
+    /// client may send an extra CRLF after a body). Only a few are dropped
+    /// per request, so a stream of them still starts the header timer.
+    fn skip_blank_lines(&mut self) {
+        let mut skipped = 0;
+        while self.pos < self.len && matches!(self.buf[self.pos], b'\r' | b'\n') && skipped < 4 {
+            self.pos += 1;
+            skipped += 1;
         }
     }
 
@@ -213,6 +231,8 @@ pub fn serve<S>(
         };
         let t0 = Instant::now();
         let (result, body_close) = run_handler(sock, &mut input, &head, peer, cfg, handler);
+        // The drain may have changed the socket's read timeout.
+        input.timeout = None;
         let keep = head.keep_alive && !body_close;
         match respond(sock, Some(&head), result, keep, peer, t0, cfg, &mut scratch) {
             Some(true) => {}
@@ -225,7 +245,7 @@ pub fn serve<S>(
 /// Run the handler, then make sure the request body is consumed. Returns
 /// the handler's result and whether the connection must close because the
 /// body could not be read to its end.
-fn run_handler<S, R>(
+fn run_handler<S: Socket, R>(
     sock: &S,
     input: &mut R,
     head: &RequestHead,
@@ -260,8 +280,13 @@ where
         // rather than wait for content the client may never send.
         return (result, true);
     }
-    match body.drain() {
-        Ok(_) => (result, false),
+    // An unread body is drained only if it is small and arrives promptly:
+    // a client dribbling a large body must not hold the thread (then the
+    // answer goes out with Connection: close instead).
+    let _ = sock.set_read_timeout(Some(cfg.header_timeout));
+    let deadline = Instant::now() + cfg.header_timeout;
+    match body.drain_within(config::MAX_DRAIN_BYTES, deadline) {
+        Ok(drained) => (result, !drained),
         Err(e) => (Err(e), true),
     }
 }

@@ -31,7 +31,7 @@ pub struct Entry<'a> {
 /// How long an access line may wait before it reaches the file.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 /// Lines that may wait at once; past it a line is written directly.
-const QUEUE_LINES: usize = 1 << 16;
+const QUEUE_LINES: usize = 8192;
 
 /// The `--access-log` file and the queue to its writer thread.
 struct FileLog {
@@ -162,7 +162,15 @@ fn push_num(out: &mut String, n: u64) {
 
 /// Append quote-safe, control-free text: `"`, `\` and non-printable bytes
 /// as `\xHH`.
+/// Bytes of one logged field (target, Referer, User-Agent) kept; the rest
+/// is marked `...`, so a line stays small whatever the client sends.
+const MAX_FIELD_BYTES: usize = 1024;
+
 fn escape_into(out: &mut String, v: &[u8]) {
+    let (v, cut) = match v.get(..MAX_FIELD_BYTES) {
+        Some(head) if v.len() > MAX_FIELD_BYTES => (head, true),
+        _ => (v, false),
+    };
     for &b in v {
         match b {
             b'"' | b'\\' | ..=0x1f | 0x7f.. => {
@@ -171,12 +179,33 @@ fn escape_into(out: &mut String, v: &[u8]) {
             _ => out.push(b as char),
         }
     }
+    if cut {
+        out.push_str("...");
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn long_fields_are_cut() {
+        let ua = vec![b'"'; 5000];
+        let e = Entry {
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            request_line: None,
+            status: 400,
+            bytes: 0,
+            referer: None,
+            user_agent: Some(&ua),
+            duration: Duration::ZERO,
+            rank: 0,
+        };
+        let line = format_entry(&e, UNIX_EPOCH);
+        assert!(line.len() < 4 * MAX_FIELD_BYTES + 200, "{}", line.len());
+        assert!(line.contains("\\x22...\""));
+    }
 
     #[test]
     fn combined_format_with_rank() {

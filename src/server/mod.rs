@@ -136,7 +136,9 @@ fn refuse(stream: TcpStream, closer: &SyncSender<TcpStream>) {
 /// One thread that drains refused connections briefly before closing them,
 /// so their 503 is read rather than lost to a reset.
 fn spawn_closer() -> io::Result<SyncSender<TcpStream>> {
-    let (tx, rx) = sync_channel::<TcpStream>(1024);
+    // Queued sockets hold descriptors outside the cap: keep them well
+    // below the reserve.
+    let (tx, rx) = sync_channel::<TcpStream>(config::RESERVED_FDS / 2);
     thread::Builder::new()
         .name("closer".into())
         .spawn(move || {

@@ -22,6 +22,10 @@ pub struct Identity {
     ino: u64,
     mtime: i64,
     mtime_nsec: i64,
+    /// The inode's change time moves with chmod, chown and renames.
+    ctime: i64,
+    ctime_nsec: i64,
+    mode: u32,
     len: u64,
 }
 
@@ -32,6 +36,9 @@ impl Identity {
             ino: meta.ino(),
             mtime: meta.mtime(),
             mtime_nsec: meta.mtime_nsec(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+            mode: meta.mode(),
             len: meta.len(),
         }
     }
@@ -81,7 +88,7 @@ impl<T> FileCache<T> {
         match std::fs::metadata(full) {
             Ok(meta) if meta.is_file() && Identity::of(&meta) == entry.identity => Some(entry),
             _ => {
-                self.remove(rel);
+                self.remove(rel, &entry);
                 None
             }
         }
@@ -103,10 +110,13 @@ impl<T> FileCache<T> {
         inner.map.insert(rel.to_path_buf(), entry);
     }
 
-    fn remove(&self, rel: &Path) {
+    /// Forget `stale` if it is still the entry for `rel` (another thread
+    /// may have put a newer one there meanwhile).
+    fn remove(&self, rel: &Path, stale: &Arc<Entry<T>>) {
         if let Ok(mut inner) = self.inner.write() {
-            if let Some(old) = inner.map.remove(rel) {
-                inner.bytes -= old.data.len();
+            if inner.map.get(rel).is_some_and(|e| Arc::ptr_eq(e, stale)) {
+                inner.map.remove(rel);
+                inner.bytes -= stale.data.len();
             }
         }
     }
@@ -154,6 +164,13 @@ mod tests {
         fs::write(&other, b"three").unwrap();
         fs::remove_file(&path).unwrap();
         std::os::unix::fs::symlink(&other, &path).unwrap();
+        assert!(cache.lookup(rel, &path).is_none());
+
+        // Permissions changed (ctime moves): a miss, so access is checked again.
+        cache.insert(rel, entry(&fs::metadata(&path).unwrap(), b"three"));
+        assert!(cache.lookup(rel, &path).is_some());
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&other, fs::Permissions::from_mode(0o600)).unwrap();
         assert!(cache.lookup(rel, &path).is_none());
 
         // Deleted: a miss.

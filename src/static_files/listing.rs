@@ -9,8 +9,9 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// Render the listing of `dir`, reached by the URL path `url_path`.
-pub fn render(dir: &Path, url_path: &str, is_root: bool) -> Result<Response, Error> {
+/// Render the listing of `dir` (under the canonical `root`), reached by the
+/// URL path `url_path`.
+pub fn render(root: &Path, dir: &Path, url_path: &str, is_root: bool) -> Result<Response, Error> {
     let mut entries: Vec<(Vec<u8>, bool, u64, String)> = Vec::new();
     for entry in fs::read_dir(dir).map_err(Error::from_fs_io)? {
         let entry = entry.map_err(Error::from_fs_io)?;
@@ -18,7 +19,18 @@ pub fn render(dir: &Path, url_path: &str, is_root: bool) -> Result<Response, Err
         if name.starts_with(b".") {
             continue;
         }
-        // Follow symlinks for the kind and size; a dangling one is skipped.
+        // A symlink is listed only if it stays under the root (its size
+        // and date would describe a file we do not serve); a dangling one
+        // is skipped too.
+        let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+        if is_link
+            && !entry
+                .path()
+                .canonicalize()
+                .is_ok_and(|p| p.starts_with(root))
+        {
+            continue;
+        }
         let Ok(meta) = fs::metadata(entry.path()) else {
             continue;
         };

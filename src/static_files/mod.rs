@@ -110,7 +110,8 @@ impl StaticFiles {
         let (path, query) = split_query(head.path_query());
         if !mapped.trailing_slash {
             // RFC 9110 §15.4.2: point the client at the directory URL.
-            let location = format!("{path}/{query}");
+            // One leading slash: `//host/` would send browsers elsewhere.
+            let location = format!("/{}/{query}", path.trim_start_matches('/'));
             return Ok(Response::html(301, redirect_page(&location)).with("Location", location));
         }
         match self
@@ -121,7 +122,7 @@ impl StaticFiles {
                 serve_file(req, &index, file, &meta, None)
             }
             Ok(_) | Err(Error::NotFound) if self.listing => {
-                listing::render(&real, path, mapped.rel.as_os_str().is_empty())
+                listing::render(&self.root, &real, path, mapped.rel.as_os_str().is_empty())
             }
             Ok(_) | Err(Error::NotFound) => Err(Error::Forbidden),
             Err(e) => Err(e),

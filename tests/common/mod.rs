@@ -315,6 +315,12 @@ impl Site {
         std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("escape.txt")).unwrap();
         std::os::unix::fs::symlink(dir.path(), root.join("escape-dir")).unwrap();
         std::os::unix::fs::symlink(root.join("hello.txt"), root.join("inside-link.txt")).unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("secret.txt"),
+            root.join("list/out-link.txt"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(root.join("hello.txt"), root.join("list/in-link.txt")).unwrap();
         Site { dir }
     }
 
