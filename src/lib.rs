@@ -6,5 +6,6 @@ pub mod config;
 pub mod error;
 pub mod handler;
 pub mod http;
+pub mod proxy;
 pub mod server;
 pub mod static_files;
