@@ -1,0 +1,426 @@
+//! The frames ranks exchange about requests, and their byte encoding.
+//! Pure: `encode` and `decode` on byte buffers, whatever carries them (an
+//! MPI message, or a channel in one process).
+//!
+//! A request travels as `Open`, then `Data` chunks of at most `MAX_CHUNK`
+//! bytes, then `End`; the answer as `Head`, `Data`..., `End`. `Credit`
+//! lets the receiver of a stream grant the sender more bytes, so a slow
+//! client slows its upstream instead of filling memory. `Abort` ends a
+//! stream from either side.
+//!
+//! Layout: kind (1 byte), stream id (8 bytes, little-endian), then the
+//! kind's fields; numbers little-endian, byte strings as a u32 length and
+//! the bytes. Anything left over or missing is an error.
+
+use std::fmt;
+
+/// Largest body chunk in one `Data` frame.
+pub const MAX_CHUNK: usize = 1 << 20;
+/// Longest byte string in a head (a name, a value, a target).
+const MAX_STRING: usize = 64 * 1024;
+/// Most fields in one head.
+const MAX_FIELDS: usize = 1024;
+
+/// Why a stream was aborted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortReason {
+    /// The downstream client went away.
+    ClientGone,
+    /// The upstream could not be reached (502).
+    Unreachable,
+    /// The upstream did not answer in time (504).
+    Timeout,
+    /// The upstream sent something that is not HTTP (502).
+    BadUpstream,
+    /// The worker is shutting down or could not take the request.
+    Refused,
+}
+
+impl AbortReason {
+    fn code(self) -> u8 {
+        match self {
+            AbortReason::ClientGone => 1,
+            AbortReason::Unreachable => 2,
+            AbortReason::Timeout => 3,
+            AbortReason::BadUpstream => 4,
+            AbortReason::Refused => 5,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<AbortReason> {
+        Some(match c {
+            1 => AbortReason::ClientGone,
+            2 => AbortReason::Unreachable,
+            3 => AbortReason::Timeout,
+            4 => AbortReason::BadUpstream,
+            5 => AbortReason::Refused,
+            _ => return None,
+        })
+    }
+}
+
+/// Header fields as they travel: names and values as bytes.
+pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One frame about stream `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A new request for `upstream` (`host:port`): method, target, fields.
+    Open {
+        id: u64,
+        upstream: Vec<u8>,
+        method: Vec<u8>,
+        target: Vec<u8>,
+        fields: Fields,
+        /// A body follows (`Data` frames, then `End`).
+        has_body: bool,
+    },
+    /// The upstream's answer head; `length` when it declared one.
+    Head {
+        id: u64,
+        status: u16,
+        fields: Fields,
+        length: Option<u64>,
+    },
+    Data {
+        id: u64,
+        bytes: Vec<u8>,
+    },
+    End {
+        id: u64,
+    },
+    Abort {
+        id: u64,
+        reason: AbortReason,
+    },
+    /// The receiver may take `bytes` more of this stream's body.
+    Credit {
+        id: u64,
+        bytes: u32,
+    },
+}
+
+/// A buffer that is not a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError(&'static str);
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bad frame: {}", self.0)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+const OPEN: u8 = 1;
+const HEAD: u8 = 2;
+const DATA: u8 = 3;
+const END: u8 = 4;
+const ABORT: u8 = 5;
+const CREDIT: u8 = 6;
+
+impl Frame {
+    pub fn id(&self) -> u64 {
+        match self {
+            Frame::Open { id, .. }
+            | Frame::Head { id, .. }
+            | Frame::Data { id, .. }
+            | Frame::End { id }
+            | Frame::Abort { id, .. }
+            | Frame::Credit { id, .. } => *id,
+        }
+    }
+}
+
+/// The bytes of `frame`.
+pub fn encode(frame: &Frame) -> Vec<u8> {
+    let mut out = Vec::with_capacity(match frame {
+        Frame::Data { bytes, .. } => bytes.len() + 13,
+        _ => 64,
+    });
+    let kind = match frame {
+        Frame::Open { .. } => OPEN,
+        Frame::Head { .. } => HEAD,
+        Frame::Data { .. } => DATA,
+        Frame::End { .. } => END,
+        Frame::Abort { .. } => ABORT,
+        Frame::Credit { .. } => CREDIT,
+    };
+    out.push(kind);
+    out.extend_from_slice(&frame.id().to_le_bytes());
+    match frame {
+        Frame::Open {
+            upstream,
+            method,
+            target,
+            fields,
+            has_body,
+            ..
+        } => {
+            put_bytes(&mut out, upstream);
+            put_bytes(&mut out, method);
+            put_bytes(&mut out, target);
+            put_fields(&mut out, fields);
+            out.push(u8::from(*has_body));
+        }
+        Frame::Head {
+            status,
+            fields,
+            length,
+            ..
+        } => {
+            out.extend_from_slice(&status.to_le_bytes());
+            put_fields(&mut out, fields);
+            match length {
+                Some(n) => {
+                    out.push(1);
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
+                None => out.push(0),
+            }
+        }
+        Frame::Data { bytes, .. } => put_bytes(&mut out, bytes),
+        Frame::End { .. } => {}
+        Frame::Abort { reason, .. } => out.push(reason.code()),
+        Frame::Credit { bytes, .. } => out.extend_from_slice(&bytes.to_le_bytes()),
+    }
+    out
+}
+
+/// The frame in `buf`, which must hold exactly one.
+pub fn decode(buf: &[u8]) -> Result<Frame, WireError> {
+    let mut r = Reader { buf };
+    let kind = r.u8()?;
+    let id = r.u64()?;
+    let frame = match kind {
+        OPEN => Frame::Open {
+            id,
+            upstream: r.bytes(MAX_STRING)?,
+            method: r.bytes(MAX_STRING)?,
+            target: r.bytes(MAX_STRING)?,
+            fields: r.fields()?,
+            has_body: r.flag()?,
+        },
+        HEAD => Frame::Head {
+            id,
+            status: u16::from_le_bytes(r.array()?),
+            fields: r.fields()?,
+            length: match r.flag()? {
+                true => Some(r.u64()?),
+                false => None,
+            },
+        },
+        DATA => Frame::Data {
+            id,
+            bytes: r.bytes(MAX_CHUNK)?,
+        },
+        END => Frame::End { id },
+        ABORT => Frame::Abort {
+            id,
+            reason: AbortReason::from_code(r.u8()?).ok_or(WireError("unknown abort reason"))?,
+        },
+        CREDIT => Frame::Credit {
+            id,
+            bytes: u32::from_le_bytes(r.array()?),
+        },
+        _ => return Err(WireError("unknown kind")),
+    };
+    if !r.buf.is_empty() {
+        return Err(WireError("bytes after the frame"));
+    }
+    Ok(frame)
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    // Lengths are bounded by MAX_CHUNK and MAX_STRING, far below u32::MAX.
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn put_fields(out: &mut Vec<u8>, fields: &Fields) {
+    out.extend_from_slice(&(fields.len() as u32).to_le_bytes());
+    for (name, value) in fields {
+        put_bytes(out, name);
+        put_bytes(out, value);
+    }
+}
+
+/// A cursor over a frame's bytes.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], WireError> {
+        if self.buf.len() < n {
+            return Err(WireError("truncated"));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn flag(&mut self) -> Result<bool, WireError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(WireError("flag not 0 or 1")),
+        }
+    }
+
+    fn bytes(&mut self, max: usize) -> Result<Vec<u8>, WireError> {
+        let len = self.u32()? as usize;
+        if len > max {
+            return Err(WireError("string too long"));
+        }
+        Ok(self.take(len)?.to_vec())
+    }
+
+    fn fields(&mut self) -> Result<Fields, WireError> {
+        let count = self.u32()? as usize;
+        if count > MAX_FIELDS {
+            return Err(WireError("too many fields"));
+        }
+        let mut fields = Vec::with_capacity(count);
+        for _ in 0..count {
+            fields.push((self.bytes(MAX_STRING)?, self.bytes(MAX_STRING)?));
+        }
+        Ok(fields)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Frame> {
+        let fields: Fields = vec![
+            (b"Host".to_vec(), b"a.example".to_vec()),
+            (b"X-Empty".to_vec(), Vec::new()),
+        ];
+        vec![
+            Frame::Open {
+                id: 7,
+                upstream: b"127.0.0.1:5000".to_vec(),
+                method: b"POST".to_vec(),
+                target: b"/api?x=1".to_vec(),
+                fields: fields.clone(),
+                has_body: true,
+            },
+            Frame::Open {
+                id: u64::MAX,
+                upstream: Vec::new(),
+                method: b"GET".to_vec(),
+                target: b"/".to_vec(),
+                fields: Vec::new(),
+                has_body: false,
+            },
+            Frame::Head {
+                id: 7,
+                status: 200,
+                fields,
+                length: Some(5 << 30),
+            },
+            Frame::Head {
+                id: 8,
+                status: 304,
+                fields: Vec::new(),
+                length: None,
+            },
+            Frame::Data {
+                id: 7,
+                bytes: (0..=255u8).collect(),
+            },
+            Frame::Data {
+                id: 9,
+                bytes: vec![0xaa; MAX_CHUNK],
+            },
+            Frame::Data {
+                id: 9,
+                bytes: Vec::new(),
+            },
+            Frame::End { id: 7 },
+            Frame::Abort {
+                id: 7,
+                reason: AbortReason::Timeout,
+            },
+            Frame::Credit {
+                id: 7,
+                bytes: 1 << 20,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_frame_round_trips() {
+        for frame in samples() {
+            assert_eq!(decode(&encode(&frame)), Ok(frame.clone()), "{frame:?}");
+        }
+    }
+
+    #[test]
+    fn every_proper_prefix_is_an_error() {
+        for frame in samples()
+            .into_iter()
+            .filter(|f| !matches!(f, Frame::Data { bytes, .. } if bytes.len() > 300))
+        {
+            let bytes = encode(&frame);
+            for cut in 0..bytes.len() {
+                assert!(decode(&bytes[..cut]).is_err(), "{frame:?} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_buffers_table() {
+        let end = encode(&Frame::End { id: 1 });
+        let mut trailing = end.clone();
+        trailing.push(0);
+        let mut unknown_kind = end.clone();
+        unknown_kind[0] = 99;
+        let mut abort = encode(&Frame::Abort {
+            id: 1,
+            reason: AbortReason::Refused,
+        });
+        *abort.last_mut().unwrap() = 42;
+        let mut big = vec![DATA];
+        big.extend_from_slice(&1u64.to_le_bytes());
+        big.extend_from_slice(&((MAX_CHUNK + 1) as u32).to_le_bytes());
+        let mut flag = encode(&Frame::Head {
+            id: 1,
+            status: 200,
+            fields: Vec::new(),
+            length: None,
+        });
+        *flag.last_mut().unwrap() = 2;
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", Vec::new()),
+            ("trailing byte", trailing),
+            ("unknown kind", unknown_kind),
+            ("unknown abort reason", abort),
+            ("chunk over the limit", big),
+            ("flag of 2", flag),
+        ];
+        for (what, buf) in cases {
+            assert!(decode(&buf).is_err(), "{what}");
+        }
+    }
+}
