@@ -44,6 +44,8 @@ pub enum Error {
     RangeNotSatisfiable(u64),
     /// The connection cap is reached (503).
     Overloaded,
+    /// An upstream answered with something that is not valid HTTP/1.1 (502).
+    UpstreamBroken(&'static str),
     /// Our own failure: a file that cannot be read, a bug (500).
     Internal(String),
     /// The downstream peer closed or reset the connection: write nothing.
@@ -54,6 +56,7 @@ pub enum Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     Downstream,
+    Upstream,
     Ours,
     Gone,
 }
@@ -79,6 +82,7 @@ impl Error {
             Error::PreconditionFailed => Some(412),
             Error::RangeNotSatisfiable(_) => Some(416),
             Error::Overloaded => Some(503),
+            Error::UpstreamBroken(_) => Some(502),
             Error::Internal(_) => Some(500),
             Error::PeerGone => None,
         }
@@ -88,6 +92,7 @@ impl Error {
     pub fn fault(&self) -> Fault {
         match self {
             Error::PeerGone => Fault::Gone,
+            Error::UpstreamBroken(_) => Fault::Upstream,
             Error::Internal(_) | Error::Overloaded => Fault::Ours,
             Error::BadRequest(_)
             | Error::UnknownMethod
@@ -123,6 +128,8 @@ impl Error {
             | Error::Overloaded
             | Error::Internal(_)
             | Error::PeerGone => true,
+            // The client's own message was fine and fully read.
+            Error::UpstreamBroken(_) => false,
             Error::Forbidden
             | Error::NotFound
             | Error::MethodNotAllowed(_)
@@ -164,6 +171,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::BadRequest(why) => write!(f, "bad request: {why}"),
+            Error::UpstreamBroken(why) => write!(f, "bad upstream response: {why}"),
             Error::Internal(why) => write!(f, "internal error: {why}"),
             Error::MethodNotAllowed(allow) => write!(f, "method not allowed (allow: {allow})"),
             Error::RangeNotSatisfiable(len) => write!(f, "range not satisfiable (length {len})"),
@@ -196,6 +204,7 @@ mod tests {
             (Error::Forbidden, Some(403), Fault::Downstream),
             (Error::RangeNotSatisfiable(3), Some(416), Fault::Downstream),
             (Error::Overloaded, Some(503), Fault::Ours),
+            (Error::UpstreamBroken("x"), Some(502), Fault::Upstream),
             (Error::Internal("x".into()), Some(500), Fault::Ours),
             (Error::PeerGone, None, Fault::Gone),
         ];

@@ -16,6 +16,9 @@ pub enum BodyFraming {
     None,
     Length(u64),
     Chunked,
+    /// Until the sender closes: only a response may be framed so
+    /// (RFC 9112 §6.3, rule 8).
+    UntilClose,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +53,7 @@ enum State {
     TrailerLf {
         line: usize,
     },
+    UntilClose,
     Done,
 }
 
@@ -88,6 +92,7 @@ impl<'a, R: BufRead> BodyReader<'a, R> {
                 value: 0,
                 digits: 0,
             },
+            BodyFraming::UntilClose => State::UntilClose,
         };
         Ok(BodyReader {
             input,
@@ -169,13 +174,27 @@ impl<'a, R: BufRead> BodyReader<'a, R> {
         }
         loop {
             let buf = self.input.fill_buf().map_err(Error::from_downstream_io)?;
+            let f = &mut self.framing;
             if buf.is_empty() {
-                // The client closed before the body ended.
+                if f.state == State::UntilClose {
+                    f.state = State::Done;
+                    return Ok(0);
+                }
+                // The peer closed before the body ended.
                 return Err(Error::PeerGone);
             }
-            let f = &mut self.framing;
             match f.state {
                 State::Done => return Ok(0),
+                State::UntilClose => {
+                    let n = buf.len().min(out.len());
+                    if n as u64 > f.max.saturating_sub(f.total) {
+                        return Err(Error::BodyTooLarge);
+                    }
+                    out[..n].copy_from_slice(&buf[..n]);
+                    self.input.consume(n);
+                    f.total += n as u64;
+                    return Ok(n);
+                }
                 State::Length { remaining } | State::Data { remaining } => {
                     let n = buf.len().min(out.len()).min(clamp(remaining));
                     out[..n].copy_from_slice(&buf[..n]);
@@ -278,7 +297,9 @@ impl Framing {
                 b'\n' => State::Trailer { line: 0 },
                 _ => return Err(bad("trailer line not ended by CRLF")),
             },
-            State::Length { .. } | State::Data { .. } | State::Done => self.state,
+            State::Length { .. } | State::Data { .. } | State::UntilClose | State::Done => {
+                self.state
+            }
         })
     }
 }

@@ -129,6 +129,18 @@ fn content_length_stops_at_its_end() {
 }
 
 #[test]
+fn until_close_reads_everything_at_any_split() {
+    for cut in 0..6 {
+        let (body, rest) = decode(b"abcdef", BodyFraming::UntilClose, vec![cut]).unwrap();
+        assert_eq!((body.as_slice(), rest.len()), (&b"abcdef"[..], 0));
+    }
+    // The cap holds here too.
+    let mut input: &[u8] = &[b'x'; 2000];
+    let mut reader = BodyReader::new(&mut input, BodyFraming::UntilClose, 1000).unwrap();
+    assert!(matches!(reader.drain(), Err(Error::BodyTooLarge)));
+}
+
+#[test]
 fn short_bodies_mean_the_peer_left() {
     assert!(matches!(
         decode(b"abc", BodyFraming::Length(5), vec![]),

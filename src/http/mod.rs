@@ -7,6 +7,7 @@ pub mod body;
 pub mod date;
 pub mod request;
 pub mod response;
+pub mod response_head;
 
 pub use body::{BodyFraming, BodyReader};
 pub use request::{parse_request_head, HeadLimits, RequestHead, Target};
