@@ -46,6 +46,10 @@ pub enum Error {
     Overloaded,
     /// An upstream answered with something that is not valid HTTP/1.1 (502).
     UpstreamBroken(&'static str),
+    /// An upstream could not be resolved or refused the connection (502).
+    UpstreamUnreachable(String),
+    /// An upstream did not answer within the upstream timeout (504).
+    UpstreamTimeout,
     /// Our own failure: a file that cannot be read, a bug (500).
     Internal(String),
     /// The downstream peer closed or reset the connection: write nothing.
@@ -82,7 +86,8 @@ impl Error {
             Error::PreconditionFailed => Some(412),
             Error::RangeNotSatisfiable(_) => Some(416),
             Error::Overloaded => Some(503),
-            Error::UpstreamBroken(_) => Some(502),
+            Error::UpstreamBroken(_) | Error::UpstreamUnreachable(_) => Some(502),
+            Error::UpstreamTimeout => Some(504),
             Error::Internal(_) => Some(500),
             Error::PeerGone => None,
         }
@@ -92,7 +97,9 @@ impl Error {
     pub fn fault(&self) -> Fault {
         match self {
             Error::PeerGone => Fault::Gone,
-            Error::UpstreamBroken(_) => Fault::Upstream,
+            Error::UpstreamBroken(_) | Error::UpstreamUnreachable(_) | Error::UpstreamTimeout => {
+                Fault::Upstream
+            }
             Error::Internal(_) | Error::Overloaded => Fault::Ours,
             Error::BadRequest(_)
             | Error::UnknownMethod
@@ -129,7 +136,9 @@ impl Error {
             | Error::Internal(_)
             | Error::PeerGone => true,
             // The client's own message was fine and fully read.
-            Error::UpstreamBroken(_) => false,
+            Error::UpstreamBroken(_) | Error::UpstreamUnreachable(_) | Error::UpstreamTimeout => {
+                false
+            }
             Error::Forbidden
             | Error::NotFound
             | Error::MethodNotAllowed(_)
@@ -153,6 +162,15 @@ impl Error {
         }
     }
 
+    /// Map an I/O error on an upstream connection: a timeout is 504, a
+    /// refused or reset connection 502.
+    pub fn from_upstream_io(e: io::Error) -> Error {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::UpstreamTimeout,
+            _ => Error::UpstreamUnreachable(e.to_string()),
+        }
+    }
+
     /// Map an I/O error met while opening or reading a file under the root.
     pub fn from_fs_io(e: io::Error) -> Error {
         match e.kind() {
@@ -172,6 +190,7 @@ impl fmt::Display for Error {
         match self {
             Error::BadRequest(why) => write!(f, "bad request: {why}"),
             Error::UpstreamBroken(why) => write!(f, "bad upstream response: {why}"),
+            Error::UpstreamUnreachable(why) => write!(f, "upstream unreachable: {why}"),
             Error::Internal(why) => write!(f, "internal error: {why}"),
             Error::MethodNotAllowed(allow) => write!(f, "method not allowed (allow: {allow})"),
             Error::RangeNotSatisfiable(len) => write!(f, "range not satisfiable (length {len})"),
@@ -205,6 +224,12 @@ mod tests {
             (Error::RangeNotSatisfiable(3), Some(416), Fault::Downstream),
             (Error::Overloaded, Some(503), Fault::Ours),
             (Error::UpstreamBroken("x"), Some(502), Fault::Upstream),
+            (
+                Error::UpstreamUnreachable("x".into()),
+                Some(502),
+                Fault::Upstream,
+            ),
+            (Error::UpstreamTimeout, Some(504), Fault::Upstream),
             (Error::Internal("x".into()), Some(500), Fault::Ours),
             (Error::PeerGone, None, Fault::Gone),
         ];

@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod date;
+pub mod encode;
 pub mod request;
 pub mod response;
 pub mod response_head;
