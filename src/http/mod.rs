@@ -4,6 +4,7 @@
 //! writers are generic over `Read`/`BufRead`/`Write` (STYLE.md rules 1, 6).
 
 pub mod body;
+pub mod buffer;
 pub mod date;
 pub mod encode;
 pub mod request;
@@ -13,6 +14,7 @@ pub mod response_head;
 pub use body::{BodyFraming, BodyReader};
 pub use request::{parse_request_head, HeadLimits, RequestHead, Target};
 pub use response::{Response, ResponseBody};
+use std::ops::Range;
 
 /// The methods mpiweb knows (RFC 9110 §9 plus PATCH, RFC 5789). Any other
 /// token is answered 501 (RFC 9110 §9.1).
@@ -81,6 +83,37 @@ pub fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .split(|&b| b == b',')
         .map(trim_ows)
         .filter(|item| !item.is_empty())
+}
+
+/// Where `part`, a slice of `whole`, lies in it. Heads keep ranges into
+/// their own copy of the bytes httparse's slices point into.
+pub fn span_in(whole: &[u8], part: &[u8]) -> Range<usize> {
+    let at = part.as_ptr() as usize - whole.as_ptr() as usize;
+    at..at + part.len()
+}
+
+/// The ranges of httparse's parsed field lines within `whole`.
+pub fn field_spans(
+    whole: &[u8],
+    parsed: &[httparse::Header<'_>],
+) -> Vec<(Range<usize>, Range<usize>)> {
+    parsed
+        .iter()
+        .map(|h| (span_in(whole, h.name.as_bytes()), span_in(whole, h.value)))
+        .collect()
+}
+
+/// RFC 9112 §9.3: whether a connection persists after a message of
+/// version 1.`minor` with these `Connection` values: in 1.1 unless
+/// `close`, in 1.0 only with `keep-alive`.
+pub fn persistent<'a>(connection: impl Iterator<Item = &'a [u8]>, minor: u8) -> bool {
+    let mut close = false;
+    let mut keep = false;
+    for v in connection {
+        close |= list_contains(v, "close");
+        keep |= list_contains(v, "keep-alive");
+    }
+    !close && (minor >= 1 || keep)
 }
 
 /// Trim optional whitespace (SP and HTAB, RFC 9110 §5.6.3) at both ends.

@@ -6,7 +6,7 @@
 //! its caller: Host, Content-Length, Transfer-Encoding, Connection, Expect.
 
 use super::body::BodyFraming;
-use super::{is_tchar, list_contains, list_items, trim_ows, Method};
+use super::{field_spans, is_tchar, list_items, persistent, span_in, trim_ows, Method};
 use crate::config;
 use crate::error::Error;
 use std::ops::Range;
@@ -169,15 +169,7 @@ pub fn parse_request_head(
     }
 
     let raw = buf_rest[..head_len].to_vec();
-    let base = buf_rest.as_ptr() as usize;
-    let offset = |s: &[u8]| {
-        let at = s.as_ptr() as usize - base;
-        at..at + s.len()
-    };
-    let headers: Vec<_> = parsed
-        .iter()
-        .map(|h| (offset(h.name.as_bytes()), offset(h.value)))
-        .collect();
+    let headers = field_spans(buf_rest, parsed);
     for (_, v) in &headers {
         // httparse admits obs-text; refuse NUL and other controls (RFC 9110 §5.5).
         if raw[v.clone()]
@@ -189,7 +181,7 @@ pub fn parse_request_head(
     }
 
     let method = Method::from_token(line.method).ok_or(Error::UnknownMethod)?;
-    let target_raw = offset(line.target);
+    let target_raw = span_in(buf_rest, line.target);
     let mut head = RequestHead {
         method,
         target: Target::Origin,
@@ -205,7 +197,7 @@ pub fn parse_request_head(
     check_target(&mut head)?;
     check_host(&head)?;
     head.framing = parse_framing(&head)?;
-    head.keep_alive = keep_alive(&head);
+    head.keep_alive = persistent(head.header_all("connection"), head.minor);
     head.expect_continue = parse_expect(&head)?;
     Ok(Some((start + head_len, head)))
 }
@@ -404,17 +396,6 @@ pub fn parse_content_length(v: &[u8]) -> Result<u64, Error> {
         return Err(Error::BadRequest("malformed Content-Length"));
     }
     Ok(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
-}
-
-/// RFC 9112 §9.3: 1.1 persists unless `close`; 1.0 only with `keep-alive`.
-fn keep_alive(head: &RequestHead) -> bool {
-    let mut close = false;
-    let mut keep = false;
-    for v in head.header_all("connection") {
-        close |= list_contains(v, "close");
-        keep |= list_contains(v, "keep-alive");
-    }
-    !close && (head.minor >= 1 || keep)
 }
 
 /// RFC 9110 §10.1.1: `100-continue` is the only expectation; 1.0 ignores it.

@@ -4,7 +4,7 @@
 
 use super::body::BodyFraming;
 use super::request::parse_content_length;
-use super::{list_contains, list_items, Method};
+use super::{field_spans, list_items, persistent, Method};
 use crate::config;
 use crate::error::Error;
 use std::ops::Range;
@@ -67,16 +67,7 @@ pub fn parse_response_head(
         return Err(Error::UpstreamBroken("malformed status line"));
     };
     let raw = buf[..used].to_vec();
-    let base = buf.as_ptr() as usize;
-    let offset = |s: &[u8]| {
-        let at = s.as_ptr() as usize - base;
-        at..at + s.len()
-    };
-    let fields = resp
-        .headers
-        .iter()
-        .map(|h| (offset(h.name.as_bytes()), offset(h.value)))
-        .collect();
+    let fields = field_spans(buf, resp.headers);
     let mut head = ResponseHead {
         status,
         minor,
@@ -87,7 +78,7 @@ pub fn parse_response_head(
     };
     let (framing, reusable) = response_framing(&head, method)?;
     head.framing = framing;
-    head.keep_alive = reusable && persistent(&head);
+    head.keep_alive = reusable && persistent(head.field_all("connection"), head.minor);
     Ok(Some((used, head)))
 }
 
@@ -134,18 +125,6 @@ fn response_framing(head: &ResponseHead, method: Method) -> Result<(BodyFraming,
         // 8: otherwise the body runs until the upstream closes.
         None => Ok((BodyFraming::UntilClose, false)),
     }
-}
-
-/// RFC 9112 §9.3: persistent in 1.1 unless `close`; in 1.0 only with
-/// `keep-alive`.
-fn persistent(head: &ResponseHead) -> bool {
-    let mut close = false;
-    let mut keep = false;
-    for v in head.field_all("connection") {
-        close |= list_contains(v, "close");
-        keep |= list_contains(v, "keep-alive");
-    }
-    !close && (head.minor >= 1 || keep)
 }
 
 #[cfg(test)]

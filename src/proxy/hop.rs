@@ -43,13 +43,7 @@ pub fn forward_request_fields<'a, I>(fields: I, origin: &Origin<'_>) -> Vec<(Str
 where
     I: IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone,
 {
-    let mut out = end_to_end(fields.clone());
-    append_list(
-        &mut out,
-        "Via",
-        format!("1.{} {VIA_NAME}", origin.minor).as_bytes(),
-        fields.clone(),
-    );
+    let mut out = forward_response_fields(fields.clone(), origin.minor);
     append_list(
         &mut out,
         "X-Forwarded-For",
@@ -63,7 +57,8 @@ where
     out
 }
 
-/// The end-to-end fields of a response, with `Via` added.
+/// The end-to-end fields of a message, with `Via` added: all a response
+/// needs, and where a request's fields start.
 pub fn forward_response_fields<'a, I>(fields: I, minor: u8) -> Vec<(String, Vec<u8>)>
 where
     I: IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone,

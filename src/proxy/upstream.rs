@@ -6,13 +6,15 @@
 //! `Pool::put` it back if the response left it reusable. Every read and
 //! write carries the upstream timeout, so nothing waits forever.
 
+use crate::config;
 use crate::error::Error;
 use crate::http::body::{BodyFraming, BodyReader};
+use crate::http::buffer::Buffered;
 use crate::http::encode::write_request_head;
 use crate::http::response_head::{parse_response_head, ResponseHead};
 use crate::http::Method;
 use std::collections::HashMap;
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -28,10 +30,7 @@ const BUFFER: usize = 16 * 1024;
 /// A connection to one upstream.
 pub struct Conn {
     authority: String,
-    stream: TcpStream,
-    buf: Vec<u8>,
-    pos: usize,
-    len: usize,
+    input: Buffered<TcpStream>,
     /// Taken from the pool rather than new: if it fails before any answer,
     /// the upstream may simply have closed it while idle.
     pub reused: bool,
@@ -67,10 +66,7 @@ impl Pool {
         let stream = connect(authority, self.timeout)?;
         Ok(Conn {
             authority: authority.to_string(),
-            stream,
-            buf: vec![0; BUFFER],
-            pos: 0,
-            len: 0,
+            input: Buffered::new(stream, BUFFER),
             reused: false,
         })
     }
@@ -78,7 +74,7 @@ impl Pool {
     /// Keep `conn` for the next request to its upstream. Call only after
     /// its response was read to the end and said it may persist.
     pub fn put(&self, mut conn: Conn) {
-        if conn.pos != conn.len {
+        if !conn.input.pending().is_empty() {
             return; // bytes beyond the response: not a clean connection
         }
         conn.reused = true;
@@ -130,7 +126,7 @@ impl Conn {
         fields: &[(String, Vec<u8>)],
         framing: BodyFraming,
     ) -> Result<(), Error> {
-        let mut w = &self.stream;
+        let mut w = self.input.get_ref();
         write_request_head(&mut w, method.as_str().as_bytes(), target, fields, framing)
             .map_err(Error::from_upstream_io)
     }
@@ -138,27 +134,21 @@ impl Conn {
     /// Where request body bytes go (wrap it in a `ChunkedWriter` when the
     /// head announced chunked).
     pub fn writer(&self) -> &TcpStream {
-        &self.stream
+        self.input.get_ref()
     }
 
     /// Read the next response head (1xx included: the caller decides).
     pub fn read_head(&mut self, method: Method) -> Result<ResponseHead, Error> {
         loop {
-            if let Some((n, head)) = parse_response_head(&self.buf[self.pos..self.len], method)? {
-                self.pos += n;
+            if let Some((n, head)) = parse_response_head(self.input.pending(), method)? {
+                self.input.consume(n);
                 return Ok(head);
             }
-            if self.pos > 0 {
-                self.buf.copy_within(self.pos..self.len, 0);
-                self.len -= self.pos;
-                self.pos = 0;
-            }
-            if self.len == self.buf.len() {
-                self.buf.resize(self.buf.len() * 2, 0);
-            }
-            match (&self.stream).read(&mut self.buf[self.len..]) {
+            // parse_response_head refuses heads over the limit before this
+            // buffer could grow past twice it.
+            match self.input.read_more(2 * config::MAX_HEAD_BYTES) {
                 Ok(0) => return Err(Error::UpstreamBroken("closed before a response")),
-                Ok(n) => self.len += n,
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::from_upstream_io(e)),
             }
@@ -166,35 +156,11 @@ impl Conn {
     }
 
     /// The body of the response whose head was just read.
-    pub fn body(&mut self, head: &ResponseHead) -> Result<BodyReader<'_, Conn>, Error> {
-        BodyReader::new(self, head.framing, u64::MAX)
-    }
-}
-
-impl Read for Conn {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let n = {
-            let avail = self.fill_buf()?;
-            let n = avail.len().min(out.len());
-            out[..n].copy_from_slice(&avail[..n]);
-            n
-        };
-        self.consume(n);
-        Ok(n)
-    }
-}
-
-impl BufRead for Conn {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        if self.pos == self.len {
-            self.pos = 0;
-            self.len = (&self.stream).read(&mut self.buf)?;
-        }
-        Ok(&self.buf[self.pos..self.len])
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.pos = (self.pos + n).min(self.len);
+    pub fn body(
+        &mut self,
+        head: &ResponseHead,
+    ) -> Result<BodyReader<'_, Buffered<TcpStream>>, Error> {
+        BodyReader::new(&mut self.input, head.framing, u64::MAX)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::http::encode::ChunkedWriter;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

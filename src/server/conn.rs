@@ -10,6 +10,7 @@ use crate::config;
 use crate::error::Error;
 use crate::handler::{Handler, Request};
 use crate::http::body::{BodyFraming, BodyReader};
+use crate::http::buffer::Buffered;
 use crate::http::date::{http_date_bytes, unix_secs};
 use crate::http::response::{error_page, write_response, SendFile, WriteOpts};
 use crate::http::{parse_request_head, HeadLimits, Method, RequestHead, Response};
@@ -49,13 +50,11 @@ pub struct ConnConfig {
     pub rank: usize,
 }
 
-/// Buffered input from the socket: the head parser looks at its bytes,
-/// body readers use it as a `BufRead`.
+/// Input from the socket: the head parser looks at its buffered bytes,
+/// body readers use the buffer as a `BufRead`.
 struct Input<'s, S> {
     sock: &'s S,
-    buf: Vec<u8>,
-    pos: usize,
-    len: usize,
+    buf: Buffered<&'s S>,
     /// The read timeout last set on the socket, to skip a syscall when the
     /// next one is the same (the common case: every idle wait).
     timeout: Option<Duration>,
@@ -68,9 +67,7 @@ where
     fn new(sock: &'s S) -> Self {
         Input {
             sock,
-            buf: vec![0; INITIAL_BUFFER],
-            pos: 0,
-            len: 0,
+            buf: Buffered::new(sock, INITIAL_BUFFER),
             timeout: None,
         }
     }
@@ -93,13 +90,11 @@ where
         cfg: &ConnConfig,
     ) -> Result<Option<RequestHead>, Error> {
         self.skip_blank_lines();
-        let mut started = since.or_else(|| (self.pos < self.len).then(Instant::now));
+        let mut started = since.or_else(|| (!self.buf.pending().is_empty()).then(Instant::now));
         loop {
-            if self.pos < self.len {
-                if let Some((n, head)) =
-                    parse_request_head(&self.buf[self.pos..self.len], &cfg.limits)?
-                {
-                    self.pos += n;
+            if !self.buf.pending().is_empty() {
+                if let Some((n, head)) = parse_request_head(self.buf.pending(), &cfg.limits)? {
+                    self.buf.consume(n);
                     if head.framing != BodyFraming::None {
                         // Body bytes may pause as long as an idle connection.
                         self.set_timeout(cfg.keepalive_timeout)?;
@@ -107,7 +102,6 @@ where
                     return Ok(Some(head));
                 }
             }
-            self.make_room(cfg.limits.max_head);
             let timeout = match started {
                 None => cfg.keepalive_timeout,
                 Some(t) => match cfg.header_timeout.checked_sub(t.elapsed()) {
@@ -116,14 +110,13 @@ where
                 },
             };
             self.set_timeout(timeout)?;
-            let mut r = self.sock;
-            match r.read(&mut self.buf[self.len..]) {
+            // Grow only while a head could still be within its limit.
+            match self.buf.read_more(cfg.limits.max_head + INITIAL_BUFFER) {
                 Ok(0) => return Ok(None),
-                Ok(n) => {
-                    self.len += n;
+                Ok(_) => {
                     if started.is_none() {
                         self.skip_blank_lines();
-                        if self.pos < self.len {
+                        if !self.buf.pending().is_empty() {
                             started = Some(Instant::now());
                         }
                     }
@@ -149,59 +142,14 @@ where
     /// client may send an extra CRLF after a body). Only a few are dropped
     /// per request, so a stream of them still starts the header timer.
     fn skip_blank_lines(&mut self) {
-        let mut skipped = 0;
-        while self.pos < self.len && matches!(self.buf[self.pos], b'\r' | b'\n') && skipped < 4 {
-            self.pos += 1;
-            skipped += 1;
-        }
-    }
-
-    /// Ensure free space after `len`: move unread bytes to the front, and
-    /// grow only while a head could still be within its limit.
-    fn make_room(&mut self, max_head: usize) {
-        if self.pos > 0 {
-            self.buf.copy_within(self.pos..self.len, 0);
-            self.len -= self.pos;
-            self.pos = 0;
-        }
-        if self.len == self.buf.len() {
-            let grown = (self.buf.len() * 2).min(max_head + INITIAL_BUFFER);
-            self.buf.resize(grown.max(self.len + 1), 0);
-        }
-    }
-}
-
-impl<S: Socket> Read for Input<'_, S>
-where
-    for<'a> &'a S: Read,
-{
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let n = {
-            let avail = self.fill_buf()?;
-            let n = avail.len().min(out.len());
-            out[..n].copy_from_slice(&avail[..n]);
-            n
-        };
-        self.consume(n);
-        Ok(n)
-    }
-}
-
-impl<S: Socket> BufRead for Input<'_, S>
-where
-    for<'a> &'a S: Read,
-{
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        if self.pos == self.len {
-            self.pos = 0;
-            let mut r = self.sock;
-            self.len = r.read(&mut self.buf)?;
-        }
-        Ok(&self.buf[self.pos..self.len])
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.pos = (self.pos + n).min(self.len);
+        let blank = self
+            .buf
+            .pending()
+            .iter()
+            .take(4)
+            .take_while(|&&b| matches!(b, b'\r' | b'\n'))
+            .count();
+        self.buf.consume(blank);
     }
 }
 
@@ -231,8 +179,6 @@ pub fn serve<S>(
         };
         let t0 = Instant::now();
         let (result, body_close) = run_handler(sock, &mut input, &head, peer, cfg, handler);
-        // The drain may have changed the socket's read timeout.
-        input.timeout = None;
         let keep = head.keep_alive && !body_close;
         match respond(sock, Some(&head), result, keep, peer, t0, cfg, &mut scratch) {
             Some(true) => {}
@@ -245,21 +191,20 @@ pub fn serve<S>(
 /// Run the handler, then make sure the request body is consumed. Returns
 /// the handler's result and whether the connection must close because the
 /// body could not be read to its end.
-fn run_handler<S: Socket, R>(
+fn run_handler<S: Socket>(
     sock: &S,
-    input: &mut R,
+    input: &mut Input<'_, S>,
     head: &RequestHead,
     peer: SocketAddr,
     cfg: &ConnConfig,
     handler: &dyn Handler,
 ) -> (Result<Response, Error>, bool)
 where
-    R: BufRead,
-    for<'a> &'a S: Write,
+    for<'a> &'a S: Read + Write,
 {
     let mut writer = sock;
     // The body may be refused before any of it is read (413 on its length).
-    let body = match BodyReader::new(input, head.framing, cfg.max_body) {
+    let body = match BodyReader::new(&mut input.buf, head.framing, cfg.max_body) {
         Ok(body) => body,
         Err(e) => return (Err(e), true),
     };
@@ -283,7 +228,11 @@ where
     // An unread body is drained only if it is small and arrives promptly:
     // a client dribbling a large body must not hold the thread (then the
     // answer goes out with Connection: close instead).
-    let _ = sock.set_read_timeout(Some(cfg.header_timeout));
+    // Recorded in the input's cache, so the next idle wait sets its own.
+    input.timeout = sock
+        .set_read_timeout(Some(cfg.header_timeout))
+        .ok()
+        .map(|_| cfg.header_timeout);
     let deadline = Instant::now() + cfg.header_timeout;
     match body.drain_within(config::MAX_DRAIN_BYTES, deadline) {
         Ok(drained) => (result, !drained),
