@@ -1,6 +1,7 @@
 //! Every option and limit of mpiweb, with its documented default, and the
 //! command-line parser (pure: arguments and environment in, `Config` out).
 
+use crate::proxy::route::{parse_connect_ports, parse_route, ConnectPorts, RouteSpec};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,6 +41,11 @@ pub const CACHE_MAX_ENTRIES: usize = 8192;
 pub const LISTEN_BACKLOG: i32 = 4096;
 /// File descriptors kept back from the connection cap for files and MPI.
 pub const RESERVED_FDS: usize = 64;
+/// Time an upstream has to accept a connection, take a request or send
+/// the next bytes of its answer (504 beyond).
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// The only port CONNECT may reach unless told otherwise (HTTPS).
+pub const DEFAULT_CONNECT_PORT: u16 = 443;
 
 /// Everything a running server needs to know.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +59,12 @@ pub struct Config {
     pub listing: bool,
     /// Write access lines to this file instead of the log on stderr.
     pub access_log: Option<PathBuf>,
+    /// Reverse-proxy routes, in the order given.
+    pub routes: Vec<RouteSpec>,
+    /// Serve absolute-form requests for other hosts, and CONNECT.
+    pub forward_proxy: bool,
+    pub connect_ports: ConnectPorts,
+    pub upstream_timeout: Duration,
 }
 
 impl Default for Config {
@@ -66,6 +78,10 @@ impl Default for Config {
             max_body: DEFAULT_MAX_BODY,
             listing: true,
             access_log: None,
+            routes: Vec::new(),
+            forward_proxy: false,
+            connect_ports: ConnectPorts::List(vec![DEFAULT_CONNECT_PORT]),
+            upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
         }
     }
 }
@@ -92,6 +108,16 @@ Server:
       --keepalive-timeout SECS  idle time before a keep-alive connection closes [default: 30]
       --max-body BYTES          largest request body; beyond it 413 [default: 1073741824]
       --access-log FILE         append access lines to FILE instead of stderr
+Proxy (requests run on the worker ranks, or in-process when alone):
+      --route PREFIX=URL[,URL...]
+                                send paths starting with PREFIX to these
+                                http:// upstreams in turn; repeatable, the
+                                longest prefix wins [default: none]
+      --forward-proxy           proxy absolute-form requests for other hosts,
+                                and CONNECT [default: off]
+      --connect-ports LIST|any  ports CONNECT may reach [default: 443]
+      --upstream-timeout SECS   time to connect, and between upstream bytes;
+                                then 504 [default: 30]
 Static files:
       --no-listing              answer 403 for directories without index.html
 Other:
@@ -100,7 +126,9 @@ Other:
 
 Every option can also be set through the environment: MPIWEB_LISTEN,
 MPIWEB_MAX_CONNECTIONS, MPIWEB_HEADER_TIMEOUT, MPIWEB_KEEPALIVE_TIMEOUT,
-MPIWEB_MAX_BODY, MPIWEB_ACCESS_LOG, MPIWEB_NO_LISTING=1, MPIWEB_DOCROOT.
+MPIWEB_MAX_BODY, MPIWEB_ACCESS_LOG, MPIWEB_NO_LISTING=1, MPIWEB_DOCROOT,
+MPIWEB_ROUTE (routes separated by spaces), MPIWEB_FORWARD_PROXY=1,
+MPIWEB_CONNECT_PORTS, MPIWEB_UPSTREAM_TIMEOUT.
 Flags win.
 The access log goes to stderr at level info; RUST_LOG=warn silences it.
 ";
@@ -120,6 +148,8 @@ where
         ("MPIWEB_KEEPALIVE_TIMEOUT", "--keepalive-timeout"),
         ("MPIWEB_MAX_BODY", "--max-body"),
         ("MPIWEB_ACCESS_LOG", "--access-log"),
+        ("MPIWEB_CONNECT_PORTS", "--connect-ports"),
+        ("MPIWEB_UPSTREAM_TIMEOUT", "--upstream-timeout"),
     ] {
         if let Some(v) = env(var) {
             set(&mut c, flag, &v).map_err(|e| format!("{var}: {e}"))?;
@@ -128,6 +158,16 @@ where
     if env("MPIWEB_NO_LISTING").is_some_and(|v| v != "0" && !v.is_empty()) {
         c.listing = false;
     }
+    if env("MPIWEB_FORWARD_PROXY").is_some_and(|v| v != "0" && !v.is_empty()) {
+        c.forward_proxy = true;
+    }
+    for route in env("MPIWEB_ROUTE")
+        .iter()
+        .flat_map(|v| v.split_whitespace())
+    {
+        set(&mut c, "--route", route).map_err(|e| format!("MPIWEB_ROUTE: {e}"))?;
+    }
+    let mut routes_from_env = !c.routes.is_empty();
     if let Some(root) = env("MPIWEB_DOCROOT") {
         c.docroot = PathBuf::from(root);
     }
@@ -143,13 +183,23 @@ where
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
             "--no-listing" => c.listing = false,
+            "--forward-proxy" => c.forward_proxy = true,
             "-l"
             | "--listen"
             | "--max-connections"
             | "--header-timeout"
             | "--keepalive-timeout"
             | "--max-body"
-            | "--access-log" => {
+            | "--access-log"
+            | "--route"
+            | "--connect-ports"
+            | "--upstream-timeout" => {
+                if flag == "--route" && routes_from_env {
+                    // Routes on the command line replace those of the
+                    // environment, as every flag wins over its variable.
+                    c.routes.clear();
+                    routes_from_env = false;
+                }
                 let value = match inline {
                     Some(v) => v,
                     None => args.next().ok_or(format!("{flag} needs a value"))?,
@@ -181,6 +231,9 @@ fn set(c: &mut Config, flag: &str, v: &str) -> Result<(), String> {
         "--max-body" => c.max_body = parse_count(v)? as u64,
         "--access-log" if v.is_empty() => return Err("needs a file name".into()),
         "--access-log" => c.access_log = Some(PathBuf::from(v)),
+        "--route" => c.routes.push(parse_route(v)?),
+        "--connect-ports" => c.connect_ports = parse_connect_ports(v)?,
+        "--upstream-timeout" => c.upstream_timeout = parse_secs(v)?,
         _ => return Err(format!("unknown option {flag}")),
     }
     Ok(())
@@ -261,6 +314,45 @@ mod tests {
     }
 
     #[test]
+    fn proxy_flags() {
+        let c = config(&[], &[]);
+        assert!(c.routes.is_empty() && !c.forward_proxy);
+        assert_eq!(c.connect_ports, ConnectPorts::List(vec![443]));
+        assert_eq!(c.upstream_timeout, Duration::from_secs(30));
+        let c = config(
+            &[
+                "--route",
+                "/=http://localhost:5000",
+                "--route=/api=http://127.0.0.1:1,http://127.0.0.1:2",
+                "--forward-proxy",
+                "--connect-ports",
+                "any",
+                "--upstream-timeout",
+                "2.5",
+            ],
+            &[],
+        );
+        let prefixes: Vec<&str> = c.routes.iter().map(|r| r.prefix.as_str()).collect();
+        assert_eq!(prefixes, ["/", "/api"]);
+        assert_eq!(c.routes[1].upstreams.len(), 2);
+        assert!(c.forward_proxy);
+        assert_eq!(c.connect_ports, ConnectPorts::Any);
+        assert_eq!(c.upstream_timeout, Duration::from_millis(2500));
+        let env = [
+            ("MPIWEB_ROUTE", "/a=http://h:1 /b=http://h:2"),
+            ("MPIWEB_FORWARD_PROXY", "1"),
+        ];
+        let c = config(&[], &env);
+        assert_eq!((c.routes.len(), c.forward_proxy), (2, true));
+        let c = config(
+            &["--route", "/c=http://h:3", "--route", "/d=http://h:4"],
+            &env,
+        );
+        let prefixes: Vec<&str> = c.routes.iter().map(|r| r.prefix.as_str()).collect();
+        assert_eq!(prefixes, ["/c", "/d"]);
+    }
+
+    #[test]
     fn environment_then_flags() {
         let env = [
             ("MPIWEB_LISTEN", "127.0.0.1:1"),
@@ -281,6 +373,11 @@ mod tests {
             &["--header-timeout", "-1"],
             &["--header-timeout", "soon"],
             &["--max-body", "1k"],
+            &["--route", "/=https://a"],
+            &["--route", "nowhere"],
+            &["--route"],
+            &["--connect-ports", "ssh"],
+            &["--upstream-timeout", "0"],
             &["a", "b"],
         ];
         for args in cases {

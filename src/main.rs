@@ -1,14 +1,18 @@
 //! Parse the command line, start logging and MPI, then give rank 0 the
 //! server and every other rank the worker loop.
 
-use mpiweb::cluster::Cluster;
+use mpiweb::cluster::{self, Cluster};
 use mpiweb::config::{self, Command, Config};
+use mpiweb::handler::Handler;
+use mpiweb::proxy::{Local, Proxy, ProxyConfig, Transport};
 use mpiweb::server::{log as access, ConnConfig, Server};
 use mpiweb::static_files::StaticFiles;
 use std::io::Write;
 use std::net::TcpListener;
 use std::process::exit;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread;
 
 /// Exit code for a bad command line or an unusable DOCROOT.
 const EXIT_USAGE: i32 = 2;
@@ -57,13 +61,15 @@ fn main() {
         cluster.shutdown_workers(code);
         code
     } else {
-        cluster.run_worker()
+        cluster.run_worker(cfg.upstream_timeout)
     };
     drop(cluster); // MPI_Finalize
     exit(code);
 }
 
-/// Rank 0: bind, announce, serve. Returns an exit code if serving stops.
+/// Rank 0: bind, announce, serve; under MPI the main thread becomes the
+/// dispatcher and the server runs on its own thread. Returns an exit code
+/// if serving stops.
 fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
     let listener = match TcpListener::bind(&cfg.listen) {
         Ok(l) => l,
@@ -72,7 +78,7 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let handler = match StaticFiles::new(&cfg.docroot, cfg.listing) {
+    let files = match StaticFiles::new(&cfg.docroot, cfg.listing) {
         Ok(h) => Arc::new(h),
         Err(e) => {
             eprintln!("mpiweb: document root '{}': {e}", cfg.docroot.display());
@@ -102,7 +108,58 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
         limits: Default::default(),
         rank: cluster.rank(),
     };
-    match Server::new(listener, conn, handler, max_connections).run() {
+    let (transport, cmds): (Arc<dyn Transport>, _) = match cluster.size() {
+        1 => (Arc::new(Local::new(cfg.upstream_timeout)), None),
+        _ => {
+            let (link, cmds) = cluster::link();
+            (Arc::new(link), Some(cmds))
+        }
+    };
+    let handler: Arc<dyn Handler> = match cfg.routes.is_empty() && !cfg.forward_proxy {
+        true => files,
+        false => {
+            let local = listener.local_addr();
+            let Ok(local) = local else {
+                eprintln!("mpiweb: cannot read the listening address");
+                return 1;
+            };
+            let proxy = ProxyConfig {
+                routes: cfg.routes.clone(),
+                forward: cfg.forward_proxy,
+                connect_ports: cfg.connect_ports.clone(),
+                upstream_timeout: cfg.upstream_timeout,
+                local,
+            };
+            Arc::new(Proxy::new(proxy, transport, files))
+        }
+    };
+    let server = Server::new(listener, conn, handler, max_connections);
+    let Some(cmds) = cmds else {
+        return stopped(server.run());
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_server = Arc::clone(&stop);
+    let serving = thread::Builder::new()
+        .name("acceptor".into())
+        .spawn(move || {
+            let result = server.run();
+            stop_server.store(true, Ordering::Relaxed);
+            result
+        });
+    let serving = match serving {
+        Ok(t) => t,
+        Err(e) => return stopped(Err(e)),
+    };
+    cluster.dispatch(cmds, &stop);
+    match serving.join() {
+        Ok(result) => stopped(result),
+        Err(_) => 1,
+    }
+}
+
+/// The exit code for a server that stopped serving.
+fn stopped(result: std::io::Result<()>) -> i32 {
+    match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("mpiweb: server stopped: {e}");

@@ -1,18 +1,21 @@
-//! MPI: start-up, the worker loop, and telling workers to exit. This is
-//! the only module that calls rsmpi, and on each rank only the main
-//! thread does (MPI is initialised `Funneled`).
+//! MPI: start-up, rank 0's dispatcher, the workers' loop, and telling
+//! workers to exit. This is the only module that calls rsmpi, and on each
+//! rank only the main thread does (MPI is initialised `Funneled`).
 
-use mpi::point_to_point::{Destination, Source};
+mod dispatch;
+mod outbox;
+mod worker_loop;
+
+pub use dispatch::{link, Cmd, Link};
+use mpi::point_to_point::Destination;
 use mpi::topology::Communicator;
 use mpi::Threading;
-use std::thread;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-/// Message tags between ranks.
+/// Tag of the exit code rank 0 sends to end a worker.
 const TAG_SHUTDOWN: mpi::Tag = 1;
-/// Longest sleep of an idle worker between two probes. MPI's blocking
-/// receive spins a core, so workers probe and sleep instead.
-const MAX_IDLE_SLEEP: Duration = Duration::from_millis(50);
 
 /// The MPI world this process belongs to; a lone process is a world of one.
 pub enum Cluster {
@@ -64,22 +67,21 @@ impl Cluster {
     }
 
     /// The worker loop of ranks > 0. Returns the exit code rank 0 sent.
-    pub fn run_worker(&self) -> i32 {
+    pub fn run_worker(&self, upstream_timeout: Duration) -> i32 {
         let Cluster::Mpi { universe } = self else {
             return 0;
         };
+        worker_loop::run(&universe.world(), upstream_timeout)
+    }
+
+    /// Rank 0's dispatcher, on the calling (main) thread, until `stop` is
+    /// set or every `Link` is dropped.
+    pub fn dispatch(&self, cmds: Receiver<Cmd>, stop: &AtomicBool) {
+        let Cluster::Mpi { universe } = self else {
+            return;
+        };
         let world = universe.world();
-        let root = world.process_at_rank(0);
-        let mut sleep = Duration::from_millis(1);
-        loop {
-            if let Some(status) = root.immediate_probe_with_tag(TAG_SHUTDOWN) {
-                let _ = status;
-                let (code, _) = root.receive_with_tag::<i32>(TAG_SHUTDOWN);
-                return code;
-            }
-            thread::sleep(sleep);
-            sleep = (sleep * 2).min(MAX_IDLE_SLEEP);
-        }
+        dispatch::run(&world, world.size() as usize, cmds, stop);
     }
 
     /// From rank 0: tell every worker to exit with `code`.

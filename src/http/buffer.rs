@@ -33,6 +33,14 @@ impl<R: Read> Buffered<R> {
 
     /// Read once more, after the pending bytes: they move to the front and
     /// the buffer grows (to at most `max_capacity`) when it is full.
+    /// Let each read from the source take up to `capacity` bytes (for long
+    /// bodies: fewer, larger reads).
+    pub fn reserve(&mut self, capacity: usize) {
+        if self.buf.len() < capacity {
+            self.buf.resize(capacity, 0);
+        }
+    }
+
     /// `Ok(0)` is end of input.
     pub fn read_more(&mut self, max_capacity: usize) -> io::Result<usize> {
         if self.pos > 0 {

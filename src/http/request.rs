@@ -82,7 +82,7 @@ impl RequestHead {
     }
 
     /// Every header line, in order, as (name, value) byte slices.
-    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
         self.headers
             .iter()
             .map(|(n, v)| (&self.raw[n.clone()], &self.raw[v.clone()]))

@@ -8,8 +8,10 @@
 use super::reason;
 use crate::error::Error;
 use std::borrow::Cow;
+use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
+use std::net::{Shutdown, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -37,6 +39,66 @@ pub enum ResponseBody {
         offset: u64,
         len: u64,
     },
+    /// A body made piece by piece (a proxied response): sent with
+    /// `Content-Length` when `length` is known, else chunked to HTTP/1.1
+    /// clients and delimited by closing to HTTP/1.0 ones (RFC 9112 §6.3).
+    Stream {
+        source: Box<dyn BodySource>,
+        length: Option<u64>,
+    },
+    /// After the head, the connection carries raw bytes both ways: a 2xx
+    /// answer to CONNECT (RFC 9110 §9.3.6).
+    Tunnel(Box<dyn Tunnel>),
+}
+
+/// Where a streamed body comes from.
+pub trait BodySource: Send {
+    /// The next piece, waiting for it; `Ok(None)` at the end. Asking for a
+    /// piece says the ones before it were written.
+    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, Error>;
+    /// The next piece if one is ready now, without waiting.
+    fn try_next_chunk(&mut self) -> Option<Result<Option<Vec<u8>>, Error>> {
+        None
+    }
+}
+
+/// A socket both ends of a tunnel can use at once through `&self`.
+pub trait Duplex: Sync {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn write_all(&self, buf: &[u8]) -> io::Result<()>;
+    fn shutdown(&self, how: Shutdown);
+}
+
+impl Duplex for TcpStream {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        io::Read::read(&mut &*self, buf)
+    }
+    fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        Write::write_all(&mut &*self, buf)
+    }
+    fn shutdown(&self, how: Shutdown) {
+        // Already closed is as good as closed.
+        let _ = TcpStream::shutdown(self, how);
+    }
+}
+
+/// What relays a tunnel once its head is written.
+pub trait Tunnel: Send {
+    /// Relay until both directions end; `pending` are bytes the client
+    /// sent after its request head. Returns the bytes sent to the client.
+    fn run(self: Box<Self>, pending: &[u8], client: &dyn Duplex) -> u64;
+}
+
+impl fmt::Debug for dyn BodySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BodySource")
+    }
+}
+
+impl fmt::Debug for dyn Tunnel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Tunnel")
+    }
 }
 
 #[derive(Debug)]
@@ -78,9 +140,21 @@ impl Response {
     /// The length of the body as `Content-Length` states it.
     pub fn content_length(&self) -> Option<u64> {
         match &self.body {
-            ResponseBody::None => None,
+            ResponseBody::None | ResponseBody::Tunnel(_) => None,
             ResponseBody::Bytes(b) => Some(b.len() as u64),
             ResponseBody::File { len, .. } | ResponseBody::Shared { len, .. } => Some(*len),
+            ResponseBody::Stream { length, .. } => *length,
+        }
+    }
+
+    /// Whether the connection cannot carry another request after this
+    /// response: a body of unknown length to an HTTP/1.0 client ends with
+    /// the connection, and a tunnel owns it.
+    pub fn ends_connection(&self, http10: bool) -> bool {
+        match &self.body {
+            ResponseBody::Stream { length: None, .. } => http10,
+            ResponseBody::Tunnel(_) => true,
+            _ => false,
         }
     }
 }
@@ -166,7 +240,13 @@ pub fn write_response<W: SendFile>(
         push_u64(out, len);
         out.extend_from_slice(b"\r\n");
     }
-    if !opts.keep_alive {
+    let chunked = matches!(resp.body, ResponseBody::Stream { length: None, .. }) && !opts.http10;
+    if chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    }
+    if matches!(resp.body, ResponseBody::Tunnel(_)) {
+        // The connection becomes the tunnel: no framing, no persistence.
+    } else if !opts.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     } else if opts.http10 {
         out.extend_from_slice(b"Connection: keep-alive\r\n");
@@ -177,9 +257,12 @@ pub fn write_response<W: SendFile>(
         return Ok(0);
     }
     match &mut resp.body {
-        ResponseBody::None => {
+        ResponseBody::None | ResponseBody::Tunnel(_) => {
             w.write_all(out)?;
             Ok(0)
+        }
+        ResponseBody::Stream { source, length } => {
+            write_stream(w, source.as_mut(), *length, chunked, out)
         }
         ResponseBody::Bytes(b) => {
             out.extend_from_slice(b);
@@ -214,6 +297,78 @@ pub fn write_response<W: SendFile>(
             Ok(sent)
         }
     }
+}
+
+/// Bytes gathered before a write while more pieces are ready at once.
+const STREAM_GATHER: usize = 64 * 1024;
+
+/// Send a streamed body after the head already in `out`. Pieces that are
+/// ready together go out in one write (a small proxied answer arrives as
+/// head, one piece and the end, and leaves in one segment); the buffer is
+/// flushed before waiting for more.
+fn write_stream<W: Write>(
+    w: &mut W,
+    source: &mut dyn BodySource,
+    length: Option<u64>,
+    chunked: bool,
+    out: &mut Vec<u8>,
+) -> io::Result<u64> {
+    let mut sent = 0u64;
+    loop {
+        let next = match source.try_next_chunk() {
+            Some(next) => next,
+            None => {
+                if !out.is_empty() {
+                    w.write_all(out)?;
+                    out.clear();
+                }
+                source.next_chunk()
+            }
+        };
+        let piece = match next {
+            Ok(Some(piece)) => piece,
+            Ok(None) => break,
+            Err(e) => {
+                // Too late for an error page: cut the message short, so
+                // the client sees it is incomplete (RFC 9112 §8).
+                let _ = w.write_all(out);
+                return Err(io::Error::other(e.to_string()));
+            }
+        };
+        if piece.is_empty() {
+            continue;
+        }
+        sent += piece.len() as u64;
+        if length.is_some_and(|n| sent > n) {
+            return Err(io::Error::other("body longer than announced"));
+        }
+        if chunked {
+            out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        }
+        if out.len() + piece.len() <= STREAM_GATHER {
+            out.extend_from_slice(&piece);
+        } else {
+            w.write_all(out)?;
+            out.clear();
+            w.write_all(&piece)?;
+        }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if length.is_some_and(|n| sent != n) {
+        let _ = w.write_all(out);
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "body shorter than announced",
+        ));
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    w.write_all(out)?;
+    out.clear();
+    Ok(sent)
 }
 
 /// The decimal digits of `n`, in a buffer and from the returned index.
@@ -280,6 +435,121 @@ mod tests {
         ];
         for (mut resp, head_only, keep_alive, http10, want) in cases {
             assert_eq!(written(&mut resp, head_only, keep_alive, http10), want);
+        }
+    }
+
+    /// Pieces handed out one by one; `ready` of them without waiting.
+    struct Pieces {
+        pieces: Vec<Result<Vec<u8>, Error>>,
+        ready: usize,
+    }
+
+    impl BodySource for Pieces {
+        fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, Error> {
+            if self.pieces.is_empty() {
+                return Ok(None);
+            }
+            self.pieces.remove(0).map(Some)
+        }
+        fn try_next_chunk(&mut self) -> Option<Result<Option<Vec<u8>>, Error>> {
+            if self.ready == 0 {
+                return None;
+            }
+            self.ready -= 1;
+            Some(self.next_chunk())
+        }
+    }
+
+    #[test]
+    fn streamed_bodies_table() {
+        let ok = |parts: &[&str]| -> Vec<Result<Vec<u8>, Error>> {
+            parts.iter().map(|p| Ok(p.as_bytes().to_vec())).collect()
+        };
+        let head = "HTTP/1.1 200 OK\r\nDate: x\r\nServer: mpiweb/0.1.0\r\n";
+        // (pieces, length, http10, ready, wanted output or None for an error)
+        type Case = (
+            Vec<Result<Vec<u8>, Error>>,
+            Option<u64>,
+            bool,
+            usize,
+            Option<String>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                ok(&["ab", "", "cde"]),
+                None,
+                false,
+                0,
+                Some(format!(
+                    "{head}Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"
+                )),
+            ),
+            (
+                ok(&["ab", "cde"]),
+                None,
+                false,
+                9,
+                Some(format!(
+                    "{head}Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"
+                )),
+            ),
+            (
+                ok(&["ab", "cde"]),
+                Some(5),
+                false,
+                1,
+                Some(format!("{head}Content-Length: 5\r\n\r\nabcde")),
+            ),
+            (
+                ok(&["ab", "cde"]),
+                None,
+                true,
+                0,
+                Some(format!("{head}Connection: close\r\n\r\nabcde")),
+            ),
+            (
+                ok(&[]),
+                None,
+                false,
+                0,
+                Some(format!("{head}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")),
+            ),
+            (ok(&["ab"]), Some(5), false, 0, None),
+            (ok(&["abcdef"]), Some(5), false, 0, None),
+            (
+                vec![Ok(b"ab".to_vec()), Err(Error::UpstreamTimeout)],
+                None,
+                false,
+                0,
+                None,
+            ),
+        ];
+        for (pieces, length, http10, ready, want) in cases {
+            let source = Box::new(Pieces { pieces, ready });
+            let mut resp = Response::new(200, ResponseBody::Stream { source, length });
+            let opts = WriteOpts {
+                head_only: false,
+                keep_alive: !http10,
+                http10,
+                date: "x",
+            };
+            let keep = !resp.ends_connection(http10);
+            let opts = WriteOpts {
+                keep_alive: opts.keep_alive && keep,
+                ..opts
+            };
+            let mut out = Vec::new();
+            let got = write_response(&mut out, &mut resp, opts, &mut Vec::new());
+            match want {
+                Some(want) => {
+                    assert!(got.is_ok(), "{want:?}: {got:?}");
+                    assert_eq!(String::from_utf8_lossy(&out), want);
+                }
+                None => {
+                    assert!(got.is_err(), "{length:?}");
+                    assert!(!String::from_utf8_lossy(&out).ends_with("0\r\n\r\n"));
+                }
+            }
         }
     }
 

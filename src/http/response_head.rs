@@ -27,7 +27,7 @@ pub struct ResponseHead {
 
 impl ResponseHead {
     /// Every field line, in order.
-    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
         self.fields
             .iter()
             .map(|(n, v)| (&self.raw[n.clone()], &self.raw[v.clone()]))

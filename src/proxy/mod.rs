@@ -1,7 +1,16 @@
-//! Proxying: the header rules of a proxy hop, the frames that carry a
-//! request between ranks, and the pooled upstream client. (Routes and the
-//! `Transport` seam follow with the rest of issue 3.)
+//! Proxying: routes, the rank-0 handler that sends requests through a
+//! `Transport`, the worker that runs them against upstreams, the header
+//! rules of a proxy hop, the frames between ranks, and CONNECT tunnels.
 
+pub mod front;
 pub mod hop;
+pub mod route;
+pub mod threads;
+pub mod transport;
+pub mod tunnel;
 pub mod upstream;
 pub mod wire;
+pub mod worker;
+
+pub use front::{Proxy, ProxyConfig};
+pub use transport::{Local, Transport};

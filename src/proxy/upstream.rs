@@ -26,6 +26,8 @@ const MAX_IDLE_PER_UPSTREAM: usize = 32;
 const IDLE_FOR: Duration = Duration::from_secs(30);
 /// First size of a connection's input buffer.
 const BUFFER: usize = 16 * 1024;
+/// Its size while a long body is read: fewer, larger reads and pieces.
+const BODY_BUFFER: usize = 256 * 1024;
 
 /// A connection to one upstream.
 pub struct Conn {
@@ -63,6 +65,11 @@ impl Pool {
                 }
             }
         }
+        self.connect(authority)
+    }
+
+    /// A new connection to `authority`, never an idle one.
+    pub fn connect(&self, authority: &str) -> Result<Conn, Error> {
         let stream = connect(authority, self.timeout)?;
         Ok(Conn {
             authority: authority.to_string(),
@@ -131,6 +138,11 @@ impl Conn {
             .map_err(Error::from_upstream_io)
     }
 
+    /// The socket itself, for a tunnel.
+    pub fn stream(&self) -> &TcpStream {
+        self.input.get_ref()
+    }
+
     /// Where request body bytes go (wrap it in a `ChunkedWriter` when the
     /// head announced chunked).
     pub fn writer(&self) -> &TcpStream {
@@ -160,6 +172,9 @@ impl Conn {
         &mut self,
         head: &ResponseHead,
     ) -> Result<BodyReader<'_, Buffered<TcpStream>>, Error> {
+        if !matches!(head.framing, BodyFraming::Length(n) if n <= BUFFER as u64) {
+            self.input.reserve(BODY_BUFFER);
+        }
         BodyReader::new(&mut self.input, head.framing, u64::MAX)
     }
 }

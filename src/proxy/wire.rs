@@ -74,6 +74,9 @@ pub enum Frame {
         fields: Fields,
         /// A body follows (`Data` frames, then `End`).
         has_body: bool,
+        /// Its length, when the client declared one (else it is re-framed
+        /// as chunked upstream).
+        length: Option<u64>,
     },
     /// The upstream's answer head; `length` when it declared one.
     Head {
@@ -93,10 +96,19 @@ pub enum Frame {
         id: u64,
         reason: AbortReason,
     },
-    /// The receiver may take `bytes` more of this stream's body.
+    /// The receiver may take `bytes` more of this stream's body. A
+    /// worker's first `Credit` for a stream also says it took the request.
     Credit {
         id: u64,
         bytes: u32,
+    },
+    /// Rank 0 asks a worker whether it is alive; `id` is a sequence number.
+    Ping {
+        id: u64,
+    },
+    /// The worker's answer to `Ping { id }`.
+    Pong {
+        id: u64,
     },
 }
 
@@ -118,6 +130,8 @@ const DATA: u8 = 3;
 const END: u8 = 4;
 const ABORT: u8 = 5;
 const CREDIT: u8 = 6;
+const PING: u8 = 7;
+const PONG: u8 = 8;
 
 impl Frame {
     pub fn id(&self) -> u64 {
@@ -127,7 +141,9 @@ impl Frame {
             | Frame::Data { id, .. }
             | Frame::End { id }
             | Frame::Abort { id, .. }
-            | Frame::Credit { id, .. } => *id,
+            | Frame::Credit { id, .. }
+            | Frame::Ping { id }
+            | Frame::Pong { id } => *id,
         }
     }
 }
@@ -138,6 +154,35 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
         Frame::Data { bytes, .. } => bytes.len() + 13,
         _ => 64,
     });
+    encode_into(frame, &mut out);
+    out
+}
+
+/// Append `frame` to a batch: its length as a u32, then its bytes. One MPI
+/// message carries every frame for one rank that was ready at once.
+pub fn push_batch(batch: &mut Vec<u8>, frame: &Frame) {
+    let at = batch.len();
+    batch.extend_from_slice(&[0; 4]);
+    encode_into(frame, batch);
+    // A frame is at most MAX_CHUNK plus a head's strings: well within u32.
+    let len = (batch.len() - at - 4) as u32;
+    batch[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// The frames of a batch made by `push_batch`.
+pub fn decode_batch(mut buf: &[u8]) -> Result<Vec<Frame>, WireError> {
+    let mut frames = Vec::new();
+    while !buf.is_empty() {
+        let mut r = Reader { buf };
+        let len = r.u32()? as usize;
+        let body = r.take(len)?;
+        frames.push(decode(body)?);
+        buf = r.buf;
+    }
+    Ok(frames)
+}
+
+fn encode_into(frame: &Frame, out: &mut Vec<u8>) {
     let kind = match frame {
         Frame::Open { .. } => OPEN,
         Frame::Head { .. } => HEAD,
@@ -145,6 +190,8 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
         Frame::End { .. } => END,
         Frame::Abort { .. } => ABORT,
         Frame::Credit { .. } => CREDIT,
+        Frame::Ping { .. } => PING,
+        Frame::Pong { .. } => PONG,
     };
     out.push(kind);
     out.extend_from_slice(&frame.id().to_le_bytes());
@@ -155,13 +202,15 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
             target,
             fields,
             has_body,
+            length,
             ..
         } => {
-            put_bytes(&mut out, upstream);
-            put_bytes(&mut out, method);
-            put_bytes(&mut out, target);
-            put_fields(&mut out, fields);
+            put_bytes(out, upstream);
+            put_bytes(out, method);
+            put_bytes(out, target);
+            put_fields(out, fields);
             out.push(u8::from(*has_body));
+            put_length(out, *length);
         }
         Frame::Head {
             status,
@@ -170,21 +219,24 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
             ..
         } => {
             out.extend_from_slice(&status.to_le_bytes());
-            put_fields(&mut out, fields);
-            match length {
-                Some(n) => {
-                    out.push(1);
-                    out.extend_from_slice(&n.to_le_bytes());
-                }
-                None => out.push(0),
-            }
+            put_fields(out, fields);
+            put_length(out, *length);
         }
-        Frame::Data { bytes, .. } => put_bytes(&mut out, bytes),
-        Frame::End { .. } => {}
+        Frame::Data { bytes, .. } => put_bytes(out, bytes),
+        Frame::End { .. } | Frame::Ping { .. } | Frame::Pong { .. } => {}
         Frame::Abort { reason, .. } => out.push(reason.code()),
         Frame::Credit { bytes, .. } => out.extend_from_slice(&bytes.to_le_bytes()),
     }
-    out
+}
+
+fn put_length(out: &mut Vec<u8>, length: Option<u64>) {
+    match length {
+        Some(n) => {
+            out.push(1);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        None => out.push(0),
+    }
 }
 
 /// The frame in `buf`, which must hold exactly one.
@@ -200,15 +252,13 @@ pub fn decode(buf: &[u8]) -> Result<Frame, WireError> {
             target: r.bytes(MAX_STRING)?,
             fields: r.fields()?,
             has_body: r.flag()?,
+            length: r.length()?,
         },
         HEAD => Frame::Head {
             id,
             status: u16::from_le_bytes(r.array()?),
             fields: r.fields()?,
-            length: match r.flag()? {
-                true => Some(r.u64()?),
-                false => None,
-            },
+            length: r.length()?,
         },
         DATA => Frame::Data {
             id,
@@ -223,6 +273,8 @@ pub fn decode(buf: &[u8]) -> Result<Frame, WireError> {
             id,
             bytes: u32::from_le_bytes(r.array()?),
         },
+        PING => Frame::Ping { id },
+        PONG => Frame::Pong { id },
         _ => return Err(WireError("unknown kind")),
     };
     if !r.buf.is_empty() {
@@ -286,6 +338,13 @@ impl Reader<'_> {
         }
     }
 
+    fn length(&mut self) -> Result<Option<u64>, WireError> {
+        Ok(match self.flag()? {
+            true => Some(self.u64()?),
+            false => None,
+        })
+    }
+
     fn bytes(&mut self, max: usize) -> Result<Vec<u8>, WireError> {
         let len = self.u32()? as usize;
         if len > max {
@@ -324,6 +383,7 @@ mod tests {
                 target: b"/api?x=1".to_vec(),
                 fields: fields.clone(),
                 has_body: true,
+                length: Some(12),
             },
             Frame::Open {
                 id: u64::MAX,
@@ -332,6 +392,7 @@ mod tests {
                 target: b"/".to_vec(),
                 fields: Vec::new(),
                 has_body: false,
+                length: None,
             },
             Frame::Head {
                 id: 7,
@@ -366,7 +427,23 @@ mod tests {
                 id: 7,
                 bytes: 1 << 20,
             },
+            Frame::Ping { id: 3 },
+            Frame::Pong { id: 3 },
         ]
+    }
+
+    #[test]
+    fn batches_round_trip_and_refuse_truncation() {
+        let frames = samples();
+        let mut batch = Vec::new();
+        for f in &frames {
+            push_batch(&mut batch, f);
+        }
+        assert_eq!(decode_batch(&batch), Ok(frames));
+        assert_eq!(decode_batch(&[]), Ok(Vec::new()));
+        for cut in [1, 3, 4, 20, batch.len() - 1] {
+            assert!(decode_batch(&batch[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -12,7 +12,9 @@ use crate::handler::{Handler, Request};
 use crate::http::body::{BodyFraming, BodyReader};
 use crate::http::buffer::Buffered;
 use crate::http::date::{http_date_bytes, unix_secs};
-use crate::http::response::{error_page, write_response, SendFile, WriteOpts};
+use crate::http::response::{
+    error_page, write_response, Duplex, ResponseBody, SendFile, WriteOpts,
+};
 use crate::http::{parse_request_head, HeadLimits, Method, RequestHead, Response};
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -28,6 +30,8 @@ const LINGER: Duration = Duration::from_secs(2);
 pub trait Socket {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     fn shutdown_write(&self) -> io::Result<()>;
+    /// The socket as a tunnel end (CONNECT), if it can be one.
+    fn duplex(&self) -> Option<&dyn Duplex>;
 }
 
 impl Socket for TcpStream {
@@ -36,6 +40,9 @@ impl Socket for TcpStream {
     }
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+    fn duplex(&self) -> Option<&dyn Duplex> {
+        Some(self)
     }
 }
 
@@ -173,14 +180,25 @@ pub fn serve<S>(
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(e) => {
-                respond(sock, None, Err(e), false, peer, accepted, cfg, &mut scratch);
+                let out = Out {
+                    peer,
+                    cfg,
+                    scratch: &mut scratch,
+                };
+                respond(sock, None, Err(e), false, accepted, out, &[]);
                 return linger(sock, &mut input);
             }
         };
         let t0 = Instant::now();
         let (result, body_close) = run_handler(sock, &mut input, &head, peer, cfg, handler);
         let keep = head.keep_alive && !body_close;
-        match respond(sock, Some(&head), result, keep, peer, t0, cfg, &mut scratch) {
+        let out = Out {
+            peer,
+            cfg,
+            scratch: &mut scratch,
+        };
+        let pending = input.buf.pending();
+        match respond(sock, Some(&head), result, keep, t0, out, pending) {
             Some(true) => {}
             Some(false) => return linger(sock, &mut input),
             None => return,
@@ -240,22 +258,32 @@ where
     }
 }
 
+/// Where a response goes besides the socket: the log's peer and rank, and
+/// a buffer to build it in.
+struct Out<'a> {
+    peer: SocketAddr,
+    cfg: &'a ConnConfig,
+    scratch: &'a mut Vec<u8>,
+}
+
 /// Write the response for `result` and log it. Returns whether the
-/// connection stays open, or `None` when the peer is gone.
-#[allow(clippy::too_many_arguments)]
+/// connection stays open, or `None` when the peer is gone. A tunnel runs
+/// here, starting with the client's `pending` bytes, and ends the
+/// connection.
 fn respond<S>(
     sock: &S,
     head: Option<&RequestHead>,
     result: Result<Response, Error>,
     keep: bool,
-    peer: SocketAddr,
     t0: Instant,
-    cfg: &ConnConfig,
-    scratch: &mut Vec<u8>,
+    out: Out<'_>,
+    pending: &[u8],
 ) -> Option<bool>
 where
+    S: Socket,
     for<'a> &'a S: SendFile,
 {
+    let Out { peer, cfg, scratch } = out;
     let (mut resp, keep) = match result {
         Ok(resp) => (resp, keep),
         Err(Error::PeerGone) => return None,
@@ -264,15 +292,28 @@ where
             (error_page(&e), keep && !e.closes_connection())
         }
     };
+    let http10 = head.is_some_and(|h| h.minor == 0);
+    let keep = keep && !resp.ends_connection(http10);
     let date = http_date_bytes(unix_secs(SystemTime::now()));
     let opts = WriteOpts {
         head_only: head.is_some_and(|h| h.method == Method::Head),
         keep_alive: keep,
-        http10: head.is_some_and(|h| h.minor == 0),
+        http10,
         date: std::str::from_utf8(&date).unwrap_or(""),
     };
     let mut w = sock;
-    let sent = write_response(&mut w, &mut resp, opts, scratch);
+    let mut sent = write_response(&mut w, &mut resp, opts, scratch);
+    let tunneled = matches!(resp.body, ResponseBody::Tunnel(_));
+    if tunneled {
+        let ResponseBody::Tunnel(tunnel) = std::mem::replace(&mut resp.body, ResponseBody::None)
+        else {
+            unreachable!("matched just above")
+        };
+        // Without a socket that can be shared (unit tests), it just closes.
+        if let (Ok(_), Some(client)) = (&sent, sock.duplex()) {
+            sent = Ok(tunnel.run(pending, client));
+        }
+    }
     let line = head.map(RequestHead::request_line);
     log::access(&log::Entry {
         peer,
@@ -285,8 +326,8 @@ where
         rank: cfg.rank,
     });
     match sent {
-        Ok(_) => Some(keep),
-        Err(_) => None,
+        Ok(_) if !tunneled => Some(keep),
+        _ => None,
     }
 }
 

@@ -51,6 +51,9 @@ impl Socket for Mock {
     fn shutdown_write(&self) -> io::Result<()> {
         Ok(())
     }
+    fn duplex(&self) -> Option<&dyn crate::http::response::Duplex> {
+        None
+    }
 }
 
 /// Answers with the path, and for `/echo` with the body it read.

@@ -1,0 +1,173 @@
+//! The MPI side of one rank's traffic: frames batched per destination and
+//! sent with non-blocking sends, messages received by matched probes, and
+//! the idle back-off that keeps a quiet rank from spinning a core.
+//!
+//! Sends must not block: two ranks each blocked sending a large message to
+//! the other would wait forever for a matching receive (MPI's rendezvous
+//! protocol). So every send is an `MPI_Isend` whose buffer lives here
+//! until MPI says it is done.
+
+use crate::proxy::wire::{decode_batch, push_batch, Frame};
+use mpi::point_to_point::{Destination, MatchedReceiveVec, Source};
+use mpi::request::{Request, StaticScope};
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::Rank;
+use std::time::{Duration, Instant};
+
+/// Tag of every frame batch.
+pub const TAG_FRAMES: mpi::Tag = 2;
+/// A batch is sent once it holds this many bytes, even mid-drain.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// An `MPI_Isend` in flight and the buffer it reads.
+struct Pending {
+    request: Request<'static, [u8]>,
+    buf: *mut [u8],
+}
+
+/// Batches being filled, and sends in flight.
+pub struct Outbox {
+    batches: Vec<Vec<u8>>,
+    pending: Vec<Pending>,
+}
+
+impl Outbox {
+    /// An outbox for a world of `size` ranks.
+    pub fn new(size: usize) -> Outbox {
+        Outbox {
+            batches: vec![Vec::new(); size],
+            pending: Vec::new(),
+        }
+    }
+
+    /// Queue `frame` for `rank`; a full batch goes out at once.
+    pub fn push(&mut self, world: &SimpleCommunicator, rank: usize, frame: &Frame) {
+        let Some(batch) = self.batches.get_mut(rank) else {
+            return;
+        };
+        push_batch(batch, frame);
+        if batch.len() >= BATCH_BYTES {
+            let batch = std::mem::take(batch);
+            self.send(world, rank, batch);
+        }
+    }
+
+    /// Send every batch that has frames.
+    pub fn flush(&mut self, world: &SimpleCommunicator) {
+        for rank in 0..self.batches.len() {
+            if !self.batches[rank].is_empty() {
+                let batch = std::mem::take(&mut self.batches[rank]);
+                self.send(world, rank, batch);
+            }
+        }
+    }
+
+    fn send(&mut self, world: &SimpleCommunicator, rank: usize, batch: Vec<u8>) {
+        let buf: *mut [u8] = Box::into_raw(batch.into_boxed_slice());
+        // SAFETY: `buf` is freed only in `progress`, after MPI reports the
+        // send complete, and never touched in between.
+        let data: &'static [u8] = unsafe { &*buf };
+        let request = world.process_at_rank(rank as Rank).immediate_send_with_tag(
+            StaticScope,
+            data,
+            TAG_FRAMES,
+        );
+        self.pending.push(Pending { request, buf });
+    }
+
+    /// Free the buffers of completed sends. Returns whether any are left.
+    pub fn progress(&mut self) -> bool {
+        for p in std::mem::take(&mut self.pending) {
+            match p.request.test() {
+                // SAFETY: MPI is done with the buffer (see `send`).
+                Ok(_) => drop(unsafe { Box::from_raw(p.buf) }),
+                Err(request) => self.pending.push(Pending {
+                    request,
+                    buf: p.buf,
+                }),
+            }
+        }
+        !self.pending.is_empty()
+    }
+
+    /// At exit: wait up to `limit` for sends in flight, then abandon the
+    /// rest (a peer that stopped receiving must not hold up the exit).
+    pub fn close(mut self, limit: Duration) {
+        let until = Instant::now() + limit;
+        while self.progress() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for p in self.pending.drain(..) {
+            // Dropping an incomplete request panics in rsmpi; leak it.
+            std::mem::forget(p.request);
+        }
+    }
+}
+
+/// Every frame batch waiting for this rank, with the sender's rank.
+pub fn receive(world: &SimpleCommunicator, mut each: impl FnMut(usize, Frame)) -> bool {
+    let mut any = false;
+    while let Some(probed) = world
+        .any_process()
+        .immediate_matched_probe_with_tag(TAG_FRAMES)
+    {
+        any = true;
+        let (buf, status) = probed.matched_receive_vec::<u8>();
+        let from = status.source_rank() as usize;
+        match decode_batch(&buf) {
+            Ok(frames) => frames.into_iter().for_each(|f| each(from, f)),
+            Err(e) => log::error!("from rank {from}: {e}"),
+        }
+    }
+    any
+}
+
+/// How long an MPI thread waits before it polls again: it spins through
+/// a few rounds right after work, then sleeps longer and longer, up to
+/// `BUSY_SLEEP` while requests are in flight or were lately, and up to
+/// `IDLE_SLEEP` when the rank has been quiet for `QUIET_AFTER`.
+pub struct Backoff {
+    rounds: u32,
+    last_work: Instant,
+}
+
+const SPIN_ROUNDS: u32 = 50;
+const FIRST_SLEEP: Duration = Duration::from_micros(20);
+const BUSY_SLEEP: Duration = Duration::from_millis(1);
+const IDLE_SLEEP: Duration = Duration::from_millis(20);
+const QUIET_AFTER: Duration = Duration::from_secs(1);
+
+impl Backoff {
+    pub fn new() -> Backoff {
+        Backoff {
+            rounds: 0,
+            last_work: Instant::now(),
+        }
+    }
+
+    /// Something happened: poll eagerly again.
+    pub fn reset(&mut self) {
+        self.rounds = 0;
+        self.last_work = Instant::now();
+    }
+
+    /// The wait before the next poll; `None`: just yield the core.
+    pub fn next(&mut self, in_flight: bool) -> Option<Duration> {
+        self.rounds = self.rounds.saturating_add(1);
+        if self.rounds <= SPIN_ROUNDS {
+            return None;
+        }
+        let doublings = (self.rounds - SPIN_ROUNDS).min(16);
+        let cap = match in_flight || self.last_work.elapsed() < QUIET_AFTER {
+            true => BUSY_SLEEP,
+            false => IDLE_SLEEP,
+        };
+        Some((FIRST_SLEEP * 2u32.pow(doublings)).min(cap))
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
+}

@@ -1,0 +1,79 @@
+//! The loop of a worker rank's MPI thread: take frame batches from rank 0
+//! and hand them to the `Worker`, whose pool threads do the upstream I/O;
+//! send their frames back; answer heartbeats; stop when rank 0 says so.
+
+use super::outbox::{receive, Backoff, Outbox};
+use super::TAG_SHUTDOWN;
+use crate::proxy::wire::Frame;
+use crate::proxy::worker::Worker;
+use mpi::point_to_point::Source;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use std::collections::HashSet;
+use std::sync::mpsc::{channel, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+/// Serve rank 0 until it sends the exit code.
+pub fn run(world: &SimpleCommunicator, upstream_timeout: Duration) -> i32 {
+    let (tx, outgoing) = channel::<Frame>();
+    let worker = Worker::new(
+        upstream_timeout,
+        Arc::new(move |frame| {
+            let _ = tx.send(frame); // only fails once the loop has ended
+        }),
+    );
+    let root = world.process_at_rank(0);
+    let mut out = Outbox::new(world.size() as usize);
+    let mut backoff = Backoff::new();
+    let mut carry: Option<Frame> = None;
+    loop {
+        if root.immediate_probe_with_tag(TAG_SHUTDOWN).is_some() {
+            let (code, _) = root.receive_with_tag::<i32>(TAG_SHUTDOWN);
+            out.flush(world);
+            out.close(Duration::from_millis(500));
+            return code;
+        }
+        let mut frames = Vec::new();
+        let mut busy = receive(world, |_, frame| frames.push(frame));
+        // A stream rank 0 took back (this rank stalled) comes as its
+        // `Open` and then an `Abort`, read together when the rank wakes:
+        // it is dropped unstarted.
+        let aborted: HashSet<u64> = frames
+            .iter()
+            .filter(|f| matches!(f, Frame::Abort { .. }))
+            .map(Frame::id)
+            .collect();
+        for frame in frames {
+            if matches!(frame, Frame::Open { .. }) && aborted.contains(&frame.id()) {
+                continue;
+            }
+            worker.deliver(frame);
+        }
+        if let Some(frame) = carry.take() {
+            out.push(world, 0, &frame);
+            busy = true;
+        }
+        while let Ok(frame) = outgoing.try_recv() {
+            out.push(world, 0, &frame);
+            busy = true;
+        }
+        out.flush(world);
+        let sending = out.progress();
+        if busy {
+            backoff.reset();
+            continue;
+        }
+        match backoff.next(worker.in_flight() > 0 || sending) {
+            None => thread::yield_now(),
+            Some(wait) => match outgoing.recv_timeout(wait) {
+                Ok(frame) => {
+                    carry = Some(frame);
+                    backoff.reset();
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return 1,
+            },
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! Rank 0's side of proxying: decide whether a request is proxied (a
+//! route's prefix, a forward-proxy target, CONNECT), send it through the
+//! `Transport` with its body, and turn the frames that come back into a
+//! response whose body streams. Everything else goes to the file handler.
+
+use super::hop::{forward_request_fields, Origin};
+use super::route::{has_dot_segment, rewrite, split_port, ConnectPorts, RouteSpec};
+use super::transport::{abort_error, Stream, Transport, CHUNK, GRANT_EVERY, WINDOW};
+use super::tunnel;
+use super::wire::Frame;
+use crate::error::Error;
+use crate::handler::{Handler, Request};
+use crate::http::body::{unwrap_io, BodyFraming};
+use crate::http::response::{BodySource, Duplex, Tunnel};
+use crate::http::{Method, Response, ResponseBody, Target};
+use std::borrow::Cow;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Extra wait on rank 0 beyond the upstream timeout: the worker enforces
+/// that timeout and answers 504 itself; this only ends waits on a worker
+/// that stopped answering altogether.
+const WORKER_SLACK: Duration = Duration::from_secs(5);
+
+/// What the proxy does, from the command line.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub routes: Vec<RouteSpec>,
+    pub forward: bool,
+    pub connect_ports: ConnectPorts,
+    pub upstream_timeout: Duration,
+    /// The address mpiweb listens on, to recognise requests for itself.
+    pub local: SocketAddr,
+}
+
+struct Route {
+    spec: RouteSpec,
+    /// Round-robin position.
+    next: AtomicUsize,
+}
+
+/// The handler of rank 0: proxies what it should, serves the rest from
+/// `files`.
+pub struct Proxy {
+    routes: Vec<Route>,
+    cfg: ProxyConfig,
+    transport: Arc<dyn Transport>,
+    files: Arc<dyn Handler>,
+}
+
+/// Where one proxied request goes.
+struct Dest {
+    authority: String,
+    host: String,
+    target: String,
+}
+
+impl Proxy {
+    pub fn new(cfg: ProxyConfig, transport: Arc<dyn Transport>, files: Arc<dyn Handler>) -> Proxy {
+        let mut routes: Vec<Route> = cfg
+            .routes
+            .iter()
+            .map(|spec| Route {
+                spec: spec.clone(),
+                next: AtomicUsize::new(0),
+            })
+            .collect();
+        // The longest prefix wins; on equal prefixes, the first given.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.spec.prefix.len()));
+        Proxy {
+            routes,
+            cfg,
+            transport,
+            files,
+        }
+    }
+
+    fn wait(&self) -> Duration {
+        self.cfg.upstream_timeout + WORKER_SLACK
+    }
+
+    /// The upstream for a request, if it is proxied.
+    fn dest(&self, req: &Request<'_>) -> Result<Option<Dest>, Error> {
+        let head = req.head;
+        if let Target::Absolute { authority } = &head.target {
+            if self.cfg.forward && !self.is_self(authority) {
+                let (host, port) = split_port(authority).ok_or(Error::BadRequest("bad port"))?;
+                return Ok(Some(Dest {
+                    authority: format!("{host}:{}", port.unwrap_or(80)),
+                    host: authority.clone(),
+                    target: head.path_query().to_string(),
+                }));
+            }
+        }
+        if head.target == Target::Asterisk {
+            return Ok(None);
+        }
+        let path = head.path_query();
+        let Some(route) = self
+            .routes
+            .iter()
+            .find(|r| path.starts_with(&r.spec.prefix))
+        else {
+            return Ok(None);
+        };
+        if has_dot_segment(path) {
+            return Err(Error::BadRequest("dot segment in a proxied path"));
+        }
+        let ups = &route.spec.upstreams;
+        let up = &ups[route.next.fetch_add(1, Ordering::Relaxed) % ups.len()];
+        Ok(Some(Dest {
+            authority: up.authority.clone(),
+            host: up.host.clone(),
+            target: rewrite(path, &route.spec.prefix, up),
+        }))
+    }
+
+    /// Whether `authority` (of an absolute-form target) names this server:
+    /// such requests are served here, never sent round in a loop.
+    fn is_self(&self, authority: &str) -> bool {
+        let local = self.cfg.local;
+        let Some((host, port)) = split_port(authority) else {
+            return false;
+        };
+        if port.unwrap_or(80) != local.port() {
+            return false;
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let ips: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => (host, local.port())
+                .to_socket_addrs()
+                .map(|a| a.map(|a| a.ip()).collect())
+                .unwrap_or_default(),
+        };
+        ips.iter().any(|ip| {
+            *ip == local.ip()
+                || (local.ip().is_unspecified()
+                    && (ip.is_loopback() || ip.is_unspecified() || is_local_address(*ip)))
+        })
+    }
+
+    /// Proxy `req` to `dest` and answer with what comes back.
+    fn forward(&self, req: &mut Request<'_>, dest: Dest) -> Result<Response, Error> {
+        let head = req.head;
+        let client_ip = req.peer.ip().to_string();
+        let origin = Origin {
+            client_ip: &client_ip,
+            proto: "http",
+            host: head.header_str("host"),
+            minor: head.minor,
+        };
+        let mut fields: Vec<(Vec<u8>, Vec<u8>)> =
+            vec![(b"Host".to_vec(), dest.host.clone().into_bytes())];
+        fields.extend(
+            forward_request_fields(head.headers(), &origin)
+                .into_iter()
+                // Host is the upstream's; 100-continue was answered here.
+                .filter(|(n, _)| {
+                    !n.eq_ignore_ascii_case("host") && !n.eq_ignore_ascii_case("expect")
+                })
+                .map(|(n, v)| (n.into_bytes(), v)),
+        );
+        let (has_body, length) = match head.framing {
+            BodyFraming::None | BodyFraming::UntilClose => (false, None),
+            BodyFraming::Length(n) => (true, Some(n)),
+            BodyFraming::Chunked => (true, None),
+        };
+        let mut stream = Stream::open(&self.transport, |id| Frame::Open {
+            id,
+            upstream: dest.authority.clone().into_bytes(),
+            method: head.method.as_str().as_bytes().to_vec(),
+            target: dest.target.into_bytes(),
+            fields,
+            has_body,
+            length,
+        })?;
+        let wait = self.wait();
+        let early = match has_body {
+            true => upload(&mut stream, req.body, wait)?,
+            false => None,
+        };
+        let frame = match early {
+            Some(frame) => frame,
+            None => next_answer(&mut stream, wait)?,
+        };
+        let (status, fields, length) = match frame {
+            Frame::Head {
+                status,
+                fields,
+                length,
+                ..
+            } => (status, fields, length),
+            Frame::Abort { reason, .. } => return Err(abort_error(reason, &dest.authority)),
+            _ => return Err(Error::UpstreamBroken("unexpected frame")),
+        };
+        let no_body = head.method == Method::Head || matches!(status, 100..=199 | 204 | 304);
+        let mut resp = Response::new(status, ResponseBody::None);
+        resp.headers = fields
+            .into_iter()
+            .map(|(n, v)| {
+                (
+                    Cow::Owned(String::from_utf8_lossy(&n).into_owned()),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
+            .collect();
+        if no_body {
+            if let (Some(n), false) = (length, matches!(status, 100..=199 | 204)) {
+                resp = resp.with("Content-Length", n.to_string());
+            }
+            // The worker ends the stream right after the head: take the
+            // `End` if it is here, so nothing needs aborting.
+            let _ = stream.try_recv();
+            return Ok(resp);
+        }
+        resp.body = ResponseBody::Stream {
+            source: Box::new(StreamBody {
+                stream,
+                wait,
+                consumed: 0,
+            }),
+            length,
+        };
+        Ok(resp)
+    }
+
+    /// CONNECT `authority`: a tunnel through a worker.
+    fn connect(&self, req: &Request<'_>) -> Result<Response, Error> {
+        let authority = req.head.target_str().to_ascii_lowercase();
+        let port = split_port(&authority)
+            .and_then(|(_, p)| p)
+            .ok_or(Error::BadRequest("CONNECT needs host:port"))?;
+        if !self.cfg.connect_ports.allows(port) {
+            return Err(Error::Forbidden);
+        }
+        let mut stream = Stream::open(&self.transport, |id| Frame::Open {
+            id,
+            upstream: authority.clone().into_bytes(),
+            method: b"CONNECT".to_vec(),
+            target: authority.clone().into_bytes(),
+            fields: Vec::new(),
+            has_body: false,
+            length: None,
+        })?;
+        let mut credit = 0u64;
+        loop {
+            match stream.recv(self.wait())? {
+                Frame::Credit { bytes, .. } => credit += u64::from(bytes),
+                Frame::Head { status: 200, .. } => break,
+                Frame::Abort { reason, .. } => return Err(abort_error(reason, &authority)),
+                _ => return Err(Error::UpstreamBroken("unexpected frame")),
+            }
+        }
+        Ok(Response::new(
+            200,
+            ResponseBody::Tunnel(Box::new(ClientTunnel { stream, credit })),
+        ))
+    }
+}
+
+impl Handler for Proxy {
+    fn handle(&self, req: &mut Request<'_>) -> Result<Response, Error> {
+        if req.head.method == Method::Connect && self.cfg.forward {
+            return self.connect(req);
+        }
+        match self.dest(req)? {
+            Some(dest) => self.forward(req, dest),
+            None => self.files.handle(req),
+        }
+    }
+}
+
+/// Whether `ip` belongs to this machine: only a local address can be bound.
+fn is_local_address(ip: IpAddr) -> bool {
+    UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// The next frame that answers the request (credit grants are skipped).
+fn next_answer(stream: &mut Stream, wait: Duration) -> Result<Frame, Error> {
+    loop {
+        match stream.recv(wait)? {
+            Frame::Credit { .. } => {}
+            other => return Ok(other),
+        }
+    }
+}
+
+/// Send the request body within the worker's credit. Returns the answer if
+/// it came before the body was all sent (the upstream answered early).
+fn upload(
+    stream: &mut Stream,
+    body: &mut dyn Read,
+    wait: Duration,
+) -> Result<Option<Frame>, Error> {
+    let mut credit = 0u64;
+    loop {
+        while let Some(frame) = stream.try_recv() {
+            match frame? {
+                Frame::Credit { bytes, .. } => credit += u64::from(bytes),
+                other => return Ok(Some(other)),
+            }
+        }
+        if credit == 0 {
+            match stream.recv(wait)? {
+                Frame::Credit { bytes, .. } => credit += u64::from(bytes),
+                other => return Ok(Some(other)),
+            }
+            continue;
+        }
+        // Gather a piece; the body reader hands out what one read brought.
+        let want = credit.min(CHUNK as u64) as usize;
+        let mut piece = vec![0u8; want];
+        let mut got = 0;
+        while got < want.min(64 * 1024) {
+            match body.read(&mut piece[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => return Err(unwrap_io(e)),
+            }
+        }
+        if got == 0 {
+            stream.send(Frame::End { id: stream.id });
+            return Ok(None);
+        }
+        piece.truncate(got);
+        credit -= got as u64;
+        stream.send(Frame::Data {
+            id: stream.id,
+            bytes: piece,
+        });
+    }
+}
+
+/// A proxied response body, piece by piece, granting credit as it goes.
+struct StreamBody {
+    stream: Stream,
+    wait: Duration,
+    /// Bytes written to the client and not yet granted back.
+    consumed: u64,
+}
+
+impl StreamBody {
+    fn take(&mut self, frame: Frame) -> Result<Option<Option<Vec<u8>>>, Error> {
+        match frame {
+            Frame::Data { bytes, .. } => {
+                self.consumed += bytes.len() as u64;
+                Ok(Some(Some(bytes)))
+            }
+            Frame::End { .. } => Ok(Some(None)),
+            Frame::Abort { reason, .. } => Err(abort_error(reason, "upstream")),
+            _ => Ok(None),
+        }
+    }
+
+    fn grant(&mut self) {
+        // The pieces handed out before were written: open the window again.
+        if self.consumed >= GRANT_EVERY {
+            let bytes = self.consumed.min(u64::from(WINDOW)) as u32;
+            self.consumed -= u64::from(bytes);
+            self.stream.send(Frame::Credit {
+                id: self.stream.id,
+                bytes,
+            });
+        }
+    }
+}
+
+impl BodySource for StreamBody {
+    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        self.grant();
+        loop {
+            let frame = self.stream.recv(self.wait)?;
+            if let Some(piece) = self.take(frame)? {
+                return Ok(piece);
+            }
+        }
+    }
+
+    fn try_next_chunk(&mut self) -> Option<Result<Option<Vec<u8>>, Error>> {
+        self.grant();
+        loop {
+            let frame = match self.stream.try_recv()? {
+                Ok(frame) => frame,
+                Err(e) => return Some(Err(e)),
+            };
+            match self.take(frame) {
+                Ok(Some(piece)) => return Some(Ok(piece)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// Rank 0's end of a CONNECT tunnel.
+struct ClientTunnel {
+    stream: Stream,
+    /// What the worker granted before the tunnel opened.
+    credit: u64,
+}
+
+impl Tunnel for ClientTunnel {
+    fn run(mut self: Box<Self>, pending: &[u8], client: &dyn Duplex) -> u64 {
+        let transport = Arc::clone(self.stream.transport());
+        let send = move |f: Frame| transport.send(f);
+        let ends = tunnel::Ends {
+            id: self.stream.id,
+            rx: self.stream.receiver(),
+            send: &send,
+        };
+        let sent = tunnel::relay(&ends, pending, client, self.credit, tunnel::IDLE_TIMEOUT);
+        // The relay ended both directions, or sent the abort itself.
+        self.stream.finished = true;
+        sent
+    }
+}

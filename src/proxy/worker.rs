@@ -1,0 +1,356 @@
+//! What a worker does with the frames it gets: each `Open` becomes one
+//! exchange with an upstream, run on a pool thread; later frames of the
+//! stream are handed to that thread. Frames back go to `out`, which is
+//! the MPI thread's queue on a worker rank and the connection thread's
+//! channel in a lone process.
+
+use super::hop::forward_response_fields;
+use super::threads::Threads;
+use super::transport::{CHUNK, GRANT_EVERY, WINDOW};
+use super::tunnel;
+use super::upstream::{Conn, Pool};
+use super::wire::{AbortReason, Fields, Frame};
+use crate::config;
+use crate::error::Error;
+use crate::http::body::BodyFraming;
+use crate::http::encode::ChunkedWriter;
+use crate::http::request::parse_content_length;
+use crate::http::response_head::ResponseHead;
+use crate::http::Method;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Where a worker's frames go.
+pub type Out = Arc<dyn Fn(Frame) + Send + Sync>;
+
+/// How long a runner waits for the rank-0 side (body pieces, credit)
+/// before it gives up: past the send timeout, rank 0 has given up too.
+const DOWNSTREAM_WAIT: Duration = Duration::from_secs(config::SEND_TIMEOUT.as_secs() + 10);
+
+/// The shared part of every exchange.
+pub struct Ctx {
+    pub pool: Pool,
+    pub timeout: Duration,
+    pub out: Out,
+}
+
+/// The streams one worker runs.
+pub struct Worker {
+    streams: Mutex<HashMap<u64, Sender<Frame>>>,
+    ctx: Arc<Ctx>,
+    threads: Threads,
+}
+
+impl Worker {
+    pub fn new(upstream_timeout: Duration, out: Out) -> Arc<Worker> {
+        Arc::new(Worker {
+            streams: Mutex::new(HashMap::new()),
+            ctx: Arc::new(Ctx {
+                pool: Pool::new(upstream_timeout),
+                timeout: upstream_timeout,
+                out,
+            }),
+            threads: Threads::new(),
+        })
+    }
+
+    /// Take one frame from rank 0.
+    pub fn deliver(self: &Arc<Self>, frame: Frame) {
+        match frame {
+            Frame::Open { id, .. } => {
+                let (tx, rx) = channel();
+                if let Ok(mut streams) = self.streams.lock() {
+                    streams.insert(id, tx);
+                }
+                // The first credit says the request was taken; it also
+                // opens the window for the request body (or a tunnel).
+                (self.ctx.out)(Frame::Credit { id, bytes: WINDOW });
+                let me = Arc::clone(self);
+                self.threads.run(move || {
+                    run(frame, &rx, &me.ctx);
+                    if let Ok(mut streams) = me.streams.lock() {
+                        streams.remove(&id);
+                    }
+                });
+            }
+            Frame::Ping { id } => (self.ctx.out)(Frame::Pong { id }),
+            other => {
+                let tx = self
+                    .streams
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.get(&other.id()).cloned());
+                if let Some(tx) = tx {
+                    let _ = tx.send(other); // the runner may just have ended
+                }
+            }
+        }
+    }
+
+    /// Streams running now.
+    pub fn in_flight(&self) -> usize {
+        self.streams.lock().map_or(0, |s| s.len())
+    }
+}
+
+/// How an exchange failed: tell rank 0 why, or stay quiet because rank 0
+/// ended the stream itself.
+enum Failure {
+    Abort(AbortReason),
+    Quiet,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::Abort(match e {
+            Error::UpstreamTimeout => AbortReason::Timeout,
+            Error::UpstreamUnreachable(_) => AbortReason::Unreachable,
+            _ => AbortReason::BadUpstream,
+        })
+    }
+}
+
+/// Run the stream that `open` starts, to its end.
+fn run(open: Frame, rx: &Receiver<Frame>, ctx: &Ctx) {
+    let Frame::Open {
+        id,
+        upstream,
+        method,
+        target,
+        fields,
+        has_body,
+        length,
+    } = open
+    else {
+        return;
+    };
+    let authority = String::from_utf8_lossy(&upstream).into_owned();
+    let result = match Method::from_token(&method) {
+        Some(Method::Connect) => {
+            tunnel::open_upstream(id, &authority, rx, ctx).map_err(Failure::from)
+        }
+        Some(method) => {
+            let framing = match (has_body, length) {
+                (false, _) => BodyFraming::None,
+                (true, Some(n)) => BodyFraming::Length(n),
+                (true, None) => BodyFraming::Chunked,
+            };
+            let req = Req {
+                id,
+                authority: &authority,
+                method,
+                target: &target,
+                fields: fields
+                    .into_iter()
+                    .map(|(n, v)| (String::from_utf8_lossy(&n).into_owned(), v))
+                    .collect(),
+                framing,
+            };
+            exchange(&req, rx, ctx)
+        }
+        None => Err(Failure::Abort(AbortReason::Refused)),
+    };
+    match result {
+        Ok(()) => {}
+        Err(Failure::Abort(reason)) => {
+            if reason != AbortReason::ClientGone {
+                log::warn!("upstream {authority}: {reason:?}");
+            }
+            (ctx.out)(Frame::Abort { id, reason });
+        }
+        Err(Failure::Quiet) => {}
+    }
+}
+
+/// A request as the runner sends it on.
+struct Req<'a> {
+    id: u64,
+    authority: &'a str,
+    method: Method,
+    target: &'a [u8],
+    fields: Vec<(String, Vec<u8>)>,
+    framing: BodyFraming,
+}
+
+/// One request and its answer.
+fn exchange(req: &Req<'_>, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(), Failure> {
+    let mut conn = ctx.pool.get(req.authority)?;
+    let (head, clean) = loop {
+        match send_and_read_head(&mut conn, req, rx, ctx) {
+            // A pooled connection the upstream closed while it sat idle
+            // fails before any answer: try once more on a new one, when
+            // the request can be sent again (no body was streamed).
+            Err(Failure::Abort(AbortReason::BadUpstream | AbortReason::Unreachable))
+                if conn.reused && req.framing == BodyFraming::None =>
+            {
+                conn = ctx.pool.connect(req.authority)?;
+            }
+            other => break other?,
+        }
+    };
+    let id = req.id;
+    let length = match head.framing {
+        BodyFraming::Length(n) => Some(n),
+        // HEAD and 304 answers may state the length they do not carry.
+        BodyFraming::None => head
+            .field_all("content-length")
+            .next()
+            .and_then(|v| parse_content_length(v).ok()),
+        BodyFraming::Chunked | BodyFraming::UntilClose => None,
+    };
+    let fields: Fields = forward_response_fields(head.fields(), head.minor)
+        .into_iter()
+        // Rank 0 writes its own Date and Server, as nginx does.
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("date") && !n.eq_ignore_ascii_case("server"))
+        .map(|(n, v)| (n.into_bytes(), v))
+        .collect();
+    (ctx.out)(Frame::Head {
+        id,
+        status: head.status,
+        fields,
+        length,
+    });
+    if head.framing != BodyFraming::None {
+        relay_body(&mut conn, &head, rx, ctx, id)?;
+    }
+    (ctx.out)(Frame::End { id });
+    if clean && head.keep_alive {
+        ctx.pool.put(conn);
+    }
+    Ok(())
+}
+
+/// Send the head and body, then read the final response head (interim 1xx
+/// answers are skipped: the client's `100-continue` was answered by rank
+/// 0). Also says whether the whole request went out.
+fn send_and_read_head(
+    conn: &mut Conn,
+    req: &Req<'_>,
+    rx: &Receiver<Frame>,
+    ctx: &Ctx,
+) -> Result<(ResponseHead, bool), Failure> {
+    conn.send_head(req.method, req.target, &req.fields, req.framing)?;
+    // If the upstream stops reading the body, it may still have answered
+    // (a 413, say): the head is read either way.
+    let sent = match req.framing {
+        BodyFraming::None | BodyFraming::UntilClose => true,
+        BodyFraming::Length(_) => send_body(conn.writer(), req.id, rx, ctx)?,
+        BodyFraming::Chunked => send_body(ChunkedWriter::new(conn.writer()), req.id, rx, ctx)?,
+    };
+    loop {
+        let head = conn.read_head(req.method)?;
+        match head.status {
+            101 => return Err(Failure::Abort(AbortReason::BadUpstream)),
+            100..=199 => continue,
+            _ => return Ok((head, sent)),
+        }
+    }
+}
+
+/// A writer that ends a body when it is done.
+trait BodyWriter: Write {
+    fn end(self) -> std::io::Result<()>;
+}
+
+impl BodyWriter for &TcpStream {
+    fn end(self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl BodyWriter for ChunkedWriter<&TcpStream> {
+    fn end(self) -> std::io::Result<()> {
+        self.finish().map(|_| ())
+    }
+}
+
+/// Copy the request body from rank 0 to the upstream, granting credit as
+/// it goes out. `Ok(false)`: the upstream stopped taking it.
+fn send_body<W: BodyWriter>(
+    mut w: W,
+    id: u64,
+    rx: &Receiver<Frame>,
+    ctx: &Ctx,
+) -> Result<bool, Failure> {
+    let mut written = 0u64;
+    loop {
+        match rx.recv_timeout(DOWNSTREAM_WAIT) {
+            Ok(Frame::Data { bytes, .. }) => {
+                if w.write_all(&bytes).is_err() {
+                    return Ok(false);
+                }
+                written += bytes.len() as u64;
+                if written >= GRANT_EVERY {
+                    grant(ctx, id, &mut written);
+                }
+            }
+            Ok(Frame::End { .. }) => return Ok(w.end().is_ok()),
+            Ok(Frame::Abort { .. }) | Err(RecvTimeoutError::Disconnected) => {
+                return Err(Failure::Quiet)
+            }
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout) => return Err(Failure::Abort(AbortReason::ClientGone)),
+        }
+    }
+}
+
+fn grant(ctx: &Ctx, id: u64, bytes: &mut u64) {
+    // Grants are at most the window, well within u32.
+    let n = (*bytes).min(u64::from(WINDOW)) as u32;
+    (ctx.out)(Frame::Credit { id, bytes: n });
+    *bytes -= u64::from(n);
+}
+
+/// Send the response body to rank 0 in pieces, never more than the credit
+/// it granted.
+fn relay_body(
+    conn: &mut Conn,
+    head: &ResponseHead,
+    rx: &Receiver<Frame>,
+    ctx: &Ctx,
+    id: u64,
+) -> Result<(), Failure> {
+    let mut credit = u64::from(WINDOW);
+    let mut body = conn.body(head)?;
+    loop {
+        // Take any credit or abort that is waiting; wait when out of credit.
+        loop {
+            let frame = if credit == 0 {
+                match rx.recv_timeout(DOWNSTREAM_WAIT) {
+                    Ok(f) => f,
+                    Err(RecvTimeoutError::Timeout) => {
+                        return Err(Failure::Abort(AbortReason::ClientGone))
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return Err(Failure::Quiet),
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(f) => f,
+                    Err(_) => break,
+                }
+            };
+            match frame {
+                Frame::Credit { bytes, .. } => credit += u64::from(bytes),
+                Frame::Abort { .. } => return Err(Failure::Quiet),
+                _ => {}
+            }
+        }
+        let want = credit.min(CHUNK as u64) as usize;
+        let mut piece = vec![0u8; want];
+        // Mid-body, a timeout and a cut connection end the same way: the
+        // client's message is cut short too.
+        let Ok(n) = body.read(&mut piece) else {
+            return Err(Failure::Abort(AbortReason::BadUpstream));
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        piece.truncate(n);
+        credit -= n as u64;
+        (ctx.out)(Frame::Data { id, bytes: piece });
+    }
+}
