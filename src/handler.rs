@@ -12,6 +12,9 @@ pub struct Request<'a> {
     pub head: &'a RequestHead,
     pub body: &'a mut dyn Read,
     pub peer: SocketAddr,
+    /// Whether the client has closed its connection, for a handler that
+    /// waits a long time (a proxy waiting for its upstream gives up then).
+    pub client_gone: &'a dyn Fn() -> bool,
 }
 
 /// Anything that turns a request into a response. An `Err` becomes an

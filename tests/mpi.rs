@@ -110,3 +110,66 @@ fn bad_start_arguments_exit_2_with_one_line() {
     let version = Command::new(BIN).arg("-V").output().unwrap();
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("mpiweb "));
 }
+
+fn signal(sig: &str, pid: u32) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Requests for `secs`, one after another: every one must be answered,
+/// and those begun `quick_after` must be answered within 500 ms.
+fn requests_for(srv: &Server, secs: u64, quick_after: Duration) -> usize {
+    let t0 = std::time::Instant::now();
+    let mut n = 0;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        let begun = t0.elapsed();
+        let r = srv.get(&format!("/n{n}"), "");
+        assert_eq!(r.status, 200, "request {n} at {begun:?}");
+        let took = t0.elapsed() - begun;
+        if begun >= quick_after {
+            assert!(
+                took < Duration::from_millis(500),
+                "request {n} at {begun:?} took {took:?}"
+            );
+        }
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn a_stalled_worker_leaves_the_rotation_and_rejoins() {
+    let up = common::upstream::Upstream::start();
+    let site = Site::new();
+    let route = format!("/={}", up.url());
+    let srv = Server::start_mpi(3, &site.root(), &["--route", &route]);
+    let workers: Vec<u32> = mpiweb_pids(&descendants(srv.pid()))
+        .into_iter()
+        .filter(|&p| p != srv.rank0_pid)
+        .collect();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    requests_for(&srv, 1, Duration::ZERO);
+
+    // Worker A stops: requests it had not started go to B; within 2 s
+    // nothing waits for A any more.
+    signal("STOP", workers[0]);
+    let n = requests_for(&srv, 4, Duration::from_secs(2));
+    assert!(n > 10, "only {n} requests in 4 s");
+    assert!(srv.wait_log(|l| l.contains("out of rotation")));
+
+    // A comes back; then B stops, and A alone serves everything.
+    signal("CONT", workers[0]);
+    assert!(srv.wait_log(|l| l.contains("back in rotation")));
+    signal("STOP", workers[1]);
+    requests_for(&srv, 4, Duration::from_secs(2));
+    signal("CONT", workers[1]);
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while srv.log_text().matches("back in rotation").count() < 2 {
+        assert!(std::time::Instant::now() < until, "{}", srv.log_text());
+        thread::sleep(Duration::from_millis(20));
+    }
+    requests_for(&srv, 1, Duration::ZERO);
+}

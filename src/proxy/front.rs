@@ -18,7 +18,7 @@ use std::io::Read;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Extra wait on rank 0 beyond the upstream timeout: the worker enforces
 /// that timeout and answers 504 itself; this only ends waits on a worker
@@ -185,7 +185,7 @@ impl Proxy {
         };
         let frame = match early {
             Some(frame) => frame,
-            None => next_answer(&mut stream, wait)?,
+            None => next_answer(&mut stream, wait, req.client_gone)?,
         };
         let (status, fields, length) = match frame {
             Frame::Head {
@@ -279,12 +279,30 @@ fn is_local_address(ip: IpAddr) -> bool {
     UdpSocket::bind((ip, 0)).is_ok()
 }
 
+/// How often a connection thread waiting for an answer looks whether its
+/// client is still there.
+const CLIENT_CHECK: Duration = Duration::from_millis(250);
+
 /// The next frame that answers the request (credit grants are skipped).
-fn next_answer(stream: &mut Stream, wait: Duration) -> Result<Frame, Error> {
+/// A client that closes meanwhile ends the wait, and dropping the stream
+/// aborts the upstream request.
+fn next_answer(
+    stream: &mut Stream,
+    wait: Duration,
+    client_gone: &dyn Fn() -> bool,
+) -> Result<Frame, Error> {
+    let until = Instant::now() + wait;
     loop {
-        match stream.recv(wait)? {
-            Frame::Credit { .. } => {}
-            other => return Ok(other),
+        let left = until.saturating_duration_since(Instant::now());
+        match stream.recv(left.min(CLIENT_CHECK)) {
+            Ok(Frame::Credit { .. }) => {}
+            Ok(other) => return Ok(other),
+            Err(Error::UpstreamTimeout) if !left.is_zero() => {
+                if client_gone() {
+                    return Err(Error::PeerGone);
+                }
+            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -50,6 +50,10 @@ where
         origin.client_ip.as_bytes(),
         fields,
     );
+    // These two describe this hop only: a client's own values are replaced.
+    out.retain(|(n, _)| {
+        !n.eq_ignore_ascii_case("x-forwarded-proto") && !n.eq_ignore_ascii_case("x-forwarded-host")
+    });
     out.push(("X-Forwarded-Proto".into(), origin.proto.as_bytes().to_vec()));
     if let Some(host) = origin.host {
         out.push(("X-Forwarded-Host".into(), host.as_bytes().to_vec()));
@@ -184,6 +188,8 @@ mod tests {
             ("Via", "1.0 edge"),
             ("X-Forwarded-For", "127.0.0.2"),
             ("x-forwarded-for", " 127.0.0.3 "),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "spoofed.example"),
         ]);
         let mut origin = ORIGIN;
         origin.minor = 0;
@@ -201,6 +207,7 @@ mod tests {
             1
         );
         assert_eq!(value(&out, "x-forwarded-host"), None);
+        assert_eq!(value(&out, "x-forwarded-proto"), Some("http"));
     }
 
     #[test]

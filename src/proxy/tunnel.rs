@@ -28,6 +28,7 @@ pub fn open_upstream(
     ctx: &Ctx,
 ) -> Result<(), Error> {
     let conn = ctx.pool.connect(authority)?;
+    ctx.watch(id, conn.stream());
     (ctx.out)(Frame::Head {
         id,
         status: 200,

@@ -36,6 +36,31 @@ pub struct Ctx {
     pub pool: Pool,
     pub timeout: Duration,
     pub out: Out,
+    /// The upstream socket of each running exchange, so that an abort
+    /// from rank 0 can cut a read or write that is blocked on it.
+    sockets: Mutex<HashMap<u64, TcpStream>>,
+}
+
+impl Ctx {
+    /// Let an abort of stream `id` cut `conn`.
+    pub fn watch(&self, id: u64, conn: &TcpStream) {
+        if let (Ok(clone), Ok(mut sockets)) = (conn.try_clone(), self.sockets.lock()) {
+            sockets.insert(id, clone);
+        }
+    }
+
+    fn unwatch(&self, id: u64) {
+        if let Ok(mut sockets) = self.sockets.lock() {
+            sockets.remove(&id);
+        }
+    }
+
+    fn interrupt(&self, id: u64) {
+        let sock = self.sockets.lock().ok().and_then(|mut s| s.remove(&id));
+        if let Some(sock) = sock {
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 /// The streams one worker runs.
@@ -53,6 +78,7 @@ impl Worker {
                 pool: Pool::new(upstream_timeout),
                 timeout: upstream_timeout,
                 out,
+                sockets: Mutex::new(HashMap::new()),
             }),
             threads: Threads::new(),
         })
@@ -72,6 +98,7 @@ impl Worker {
                 let me = Arc::clone(self);
                 self.threads.run(move || {
                     run(frame, &rx, &me.ctx);
+                    me.ctx.unwatch(id);
                     if let Ok(mut streams) = me.streams.lock() {
                         streams.remove(&id);
                     }
@@ -79,6 +106,10 @@ impl Worker {
             }
             Frame::Ping { id } => (self.ctx.out)(Frame::Pong { id }),
             other => {
+                if let Frame::Abort { id, .. } = other {
+                    // The runner may be blocked on its upstream: cut it.
+                    self.ctx.interrupt(id);
+                }
                 let tx = self
                     .streams
                     .lock()
@@ -179,6 +210,7 @@ struct Req<'a> {
 /// One request and its answer.
 fn exchange(req: &Req<'_>, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(), Failure> {
     let mut conn = ctx.pool.get(req.authority)?;
+    ctx.watch(req.id, conn.stream());
     let (head, clean) = loop {
         match send_and_read_head(&mut conn, req, rx, ctx) {
             // A pooled connection the upstream closed while it sat idle
@@ -188,6 +220,7 @@ fn exchange(req: &Req<'_>, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(), Failur
                 if conn.reused && req.framing == BodyFraming::None =>
             {
                 conn = ctx.pool.connect(req.authority)?;
+                ctx.watch(req.id, conn.stream());
             }
             other => break other?,
         }
@@ -218,6 +251,7 @@ fn exchange(req: &Req<'_>, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(), Failur
         relay_body(&mut conn, &head, rx, ctx, id)?;
     }
     (ctx.out)(Frame::End { id });
+    ctx.unwatch(id); // before the connection serves anyone else
     if clean && head.keep_alive {
         ctx.pool.put(conn);
     }

@@ -32,6 +32,9 @@ pub trait Socket {
     fn shutdown_write(&self) -> io::Result<()>;
     /// The socket as a tunnel end (CONNECT), if it can be one.
     fn duplex(&self) -> Option<&dyn Duplex>;
+    /// Whether the peer has closed the connection (checked without
+    /// waiting or consuming input).
+    fn peer_closed(&self) -> bool;
 }
 
 impl Socket for TcpStream {
@@ -43,6 +46,14 @@ impl Socket for TcpStream {
     }
     fn duplex(&self) -> Option<&dyn Duplex> {
         Some(self)
+    }
+    fn peer_closed(&self) -> bool {
+        if self.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let closed = matches!(self.peek(&mut [0u8; 1]), Ok(0));
+        let _ = self.set_nonblocking(false);
+        closed
     }
 }
 
@@ -230,10 +241,12 @@ where
         true => body.with_continue(&mut writer),
         false => body,
     };
+    let client_gone = || sock.peer_closed();
     let result = handler.handle(&mut Request {
         head,
         body: &mut body,
         peer,
+        client_gone: &client_gone,
     });
     if body.is_done() {
         return (result, false);

@@ -54,6 +54,9 @@ impl Socket for Mock {
     fn duplex(&self) -> Option<&dyn crate::http::response::Duplex> {
         None
     }
+    fn peer_closed(&self) -> bool {
+        false
+    }
 }
 
 /// Answers with the path, and for `/echo` with the body it read.

@@ -2,6 +2,8 @@
 //! read its port from the start-up line, talk raw HTTP to it, stop it by PID.
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -214,6 +216,35 @@ pub fn read_one(s: &mut TcpStream, head_only: bool) -> Resp {
     }
 }
 
+/// Decode a complete chunked body (no trailers expected); `None` if it is
+/// incomplete.
+pub fn decode_chunked(mut b: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let total = b.len();
+    let mut body = Vec::new();
+    loop {
+        let line_end = b.windows(2).position(|w| w == b"\r\n")?;
+        let line = std::str::from_utf8(&b[..line_end]).expect("chunk size line");
+        let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).expect("hex size");
+        b = &b[line_end + 2..];
+        if size == 0 {
+            // Trailer section: lines until an empty one.
+            loop {
+                let end = b.windows(2).position(|w| w == b"\r\n")?;
+                b = &b[end + 2..];
+                if end == 0 {
+                    return Some((body, total - b.len()));
+                }
+            }
+        }
+        if b.len() < size + 2 {
+            return None;
+        }
+        body.extend_from_slice(&b[..size]);
+        assert_eq!(&b[size..size + 2], b"\r\n", "chunk data ends in CRLF");
+        b = &b[size + 2..];
+    }
+}
+
 /// A parsed response.
 #[derive(Debug, Clone)]
 pub struct Resp {
@@ -247,16 +278,26 @@ impl Resp {
             assert!(resp.header("date").is_some(), "no Date: {head}");
             assert!(resp.header("server").is_some(), "no Server: {head}");
         }
+        let start = end + 4;
+        let bodiless = head_only || status == 304 || status == 204 || status < 200;
+        if !bodiless && resp.header("transfer-encoding") == Some("chunked") {
+            let (body, used) = decode_chunked(&b[start..])?;
+            resp.body = body;
+            return Some((resp, start + used));
+        }
+        if !bodiless
+            && resp.header("content-length").is_none()
+            && resp.header("connection") == Some("close")
+        {
+            // Delimited by the close: everything read is the body.
+            resp.body = b[start..].to_vec();
+            return Some((resp, b.len()));
+        }
         let len: usize = match resp.header("content-length") {
             Some(v) => v.parse().ok()?,
             None => 0,
         };
-        let start = end + 4;
-        let body_len = if head_only || status == 304 || status < 200 {
-            0
-        } else {
-            len
-        };
+        let body_len = if bodiless { 0 } else { len };
         if b.len() < start + body_len {
             return None;
         }
