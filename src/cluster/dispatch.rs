@@ -98,7 +98,9 @@ pub fn run(world: &SimpleCommunicator, size: usize, cmds: Receiver<Cmd>, stop: &
         turn: 0,
         ping_seq: 0,
     };
-    let mut backoff = Backoff::new();
+    // Requests wake this thread through its channel; polling only looks
+    // for answers, so with nothing in flight it can sleep longer.
+    let mut backoff = Backoff::new(Duration::from_millis(100));
     let mut next_ping = now;
     while !stop.load(Ordering::Relaxed) {
         let mut busy = receive(world, |from, frame| d.on_worker_frame(from, frame));

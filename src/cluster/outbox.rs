@@ -105,43 +105,55 @@ impl Outbox {
 }
 
 /// Every frame batch waiting for this rank, with the sender's rank.
+/// Returns whether any frame was more than a heartbeat.
 pub fn receive(world: &SimpleCommunicator, mut each: impl FnMut(usize, Frame)) -> bool {
     let mut any = false;
     while let Some(probed) = world
         .any_process()
         .immediate_matched_probe_with_tag(TAG_FRAMES)
     {
-        any = true;
         let (buf, status) = probed.matched_receive_vec::<u8>();
         let from = status.source_rank() as usize;
         match decode_batch(&buf) {
-            Ok(frames) => frames.into_iter().for_each(|f| each(from, f)),
+            Ok(frames) => {
+                for f in frames {
+                    any |= !is_heartbeat(&f);
+                    each(from, f);
+                }
+            }
             Err(e) => log::error!("from rank {from}: {e}"),
         }
     }
     any
 }
 
+/// Pings and pongs keep a rank alive, but are not work: they must not keep
+/// an idle rank polling eagerly.
+pub fn is_heartbeat(frame: &Frame) -> bool {
+    matches!(frame, Frame::Ping { .. } | Frame::Pong { .. })
+}
+
 /// How long an MPI thread waits before it polls again: it spins through
 /// a few rounds right after work, then sleeps longer and longer, up to
 /// `BUSY_SLEEP` while requests are in flight or were lately, and up to
-/// `IDLE_SLEEP` when the rank has been quiet for `QUIET_AFTER`.
+/// `idle` when the rank has been quiet for `QUIET_AFTER`.
 pub struct Backoff {
     rounds: u32,
     last_work: Instant,
+    idle: Duration,
 }
 
 const SPIN_ROUNDS: u32 = 50;
 const FIRST_SLEEP: Duration = Duration::from_micros(20);
 const BUSY_SLEEP: Duration = Duration::from_millis(1);
-const IDLE_SLEEP: Duration = Duration::from_millis(20);
 const QUIET_AFTER: Duration = Duration::from_secs(1);
 
 impl Backoff {
-    pub fn new() -> Backoff {
+    pub fn new(idle: Duration) -> Backoff {
         Backoff {
             rounds: 0,
             last_work: Instant::now(),
+            idle,
         }
     }
 
@@ -160,14 +172,8 @@ impl Backoff {
         let doublings = (self.rounds - SPIN_ROUNDS).min(16);
         let cap = match in_flight || self.last_work.elapsed() < QUIET_AFTER {
             true => BUSY_SLEEP,
-            false => IDLE_SLEEP,
+            false => self.idle,
         };
         Some((FIRST_SLEEP * 2u32.pow(doublings)).min(cap))
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::new()
     }
 }

@@ -2,7 +2,7 @@
 //! and hand them to the `Worker`, whose pool threads do the upstream I/O;
 //! send their frames back; answer heartbeats; stop when rank 0 says so.
 
-use super::outbox::{receive, Backoff, Outbox};
+use super::outbox::{is_heartbeat, receive, Backoff, Outbox};
 use super::TAG_SHUTDOWN;
 use crate::proxy::wire::Frame;
 use crate::proxy::worker::Worker;
@@ -25,7 +25,9 @@ pub fn run(world: &SimpleCommunicator, upstream_timeout: Duration) -> i32 {
     );
     let root = world.process_at_rank(0);
     let mut out = Outbox::new(world.size() as usize);
-    let mut backoff = Backoff::new();
+    // A new request is only seen by polling: an idle worker looks 50
+    // times a second.
+    let mut backoff = Backoff::new(Duration::from_millis(20));
     let mut carry: Option<Frame> = None;
     loop {
         if root.immediate_probe_with_tag(TAG_SHUTDOWN).is_some() {
@@ -50,13 +52,9 @@ pub fn run(world: &SimpleCommunicator, upstream_timeout: Duration) -> i32 {
             }
             worker.deliver(frame);
         }
-        if let Some(frame) = carry.take() {
+        for frame in carry.take().into_iter().chain(outgoing.try_iter()) {
             out.push(world, 0, &frame);
-            busy = true;
-        }
-        while let Ok(frame) = outgoing.try_recv() {
-            out.push(world, 0, &frame);
-            busy = true;
+            busy |= !is_heartbeat(&frame);
         }
         out.flush(world);
         let sending = out.progress();
@@ -68,8 +66,10 @@ pub fn run(world: &SimpleCommunicator, upstream_timeout: Duration) -> i32 {
             None => thread::yield_now(),
             Some(wait) => match outgoing.recv_timeout(wait) {
                 Ok(frame) => {
+                    if !is_heartbeat(&frame) {
+                        backoff.reset();
+                    }
                     carry = Some(frame);
-                    backoff.reset();
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return 1,
