@@ -4,9 +4,14 @@
 //! `ulimit -n 20000; cargo build --release && cargo bench --bench compare`.
 //!
 //! Environment:
-//! - `BENCH_SECS` (default 10): length of each timed run (rows 1 and 2).
-//! - `BENCH_ONLY=nginx|mpiweb`: measure one server only (the other column shows `-`).
-//! - `MPIWEB_BENCH_SOLO=1`: start the mpiweb binary alone instead of `mpirun -np 3`.
+//! - `BENCH_SECS` (default 10): length of each timed run (rows 1, 2 and the proxy rows).
+//! - `BENCH_ONLY`: words separated by commas or spaces. `nginx` or `mpiweb`
+//!   measures one server only (the other column shows `-`); a row name runs
+//!   only the rows named: `static` (rows 1-2), `many` (row 3), `proxy-small`,
+//!   `proxy-solo`, `proxy-big`, `proxy-idle`, or `proxy` (all four). Example:
+//!   `BENCH_ONLY=proxy-small,mpiweb`. Without a row name every row runs.
+//! - `MPIWEB_BENCH_SOLO=1`: start the mpiweb binary alone instead of `mpirun -np 3`
+//!   (every row but `proxy-solo`, which always runs it alone).
 //! - `MPIWEB_BIN`: path of the mpiweb binary (default `<crate>/target/release/mpiweb`).
 //!
 //! Rows: (1) 512-byte file, wrk, 50 keep-alive connections, req/s; (2) 1 GiB
@@ -14,10 +19,22 @@
 //! target row) and from wrk for reference; (3) 10,000 connections held open at
 //! once, then one GET on each: how many got a full 200, and peak RSS.
 //!
+//! Proxy rows (issue 3): one origin nginx (1 worker, no access log) serves the
+//! same docroot on another loopback port, and each server proxies `/` to it:
+//! nginx with `proxy_pass` to an `upstream` block with `keepalive 32`, mpiweb
+//! with `--route /=http://127.0.0.1:ORIGIN`. (`proxy-small`) the 512-byte file
+//! through the proxy, wrk, 50 connections, req/s; (`proxy-solo`) the same
+//! against mpiweb started without mpirun, read against the same nginx figure;
+//! (`proxy-big`) full downloads of the 1 GiB file through the proxy, MiB/s,
+//! and the peak RSS of the process that faces the client (nginx's worker,
+//! mpiweb's rank 0); (`proxy-idle`) CPU used by the idle server processes
+//! over 10 s, in percent of one core.
+//!
 //! The servers run one at a time, never side by side, so that one server's
 //! idle processes (MPI ranks may spin while they wait) cannot slow the other
-//! down on a small machine. Rows 1-2 share one server lifetime; row 3 gets a
-//! fresh start so its peak RSS is its own.
+//! down on a small machine. Rows 1-2 share one server lifetime; row 3 and
+//! each proxy row get a fresh start so that a peak RSS is the row's own. The
+//! origin runs for all the proxy rows, and only for them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::env;
@@ -28,7 +45,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -65,6 +82,11 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(20);
 /// Number of MPI ranks mpiweb runs with.
 const RANKS: &str = "3";
+/// Row proxy-idle: how long idle CPU is counted, after a short wait for startup work to end.
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+const IDLE_SETTLE: Duration = Duration::from_secs(1);
+/// Row proxy-big runs past BENCH_SECS until one download is whole, but never past this.
+const PROXY_BIG_LIMIT: Duration = Duration::from_secs(120);
 
 fn main() -> ExitCode {
     match run() {
@@ -85,7 +107,7 @@ fn run() -> BoxResult<ExitCode> {
     let mut failed: Vec<Kind> = Vec::new();
 
     // Rows 1-2: each server in turn, back to back, in one lifetime each.
-    for kind in cfg.kinds() {
+    for kind in cfg.kinds().into_iter().filter(|_| cfg.runs(Row::Static)) {
         match measure_rows12(&cfg, &site, kind, &mut report) {
             Ok(figures) => *report.figures_mut(kind) = figures,
             Err(e) => {
@@ -97,6 +119,7 @@ fn run() -> BoxResult<ExitCode> {
 
     // Row 3: a fresh start of each server that came up above.
     match &many_skip {
+        _ if !cfg.runs(Row::Many) => {}
         Some(reason) => {
             eprintln!("bench: row 3 skipped: {reason}");
             report.notes.push(format!("row 3 skipped: {reason}"));
@@ -116,8 +139,18 @@ fn run() -> BoxResult<ExitCode> {
         }
     }
 
+    // Proxy rows: one origin for all of them, each server in turn in front of it.
+    let mut origin_failed = false;
+    if cfg.runs_proxy() {
+        if let Err(e) = measure_proxy_rows(&cfg, &site, &mut report, &mut failed) {
+            eprintln!("bench: proxy rows skipped: {e}");
+            report.notes.push(format!("proxy rows skipped: {e}"));
+            origin_failed = true;
+        }
+    }
+
     report.print(&cfg);
-    Ok(if !failed.is_empty() {
+    Ok(if !failed.is_empty() || origin_failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -143,9 +176,92 @@ impl Kind {
     }
 }
 
+/// The rows (or groups of rows sharing a server lifetime) that BENCH_ONLY can pick.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Row {
+    /// Rows 1-2: the small file and the 1 GiB file, served from the docroot.
+    Static,
+    /// Row 3: 10,000 connections at once.
+    Many,
+    ProxySmall,
+    ProxySolo,
+    ProxyBig,
+    ProxyIdle,
+}
+
+impl Row {
+    const ALL: [Row; 6] = [
+        Row::Static,
+        Row::Many,
+        Row::ProxySmall,
+        Row::ProxySolo,
+        Row::ProxyBig,
+        Row::ProxyIdle,
+    ];
+    const PROXY: [Row; 4] = [
+        Row::ProxySmall,
+        Row::ProxySolo,
+        Row::ProxyBig,
+        Row::ProxyIdle,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Row::Static => "static",
+            Row::Many => "many",
+            Row::ProxySmall => "proxy-small",
+            Row::ProxySolo => "proxy-solo",
+            Row::ProxyBig => "proxy-big",
+            Row::ProxyIdle => "proxy-idle",
+        }
+    }
+
+    /// Whether mpiweb runs under mpirun for this row (unless MPIWEB_BENCH_SOLO=1).
+    fn uses_mpirun(self) -> bool {
+        match self {
+            Row::Static | Row::Many | Row::ProxySmall | Row::ProxyBig | Row::ProxyIdle => true,
+            Row::ProxySolo => false,
+        }
+    }
+}
+
+/// BENCH_ONLY: the server (None: both) and the rows (all when it names none).
+fn parse_only(text: &str) -> BoxResult<(Option<Kind>, Vec<Row>)> {
+    let mut kinds = Vec::new();
+    let mut rows = Vec::new();
+    for word in text.split([',', ' ', '\t']).filter(|w| !w.is_empty()) {
+        match word {
+            "nginx" => kinds.push(Kind::Nginx),
+            "mpiweb" => kinds.push(Kind::Mpiweb),
+            "proxy" => rows.extend(Row::PROXY),
+            _ => match Row::ALL.into_iter().find(|r| r.name() == word) {
+                Some(row) => rows.push(row),
+                None => {
+                    let names: Vec<&str> = Row::ALL.iter().map(|r| r.name()).collect();
+                    return Err(format!(
+                        "BENCH_ONLY: unknown word {word:?}: expected nginx, mpiweb, proxy or {}",
+                        names.join(", ")
+                    )
+                    .into());
+                }
+            },
+        }
+    }
+    let only = match kinds.as_slice() {
+        [kind] => Some(*kind),
+        [first, rest @ ..] if rest.iter().all(|k| k == first) => Some(*first),
+        _ => None,
+    };
+    if rows.is_empty() {
+        rows.extend(Row::ALL);
+    }
+    Ok((only, rows))
+}
+
 struct Config {
     secs: u64,
     only: Option<Kind>,
+    rows: Vec<Row>,
     solo: bool,
     nginx: Option<PathBuf>,
     nginx_has_e: bool,
@@ -165,28 +281,25 @@ impl Config {
                 .ok_or_else(|| format!("BENCH_SECS={s:?} is not a positive whole number"))?,
             Err(_) => 10,
         };
-        let only = match env::var("BENCH_ONLY").unwrap_or_default().trim() {
-            "" => None,
-            "nginx" => Some(Kind::Nginx),
-            "mpiweb" => Some(Kind::Mpiweb),
-            other => return Err(format!("BENCH_ONLY={other:?}: expected nginx or mpiweb").into()),
-        };
+        let (only, rows) = parse_only(&env::var("BENCH_ONLY").unwrap_or_default())?;
         let solo = env::var("MPIWEB_BENCH_SOLO").is_ok_and(|v| v.trim() == "1");
         let wrk =
             find_program("wrk").ok_or("wrk is not installed (Debian: apt-get install -y wrk)")?;
         let mut cfg = Config {
             secs,
             only,
+            rows,
             solo,
             nginx: None,
             nginx_has_e: false,
             wrk,
             mpiweb: env::var_os("MPIWEB_BIN").map_or_else(default_mpiweb_bin, PathBuf::from),
         };
-        if cfg.wants(Kind::Nginx) {
+        // The proxy rows need nginx as their origin even for mpiweb alone.
+        if cfg.wants(Kind::Nginx) || cfg.runs_proxy() {
             let nginx = find_program("nginx").ok_or(
                 "nginx is not installed (Debian: apt-get install -y nginx-light), \
-                 or set BENCH_ONLY=mpiweb",
+                 or set BENCH_ONLY=mpiweb,static,many",
             )?;
             cfg.nginx_has_e = nginx_supports_e(&nginx);
             cfg.nginx = Some(nginx);
@@ -199,6 +312,14 @@ impl Config {
 
     fn wants(&self, kind: Kind) -> bool {
         self.only.is_none_or(|k| k == kind)
+    }
+
+    fn runs(&self, row: Row) -> bool {
+        self.rows.contains(&row)
+    }
+
+    fn runs_proxy(&self) -> bool {
+        Row::PROXY.into_iter().any(|r| self.runs(r))
     }
 
     /// The servers to measure, nginx first so mpiweb's figures are read against it.
@@ -219,7 +340,8 @@ impl Config {
             )
             .into());
         }
-        if !self.solo && find_program("mpirun").is_none() {
+        let mpirun = self.rows.iter().any(|r| r.uses_mpirun());
+        if mpirun && !self.solo && find_program("mpirun").is_none() {
             return Err("mpirun not found (Debian: apt-get install -y mpich), \
                         or set MPIWEB_BENCH_SOLO=1"
                 .into());
@@ -345,21 +467,52 @@ fn write_big_file(path: &Path) -> BoxResult<()> {
 /// A server we started; stopped (with everything it spawned) when dropped.
 struct Server {
     kind: Kind,
+    /// What it is called in messages: "nginx", "origin nginx", "mpiweb proxy", ...
+    label: String,
     child: Child,
     port: u16,
     /// mpiweb's rank 0 as it reports itself; nginx's master is `child` itself.
     rank0_pid: Option<u32>,
     /// Last bytes of mpiweb's output, for error messages.
     output_tail: Option<Arc<Mutex<Vec<u8>>>>,
+    /// nginx's error log.
+    error_log: Option<PathBuf>,
     stopped: bool,
 }
 
 impl Server {
+    /// Starts a server for rows 1-3: serving the docroot.
     fn start(cfg: &Config, site: &Site, kind: Kind) -> BoxResult<Server> {
-        eprintln!("bench: starting {}", kind.name());
         match kind {
-            Kind::Nginx => start_nginx(cfg, site),
-            Kind::Mpiweb => start_mpiweb(cfg, site),
+            Kind::Nginx => start_nginx(cfg, site, NginxRole::Static),
+            Kind::Mpiweb => start_mpiweb(cfg, site, &MpiwebLaunch::static_files(cfg)),
+        }
+    }
+
+    /// Starts a server for a proxy row: everything goes to the origin on `origin_port`.
+    /// `solo` starts mpiweb without mpirun (MPIWEB_BENCH_SOLO=1 makes every start solo).
+    fn start_proxy(
+        cfg: &Config,
+        site: &Site,
+        kind: Kind,
+        solo: bool,
+        origin_port: u16,
+    ) -> BoxResult<Server> {
+        match kind {
+            Kind::Nginx => start_nginx(
+                cfg,
+                site,
+                NginxRole::Proxy {
+                    upstream: origin_port,
+                },
+            ),
+            Kind::Mpiweb => {
+                let launch = MpiwebLaunch {
+                    solo: solo || cfg.solo,
+                    route: Some(format!("/=http://127.0.0.1:{origin_port}")),
+                };
+                start_mpiweb(cfg, site, &launch)
+            }
         }
     }
 
@@ -368,9 +521,7 @@ impl Server {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                return Err(
-                    format!("{} exited during startup ({status})", self.kind.name()).into(),
-                );
+                return Err(format!("{} exited during startup ({status})", self.label).into());
             }
             if http_get(self.port, "/small.html", true, Duration::from_secs(1)).is_ok() {
                 return Ok(());
@@ -378,8 +529,7 @@ impl Server {
             if Instant::now() >= deadline {
                 return Err(format!(
                     "{} did not answer on port {} within {START_TIMEOUT:?}",
-                    self.kind.name(),
-                    self.port
+                    self.label, self.port
                 )
                 .into());
             }
@@ -400,6 +550,54 @@ impl Server {
         };
         let kib: Option<u64> = pids.iter().map(|&p| vm_hwm_kib(p)).sum();
         kib.map(|k| k as f64 / 1024.0)
+    }
+
+    /// Peak RSS in MiB of what faces the clients: nginx's worker, or mpiweb's rank 0.
+    fn front_peak_rss_mib(&self) -> Option<f64> {
+        let pids = match self.kind {
+            Kind::Nginx => children_of(self.child.id()),
+            Kind::Mpiweb => vec![self.rank0_pid.unwrap_or_else(|| self.child.id())],
+        };
+        let kib: Option<u64> = pids.iter().map(|&p| vm_hwm_kib(p)).sum();
+        kib.filter(|_| !pids.is_empty()).map(|k| k as f64 / 1024.0)
+    }
+
+    /// Peak RSS in MiB of each mpiweb rank but rank 0 (none for nginx or a world of one).
+    fn other_ranks_peak_rss_mib(&self) -> Vec<f64> {
+        let Some(rank0) = self.rank0_pid.filter(|_| self.kind == Kind::Mpiweb) else {
+            return Vec::new();
+        };
+        let comm = proc_stat(rank0).map(|s| s.comm).unwrap_or_default();
+        let mut ranks: Vec<u32> = descendants(self.child.id())
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .filter(|&pid| pid != rank0 && proc_stat(pid).is_some_and(|s| s.comm == comm))
+            .collect();
+        ranks.sort_unstable();
+        ranks
+            .into_iter()
+            .filter_map(|pid| Some(vm_hwm_kib(pid)? as f64 / 1024.0))
+            .collect()
+    }
+
+    /// What the server complained about: nginx's error log lines at level error
+    /// or worse, mpiweb's warn and error lines (from the last 4 KiB of its output).
+    fn complaints(&self) -> Option<String> {
+        let (text, source) = match &self.error_log {
+            Some(path) => (fs::read_to_string(path).unwrap_or_default(), "error.log"),
+            None => (self.output_tail(), "output"),
+        };
+        let marks = ["[error]", "[crit]", "[alert]", "[emerg]", " WARN", " ERROR"];
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| marks.iter().any(|m| l.contains(m)))
+            .collect();
+        let last = lines.last()?;
+        Some(format!(
+            "{} complaint line(s) in its {source}, the last: {}",
+            lines.len(),
+            last.trim()
+        ))
     }
 
     fn output_tail(&self) -> String {
@@ -426,7 +624,7 @@ impl Server {
         if !wait_child(&mut self.child, STOP_GRACE) {
             eprintln!(
                 "bench: {} ignored SIGTERM for {STOP_GRACE:?}; killing it",
-                self.kind.name()
+                self.label
             );
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -447,9 +645,68 @@ fn free_port() -> BoxResult<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn nginx_conf(site: &Site, port: u16) -> String {
-    let tmp = site.tmp().display();
+/// What an nginx instance is for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum NginxRole {
+    /// Rows 1-3: serves the docroot.
+    Static,
+    /// The upstream of the proxy rows: serves the docroot, without an access log.
+    Origin,
+    /// A proxy rows' server: passes every request to the origin on `upstream`.
+    Proxy { upstream: u16 },
+}
+
+impl NginxRole {
+    fn label(self) -> &'static str {
+        match self {
+            NginxRole::Static => "nginx",
+            NginxRole::Origin => "origin nginx",
+            NginxRole::Proxy { .. } => "nginx proxy",
+        }
+    }
+
+    /// Where its config, pid file and logs go: rows 1-3 keep the top of the temp dir.
+    fn dir(self, site: &Site) -> PathBuf {
+        match self {
+            NginxRole::Static => site.tmp().to_path_buf(),
+            NginxRole::Origin => site.tmp().join("origin"),
+            NginxRole::Proxy { .. } => site.tmp().join("proxy"),
+        }
+    }
+}
+
+fn nginx_conf(site: &Site, role: NginxRole, dir: &Path, port: u16) -> String {
+    let tmp = dir.display();
     let root = site.docroot.display();
+    // The origin logs nothing: its log would cost both proxies' rows the same,
+    // and only the proxies' own logging is compared (mpiweb's --access-log).
+    let access_log = match role {
+        NginxRole::Static | NginxRole::Proxy { .. } => format!("access_log {tmp}/access.log;"),
+        NginxRole::Origin => "access_log off;".to_string(),
+    };
+    let server = match role {
+        NginxRole::Static | NginxRole::Origin => {
+            format!("server {{ listen 127.0.0.1:{port}; root {root}; }}")
+        }
+        // Connections to the origin are kept alive (HTTP/1.1, no "Connection:
+        // close"), as mpiweb's pool does. proxy_max_temp_file_size 0: a 1 GiB
+        // response is passed on as it arrives instead of being spooled to a
+        // temp file on disk; every other proxy setting is nginx's default
+        // (proxy_buffering on, proxy_buffers 8 4k|8k).
+        NginxRole::Proxy { upstream } => format!(
+            "proxy_temp_path {tmp}/proxy_temp;\n\
+             \x20   upstream up {{ server 127.0.0.1:{upstream}; keepalive 32; }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       location / {{\n\
+             \x20           proxy_pass http://up;\n\
+             \x20           proxy_http_version 1.1;\n\
+             \x20           proxy_set_header Connection \"\";\n\
+             \x20           proxy_max_temp_file_size 0;\n\
+             \x20       }}\n\
+             \x20   }}"
+        ),
+    };
     format!(
         "daemon off;\n\
          master_process on;\n\
@@ -461,29 +718,38 @@ fn nginx_conf(site: &Site, port: u16) -> String {
          http {{\n\
          \x20   types {{ text/html html; }}\n\
          \x20   default_type application/octet-stream;\n\
-         \x20   access_log {tmp}/access.log;\n\
+         \x20   {access_log}\n\
          \x20   client_body_temp_path {tmp}/client_body;\n\
          \x20   sendfile on;\n\
          \x20   tcp_nopush on;\n\
          \x20   keepalive_requests 100000;\n\
          \x20   keepalive_timeout 65;\n\
-         \x20   server {{ listen 127.0.0.1:{port}; root {root}; }}\n\
+         \x20   {server}\n\
          }}\n"
     )
 }
 
-fn start_nginx(cfg: &Config, site: &Site) -> BoxResult<Server> {
+fn start_nginx(cfg: &Config, site: &Site, role: NginxRole) -> BoxResult<Server> {
+    eprintln!("bench: starting {}", role.label());
     let nginx = cfg.nginx.as_ref().ok_or("nginx was not looked up")?;
     let port = free_port()?;
-    let conf = site.tmp().join("nginx.conf");
-    fs::write(&conf, nginx_conf(site, port))?;
+    let dir = role.dir(site);
+    fs::create_dir_all(&dir)?;
+    // Workers run as nobody when started as root: they create the temp dirs below.
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+    if role != NginxRole::Static {
+        // A fresh log per start, so that its complaints are this row's.
+        let _ = fs::remove_file(dir.join("error.log"));
+    }
+    let conf = dir.join("nginx.conf");
+    fs::write(&conf, nginx_conf(site, role, &dir, port))?;
     // Its output goes to a file: nothing reads it unless startup fails.
-    let out_path = site.tmp().join("nginx.out");
+    let out_path = dir.join("nginx.out");
     let out = File::create(&out_path)?;
     let mut cmd = Command::new(nginx);
-    cmd.arg("-c").arg(&conf).arg("-p").arg(site.tmp());
+    cmd.arg("-c").arg(&conf).arg("-p").arg(&dir);
     if cfg.nginx_has_e {
-        cmd.arg("-e").arg(site.tmp().join("error.log"));
+        cmd.arg("-e").arg(dir.join("error.log"));
     }
     cmd.stdin(Stdio::null())
         .stdout(out.try_clone()?)
@@ -491,15 +757,17 @@ fn start_nginx(cfg: &Config, site: &Site) -> BoxResult<Server> {
     let child = cmd.spawn()?;
     let mut server = Server {
         kind: Kind::Nginx,
+        label: role.label().to_string(),
         child,
         port,
         rank0_pid: None,
         output_tail: None,
+        error_log: Some(dir.join("error.log")),
         stopped: false,
     };
     server.wait_ready().map_err(|e| {
         let out = fs::read_to_string(&out_path).unwrap_or_default();
-        let log = fs::read_to_string(site.tmp().join("error.log")).unwrap_or_default();
+        let log = fs::read_to_string(dir.join("error.log")).unwrap_or_default();
         format!("{e}\nnginx output:\n{out}\nnginx error.log:\n{log}")
     })?;
     Ok(server)
@@ -509,8 +777,12 @@ fn start_nginx(cfg: &Config, site: &Site) -> BoxResult<Server> {
 ///
 /// mpiweb logs to stderr; mpirun reports a rank's failure on stdout: one pipe
 /// keeps both, in order, for the error message if startup fails.
-fn spawn_mpiweb(cfg: &Config, site: &Site) -> BoxResult<(Child, io::PipeReader)> {
-    let mut cmd = if cfg.solo {
+fn spawn_mpiweb(
+    cfg: &Config,
+    site: &Site,
+    launch: &MpiwebLaunch,
+) -> BoxResult<(Child, io::PipeReader)> {
+    let mut cmd = if launch.solo {
         Command::new(&cfg.mpiweb)
     } else {
         let mut c = Command::new("mpirun");
@@ -523,8 +795,11 @@ fn spawn_mpiweb(cfg: &Config, site: &Site) -> BoxResult<(Child, io::PipeReader)>
     cmd.arg("-l")
         .arg("127.0.0.1:0")
         .arg("--access-log")
-        .arg(site.docroot.with_file_name("mpiweb-access.log"))
-        .arg(&site.docroot)
+        .arg(site.docroot.with_file_name("mpiweb-access.log"));
+    if let Some(route) = &launch.route {
+        cmd.arg("--route").arg(route);
+    }
+    cmd.arg(&site.docroot)
         .stdin(Stdio::null())
         .stdout(writer.try_clone()?)
         .stderr(writer);
@@ -534,18 +809,47 @@ fn spawn_mpiweb(cfg: &Config, site: &Site) -> BoxResult<(Child, io::PipeReader)>
     Ok((child, reader))
 }
 
-fn start_mpiweb(cfg: &Config, site: &Site) -> BoxResult<Server> {
-    let (child, output) = spawn_mpiweb(cfg, site)?;
+/// How mpiweb is started.
+struct MpiwebLaunch {
+    /// Without mpirun: a world of one rank.
+    solo: bool,
+    /// A `--route` value; None serves the docroot only.
+    route: Option<String>,
+}
+
+impl MpiwebLaunch {
+    fn static_files(cfg: &Config) -> MpiwebLaunch {
+        MpiwebLaunch {
+            solo: cfg.solo,
+            route: None,
+        }
+    }
+
+    fn label(&self) -> String {
+        match (&self.route, self.solo) {
+            (None, _) => "mpiweb".to_string(),
+            (Some(_), false) => "mpiweb proxy".to_string(),
+            (Some(_), true) => "mpiweb proxy (alone)".to_string(),
+        }
+    }
+}
+
+fn start_mpiweb(cfg: &Config, site: &Site, launch: &MpiwebLaunch) -> BoxResult<Server> {
+    let label = launch.label();
+    eprintln!("bench: starting {label}");
+    let (child, output) = spawn_mpiweb(cfg, site, launch)?;
     let tail = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel();
     let tail2 = Arc::clone(&tail);
     thread::spawn(move || drain_mpiweb_output(output, tx, tail2));
     let mut server = Server {
         kind: Kind::Mpiweb,
+        label,
         child,
         port: 0,
         rank0_pid: None,
         output_tail: Some(tail),
+        error_log: None,
         stopped: false,
     };
     let found = wait_listening(&mut server, &rx).and_then(|(port, pid)| {
@@ -560,8 +864,8 @@ fn start_mpiweb(cfg: &Config, site: &Site) -> BoxResult<Server> {
         eprintln!("bench: mpiweb did not print its pid; RSS will be that of the launcher");
     }
     eprintln!(
-        "bench: mpiweb on port {} (rank 0 pid {:?})",
-        server.port, server.rank0_pid
+        "bench: {} on port {} (rank 0 pid {:?})",
+        server.label, server.port, server.rank0_pid
     );
     Ok(server)
 }
@@ -694,19 +998,28 @@ type ProcId = (u32, u64);
 
 /// What /proc/PID/stat says about a process.
 struct Stat {
+    /// The command name (at most 15 bytes), e.g. "mpiweb", "nginx", "hydra_pmi_proxy".
+    comm: String,
     ppid: u32,
     /// Start time in clock ticks since boot: with the pid, names the process for good.
     start: u64,
     /// Exited and waiting to be reaped: nothing left to stop.
     zombie: bool,
+    /// CPU time used so far, user plus system, in clock ticks (all threads).
+    cpu_ticks: u64,
 }
 
 fn proc_stat(pid: u32) -> Option<Stat> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses; fields resume after the last ')'.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    // After the name: state(0) ppid(1) ... starttime(19).
+    let close = stat.rfind(')')?;
+    let comm = stat[stat.find('(')? + 1..close].to_string();
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // After the name: state(0) ppid(1) ... utime(11) stime(12) ... starttime(19).
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
     Some(Stat {
+        comm,
+        cpu_ticks: ticks(11)? + ticks(12)?,
         ppid: fields.get(1)?.parse().ok()?,
         start: fields.get(19)?.parse().ok()?,
         zombie: matches!(*fields.first()?, "Z" | "X"),
@@ -920,8 +1233,9 @@ fn http_get(port: u16, path: &str, want_body: bool, timeout: Duration) -> BoxRes
     }
 }
 
-/// Checks that both files are served as expected; returns what is wrong, if anything.
-fn sanity_check(port: u16) -> Vec<String> {
+/// Checks that the small file (and with `with_big` the head of the big one) is
+/// served as expected; returns what is wrong, if anything.
+fn sanity_check(port: u16, with_big: bool) -> Vec<String> {
     let timeout = Duration::from_secs(5);
     let mut problems = Vec::new();
     match http_get(port, "/small.html", true, timeout) {
@@ -931,6 +1245,9 @@ fn sanity_check(port: u16) -> Vec<String> {
             r.status, r.body_len
         )),
         Err(e) => problems.push(format!("GET /small.html failed: {e}")),
+    }
+    if !with_big {
+        return problems;
     }
     match http_get(port, "/big.bin", false, timeout) {
         Ok(r) if r.status == 200 && r.content_length == Some(BIG_SIZE) => {}
@@ -1104,17 +1421,61 @@ struct DownloadTally {
     socket_errors: u64,
 }
 
-/// Downloads the big file over and over on `conns` keep-alive connections for `secs`.
+/// When the download clients stop: at `soft`; when a whole download is needed
+/// and none is whole by then, as soon as one is; never after `hard`.
+struct Window {
+    soft: Instant,
+    hard: Instant,
+    need_full: bool,
+    /// Whole downloads so far, over all connections.
+    full: AtomicU64,
+}
+
+impl Window {
+    fn over(&self) -> bool {
+        let now = Instant::now();
+        now >= self.hard
+            || (now >= self.soft && (!self.need_full || self.full.load(Ordering::SeqCst) > 0))
+    }
+
+    /// How long a read may block: until the next moment `over` may turn true.
+    fn read_wait(&self) -> Duration {
+        let now = Instant::now();
+        let next = if now < self.soft {
+            self.soft
+        } else {
+            self.hard.min(now + Duration::from_millis(200))
+        };
+        next.saturating_duration_since(now)
+            .max(Duration::from_millis(1))
+    }
+}
+
+/// Downloads the big file over and over on `conns` keep-alive connections for `secs`;
+/// with `need_full`, on past `secs` until one download is whole (PROXY_BIG_LIMIT at most).
 ///
 /// Why not wrk: it reads 8 KiB at a time and parses every body byte, so on
 /// this machine one wrk thread tops out below what a server can send over
 /// loopback, and the ratio would measure wrk. Reading 1 MiB at a time keeps
 /// the client cheap, so the figure is the server's.
-fn download_for(port: u16, conns: u32, secs: u64) -> DownloadFigures {
+fn download_for(port: u16, conns: u32, secs: u64, need_full: bool) -> DownloadFigures {
     let start = Instant::now();
-    let deadline = start + Duration::from_secs(secs);
+    let soft = start + Duration::from_secs(secs);
+    let window = Arc::new(Window {
+        soft,
+        hard: if need_full {
+            soft.max(start + PROXY_BIG_LIMIT)
+        } else {
+            soft
+        },
+        need_full,
+        full: AtomicU64::new(0),
+    });
     let handles: Vec<_> = (0..conns)
-        .map(|_| thread::spawn(move || download_worker(port, deadline)))
+        .map(|_| {
+            let window = Arc::clone(&window);
+            thread::spawn(move || download_worker(port, &window))
+        })
         .collect();
     let mut total = DownloadTally::default();
     for h in handles {
@@ -1144,11 +1505,11 @@ fn download_for(port: u16, conns: u32, secs: u64) -> DownloadFigures {
     }
 }
 
-fn download_worker(port: u16, deadline: Instant) -> DownloadTally {
+fn download_worker(port: u16, window: &Window) -> DownloadTally {
     let mut tally = DownloadTally::default();
     let mut block = vec![0u8; 1 << 20];
     let mut stream: Option<TcpStream> = None;
-    while Instant::now() < deadline {
+    while !window.over() {
         let s = match stream.take() {
             Some(s) => s,
             None => match TcpStream::connect_timeout(&loopback(port), Duration::from_secs(5)) {
@@ -1160,11 +1521,11 @@ fn download_worker(port: u16, deadline: Instant) -> DownloadTally {
                 }
             },
         };
-        match download_once(s, port, &mut block, deadline, &mut tally) {
+        match download_once(s, port, &mut block, window, &mut tally) {
             // A complete download on a connection the server keeps open: reuse it.
             Ok(Some(s)) => stream = Some(s),
             Ok(None) => {}
-            Err(_) if Instant::now() >= deadline => {}
+            Err(_) if window.over() => {}
             Err(_) => tally.socket_errors += 1,
         }
     }
@@ -1176,7 +1537,7 @@ fn download_once(
     mut s: TcpStream,
     port: u16,
     block: &mut [u8],
-    deadline: Instant,
+    window: &Window,
     tally: &mut DownloadTally,
 ) -> io::Result<Option<TcpStream>> {
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
@@ -1186,7 +1547,7 @@ fn download_once(
         if let Some(head) = parse_head(&head_buf) {
             break head;
         }
-        let n = read_until(&mut s, block, deadline)?;
+        let n = read_within(&mut s, block, window)?;
         if n == 0 {
             // Closed between requests: a server may end keep-alive; try again on a new one.
             return Ok(None);
@@ -1200,11 +1561,11 @@ fn download_once(
     let mut got = (head_buf.len() - head.len) as u64;
     tally.bytes += got;
     while got < BIG_SIZE {
-        if Instant::now() >= deadline {
+        if window.over() {
             return Ok(None);
         }
         let want = block.len().min((BIG_SIZE - got) as usize);
-        let n = read_until(&mut s, &mut block[..want], deadline)?;
+        let n = read_within(&mut s, &mut block[..want], window)?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
@@ -1212,14 +1573,20 @@ fn download_once(
         tally.bytes += n as u64;
     }
     tally.full += 1;
+    window.full.fetch_add(1, Ordering::SeqCst);
     Ok(Some(s))
 }
 
-/// One read that gives up shortly after `deadline` (the read timeout is what is left of it).
-fn read_until(s: &mut TcpStream, block: &mut [u8], deadline: Instant) -> io::Result<usize> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    s.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-    s.read(block)
+/// One read that gives up shortly after the window is over (a timeout before that reads again).
+fn read_within(s: &mut TcpStream, block: &mut [u8], window: &Window) -> io::Result<usize> {
+    loop {
+        s.set_read_timeout(Some(window.read_wait()))?;
+        match s.read(block) {
+            Err(e) if is_timeout(&e) && !window.over() => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1523,6 +1890,15 @@ struct Figures {
     rss_rows12: Option<f64>,
     many: Option<ManyFigures>,
     rss_row3: Option<f64>,
+    proxy_small: Option<WrkFigures>,
+    /// mpiweb only: proxy_small's run against mpiweb started without mpirun.
+    proxy_solo: Option<WrkFigures>,
+    proxy_big: Option<DownloadFigures>,
+    /// Peak RSS during proxy_big: nginx's worker, mpiweb's rank 0.
+    proxy_big_rss: Option<f64>,
+    /// Peak RSS during proxy_big of mpiweb's other ranks.
+    proxy_big_rss_others: Vec<f64>,
+    idle: Option<IdleFigures>,
 }
 
 fn measure_rows12(
@@ -1532,7 +1908,7 @@ fn measure_rows12(
     report: &mut Report,
 ) -> BoxResult<Figures> {
     let mut server = Server::start(cfg, site, kind)?;
-    for problem in sanity_check(server.port) {
+    for problem in sanity_check(server.port, true) {
         report.note(kind, problem);
     }
     let name = kind.name();
@@ -1553,7 +1929,7 @@ fn measure_rows12(
     }
 
     eprintln!("bench: {name}: row 2, full downloads, {BIG_CONNS} connections, {secs} s");
-    let d = download_for(server.port, BIG_CONNS, secs);
+    let d = download_for(server.port, BIG_CONNS, secs, false);
     eprintln!(
         "bench: {name}:   {:.0} MiB/s, {} complete downloads, errors: {}",
         d.mib_per_sec,
@@ -1604,6 +1980,241 @@ fn measure_row3(cfg: &Config, site: &Site, kind: Kind, report: &mut Report) -> B
 }
 
 // ---------------------------------------------------------------------------
+// Proxy rows
+// ---------------------------------------------------------------------------
+
+/// Starts the origin, then measures each server in front of it, one at a time.
+/// Fails only when the origin cannot be started or does not serve the docroot.
+fn measure_proxy_rows(
+    cfg: &Config,
+    site: &Site,
+    report: &mut Report,
+    failed: &mut Vec<Kind>,
+) -> BoxResult<()> {
+    let mut origin = start_nginx(cfg, site, NginxRole::Origin)?;
+    let problems = sanity_check(origin.port, true);
+    if !problems.is_empty() {
+        return Err(format!("origin nginx: {}", problems.join("; ")).into());
+    }
+    eprintln!("bench: origin nginx on port {}", origin.port);
+    for kind in cfg.kinds() {
+        if failed.contains(&kind) {
+            continue;
+        }
+        if let Err(e) = measure_proxy_kind(cfg, site, kind, origin.port, report) {
+            report.note(kind, format!("proxy rows: failed to start: {e}"));
+            failed.push(kind);
+        }
+    }
+    if let Some(complaints) = origin.complaints() {
+        report.notes.push(format!("origin nginx: {complaints}"));
+    }
+    eprintln!("bench: stopping origin nginx");
+    origin.stop();
+    Ok(())
+}
+
+/// The proxy rows of one server, each in a fresh lifetime; fails when the server does not start.
+fn measure_proxy_kind(
+    cfg: &Config,
+    site: &Site,
+    kind: Kind,
+    origin_port: u16,
+    report: &mut Report,
+) -> BoxResult<()> {
+    // nginx's proxy-small figure is also the one proxy-solo is read against.
+    let small = cfg.runs(Row::ProxySmall) || (kind == Kind::Nginx && cfg.runs(Row::ProxySolo));
+    if small {
+        let w = proxy_small(cfg, site, kind, false, origin_port, report)?;
+        report.figures_mut(kind).proxy_small = w;
+    }
+    if kind == Kind::Mpiweb && cfg.runs(Row::ProxySolo) {
+        let w = proxy_small(cfg, site, kind, true, origin_port, report)?;
+        report.figures_mut(kind).proxy_solo = w;
+    }
+    if cfg.runs(Row::ProxyBig) {
+        proxy_big(cfg, site, kind, origin_port, report)?;
+    }
+    if cfg.runs(Row::ProxyIdle) {
+        let mut server = Server::start_proxy(cfg, site, kind, false, origin_port)?;
+        eprintln!(
+            "bench: {}: proxy-idle, CPU over {IDLE_WINDOW:?} without requests",
+            server.label
+        );
+        let idle = measure_idle(&server);
+        eprintln!(
+            "bench: {}:   {:.1}% of one core (ticks per process {:?}), launcher {:.1}%",
+            server.label, idle.percent, idle.per_process, idle.launcher_percent
+        );
+        report.figures_mut(kind).idle = Some(idle);
+        finish_proxy_row(&mut server, kind, Row::ProxyIdle, report);
+    }
+    Ok(())
+}
+
+/// Notes what the server complained about during a row, then stops it.
+fn finish_proxy_row(server: &mut Server, kind: Kind, row: Row, report: &mut Report) {
+    if let Some(complaints) = server.complaints() {
+        report.note(
+            kind,
+            format!("{}: {} {complaints}", row.name(), server.label),
+        );
+    }
+    eprintln!("bench: stopping {}", server.label);
+    server.stop();
+}
+
+/// Rows proxy-small (`solo` false) and proxy-solo: the small file through the proxy, wrk.
+fn proxy_small(
+    cfg: &Config,
+    site: &Site,
+    kind: Kind,
+    solo: bool,
+    origin_port: u16,
+    report: &mut Report,
+) -> BoxResult<Option<WrkFigures>> {
+    let row = if solo {
+        Row::ProxySolo
+    } else {
+        Row::ProxySmall
+    };
+    let mut server = Server::start_proxy(cfg, site, kind, solo, origin_port)?;
+    for problem in sanity_check(server.port, false) {
+        report.note(kind, format!("{}: {problem}", row.name()));
+    }
+    let label = server.label.clone();
+    eprintln!(
+        "bench: {label}: {}, wrk, {SMALL_CONNS} connections, {} s",
+        row.name(),
+        cfg.secs
+    );
+    let figures = match run_wrk(cfg, server.port, "/small.html", SMALL_CONNS, 5) {
+        Ok(w) => {
+            eprintln!(
+                "bench: {label}:   {:.0} req/s, errors: {}",
+                w.req_per_sec,
+                w.errors_cell()
+            );
+            Some(w)
+        }
+        Err(e) => {
+            report.note(kind, format!("{}: {e}", row.name()));
+            None
+        }
+    };
+    finish_proxy_row(&mut server, kind, row, report);
+    Ok(figures)
+}
+
+/// Row proxy-big: full downloads of the 1 GiB file through the proxy, and peak RSS.
+fn proxy_big(
+    cfg: &Config,
+    site: &Site,
+    kind: Kind,
+    origin_port: u16,
+    report: &mut Report,
+) -> BoxResult<()> {
+    let mut server = Server::start_proxy(cfg, site, kind, false, origin_port)?;
+    for problem in sanity_check(server.port, true) {
+        report.note(kind, format!("proxy-big: {problem}"));
+    }
+    let label = server.label.clone();
+    eprintln!(
+        "bench: {label}: proxy-big, full downloads, {BIG_CONNS} connections, {} s \
+         (or until one is whole)",
+        cfg.secs
+    );
+    let d = download_for(server.port, BIG_CONNS, cfg.secs, true);
+    eprintln!(
+        "bench: {label}:   {:.0} MiB/s, {} complete downloads, errors: {}",
+        d.mib_per_sec,
+        d.full,
+        d.errors_cell()
+    );
+    if d.full == 0 {
+        report.note(
+            kind,
+            format!("proxy-big: no download was whole within {PROXY_BIG_LIMIT:?}"),
+        );
+    }
+    let figures = report.figures_mut(kind);
+    figures.proxy_big = Some(d);
+    figures.proxy_big_rss = server.front_peak_rss_mib();
+    figures.proxy_big_rss_others = server.other_ranks_peak_rss_mib();
+    finish_proxy_row(&mut server, kind, Row::ProxyBig, report);
+    Ok(())
+}
+
+/// CPU used by a server's processes while it has nothing to do.
+#[derive(Clone, Debug, Default)]
+struct IdleFigures {
+    /// The server's own processes (nginx's master and worker, mpiweb's ranks), percent of one core.
+    percent: f64,
+    /// Clock ticks each of them used in the window, by pid.
+    per_process: Vec<u64>,
+    /// Everything else under the launched process (mpirun, hydra_pmi_proxy), percent of one core.
+    launcher_percent: f64,
+    /// Processes that exited during the window (their last ticks are lost).
+    vanished: usize,
+}
+
+/// Counts the CPU ticks of the server's process tree over IDLE_WINDOW.
+///
+/// The server's own processes are those with the command name of its main
+/// process (rank 0 for mpiweb): the ranks under mpirun, or nginx's master and
+/// worker. The rest of the tree is the MPI launcher, reported apart.
+fn measure_idle(server: &Server) -> IdleFigures {
+    // Let the tail of startup (and of the readiness probe) pass first.
+    thread::sleep(IDLE_SETTLE);
+    let root = server.child.id();
+    let main_pid = server.rank0_pid.unwrap_or(root);
+    let comm = proc_stat(main_pid).map(|s| s.comm).unwrap_or_default();
+    let mut tree: Vec<ProcId> = descendants(root);
+    tree.push((root, proc_stat(root).map_or(0, |s| s.start)));
+    tree.sort_unstable();
+    let before: Vec<(ProcId, Stat)> = tree
+        .into_iter()
+        .filter_map(|(pid, start)| Some(((pid, start), proc_stat(pid)?)))
+        .filter(|(id, stat)| stat.start == id.1)
+        .collect();
+    let started = Instant::now();
+    thread::sleep(IDLE_WINDOW);
+    let secs = started.elapsed().as_secs_f64();
+    let hz = clock_ticks_per_sec() as f64;
+    let mut figures = IdleFigures::default();
+    let (mut own, mut launcher) = (0u64, 0u64);
+    for ((pid, start), then) in &before {
+        let Some(now) = proc_stat(*pid).filter(|s| s.start == *start) else {
+            figures.vanished += 1;
+            continue;
+        };
+        let used = now.cpu_ticks.saturating_sub(then.cpu_ticks);
+        if then.comm == comm {
+            own += used;
+            figures.per_process.push(used);
+        } else {
+            launcher += used;
+        }
+    }
+    let percent = |ticks: u64| ticks as f64 / (secs * hz) * 100.0;
+    figures.percent = percent(own);
+    figures.launcher_percent = percent(launcher);
+    figures
+}
+
+/// Clock ticks per second of /proc/PID/stat's times (`getconf CLK_TCK`; 100 on Linux).
+fn clock_ticks_per_sec() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .stdin(Stdio::null())
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .filter(|&hz| hz > 0)
+        .unwrap_or(100)
+}
+
+// ---------------------------------------------------------------------------
 // Report
 // ---------------------------------------------------------------------------
 
@@ -1634,9 +2245,29 @@ impl Report {
         self.notes.push(format!("{}: {text}", kind.name()));
     }
 
-    fn rows(&self) -> Vec<[String; 5]> {
+    /// The rows of the table, for the rows that ran.
+    fn rows(&self, cfg: &Config) -> Vec<[String; 5]> {
+        let mut rows = Vec::new();
+        if cfg.runs(Row::Static) {
+            rows.extend(self.static_rows());
+        }
+        if cfg.runs(Row::Many) {
+            rows.extend(self.many_rows());
+        }
+        if cfg.runs(Row::ProxySmall) || cfg.runs(Row::ProxySolo) {
+            rows.extend(self.proxy_small_rows(cfg));
+        }
+        if cfg.runs(Row::ProxyBig) {
+            rows.extend(self.proxy_big_rows());
+        }
+        if cfg.runs(Row::ProxyIdle) {
+            rows.extend(self.proxy_idle_rows());
+        }
+        rows
+    }
+
+    fn static_rows(&self) -> Vec<[String; 5]> {
         let (n, m) = (&self.nginx, &self.mpiweb);
-        let many_total = format!("{MANY_CONNS}/{MANY_CONNS}");
         vec![
             number_row(
                 format!("small file {SMALL_SIZE} B, {SMALL_CONNS} conns (req/s)"),
@@ -1684,6 +2315,13 @@ impl Report {
                 1,
                 "-",
             ),
+        ]
+    }
+
+    fn many_rows(&self) -> Vec<[String; 5]> {
+        let (n, m) = (&self.nginx, &self.mpiweb);
+        let many_total = format!("{MANY_CONNS}/{MANY_CONNS}");
+        vec![
             number_row(
                 format!("{}k conns at once: answered", MANY_CONNS / 1000),
                 n.many.as_ref().map(|f| f.ok as f64),
@@ -1715,6 +2353,120 @@ impl Report {
         ]
     }
 
+    /// proxy-small and proxy-solo: both read against nginx's proxy-small figure.
+    fn proxy_small_rows(&self, cfg: &Config) -> Vec<[String; 5]> {
+        let (n, m) = (&self.nginx, &self.mpiweb);
+        let nginx_rps = n.proxy_small.as_ref().map(|w| w.req_per_sec);
+        let mut rows = vec![
+            number_row(
+                format!("proxied {SMALL_SIZE} B file, {SMALL_CONNS} conns (req/s)"),
+                nginx_rps,
+                m.proxy_small.as_ref().map(|w| w.req_per_sec),
+                0,
+                "-",
+            ),
+            text_row(
+                "  wrk errors",
+                n.proxy_small.as_ref().map(WrkFigures::errors_cell),
+                m.proxy_small.as_ref().map(WrkFigures::errors_cell),
+                "none",
+            ),
+        ];
+        if cfg.runs(Row::ProxySolo) {
+            rows.push(number_row(
+                "  the same, mpiweb alone, no mpirun (req/s)".into(),
+                nginx_rps,
+                m.proxy_solo.as_ref().map(|w| w.req_per_sec),
+                0,
+                "-",
+            ));
+            rows.push(text_row(
+                "  wrk errors (mpiweb alone)",
+                None,
+                m.proxy_solo.as_ref().map(WrkFigures::errors_cell),
+                "none",
+            ));
+        }
+        rows
+    }
+
+    fn proxy_big_rows(&self) -> Vec<[String; 5]> {
+        let (n, m) = (&self.nginx, &self.mpiweb);
+        let mib = |v: f64| format!("{v:.1}");
+        let others = |f: &Figures| {
+            (!f.proxy_big_rss_others.is_empty()).then(|| {
+                let each: Vec<String> = f.proxy_big_rss_others.iter().map(|&v| mib(v)).collect();
+                each.join(" + ")
+            })
+        };
+        vec![
+            number_row(
+                format!("1 GiB via proxy, {BIG_CONNS} conns, full downloads (MiB/s)"),
+                n.proxy_big.as_ref().map(|d| d.mib_per_sec),
+                m.proxy_big.as_ref().map(|d| d.mib_per_sec),
+                0,
+                "-",
+            ),
+            text_row(
+                "  complete downloads",
+                n.proxy_big.as_ref().map(|d| d.full.to_string()),
+                m.proxy_big.as_ref().map(|d| d.full.to_string()),
+                ">= 1",
+            ),
+            text_row(
+                "  download errors",
+                n.proxy_big.as_ref().map(DownloadFigures::errors_cell),
+                m.proxy_big.as_ref().map(DownloadFigures::errors_cell),
+                "none",
+            ),
+            text_row(
+                "  peak RSS, nginx worker / mpiweb rank 0 (MiB)",
+                n.proxy_big_rss.map(mib),
+                m.proxy_big_rss.map(mib),
+                "-",
+            ),
+            text_row("  peak RSS of the other ranks (MiB)", None, others(m), "-"),
+        ]
+    }
+
+    fn proxy_idle_rows(&self) -> Vec<[String; 5]> {
+        let (n, m) = (&self.nginx, &self.mpiweb);
+        let secs = IDLE_WINDOW.as_secs();
+        let percent = |i: &IdleFigures| {
+            let gone = match i.vanished {
+                0 => String::new(),
+                k => format!(" ({k} exited)"),
+            };
+            format!("{:.1}%{gone}", i.percent)
+        };
+        let ticks = |i: &IdleFigures| {
+            let each: Vec<String> = i.per_process.iter().map(u64::to_string).collect();
+            each.join(" + ")
+        };
+        vec![
+            text_row(
+                &format!("idle CPU over {secs} s, server processes (% of a core)"),
+                n.idle.as_ref().map(percent),
+                m.idle.as_ref().map(percent),
+                "~0",
+            ),
+            text_row(
+                "  clock ticks per process, by pid",
+                n.idle.as_ref().map(ticks),
+                m.idle.as_ref().map(ticks),
+                "-",
+            ),
+            text_row(
+                "  launcher: mpirun, hydra (% of a core)",
+                None,
+                m.idle
+                    .as_ref()
+                    .map(|i| format!("{:.1}%", i.launcher_percent)),
+                "-",
+            ),
+        ]
+    }
+
     fn print(&self, cfg: &Config) {
         let launch = match (cfg.only, cfg.solo) {
             (Some(Kind::Nginx), _) => "nginx only (BENCH_ONLY=nginx)".to_string(),
@@ -1728,13 +2480,13 @@ impl Report {
             thread::available_parallelism().map_or(0, |n| n.get())
         );
         println!();
-        print_table(&self.rows());
+        print_table(&self.rows(cfg));
         for kind in [Kind::Nginx, Kind::Mpiweb] {
             if let Some(many) = &self.figures(kind).many {
                 println!("{}: answered {}/{MANY_CONNS}", kind.name(), many.ok);
             }
         }
-        self.print_verdicts();
+        self.print_verdicts(cfg);
         if !self.notes.is_empty() {
             println!();
             println!("notes:");
@@ -1744,8 +2496,11 @@ impl Report {
         }
     }
 
-    /// One line per target: met, missed, or not measured.
-    fn print_verdicts(&self) {
+    /// One line per target of rows 1-3: met, missed, or not measured.
+    fn print_verdicts(&self, cfg: &Config) {
+        if !cfg.runs(Row::Static) && !cfg.runs(Row::Many) {
+            return;
+        }
         let small = ratio(
             self.nginx.small.as_ref().map(|w| w.req_per_sec),
             self.mpiweb.small.as_ref().map(|w| w.req_per_sec),
@@ -1758,7 +2513,10 @@ impl Report {
         for (what, r, target) in [
             ("small file req/s", small, 1.0),
             ("1 GiB full downloads MiB/s", big, 0.9),
-        ] {
+        ]
+        .into_iter()
+        .filter(|_| cfg.runs(Row::Static))
+        {
             match r {
                 Some(r) if r >= target => println!("target met: {what} ratio {r:.2} >= {target}"),
                 Some(r) => println!("target MISSED: {what} ratio {r:.2} < {target}"),

@@ -4,20 +4,9 @@
 mod common;
 
 use common::upstream::{EchoTcp, Upstream};
-use common::{read_one, Server, Site};
+use common::{both, read_one, Server, Site};
 use std::io::{Read, Write};
 use std::process::Command;
-
-fn both(args: &[&str], check: impl Fn(&Server)) {
-    let site = Site::new();
-    for mpi in [true, false] {
-        let srv = match mpi {
-            true => Server::start_mpi(3, &site.root(), args),
-            false => Server::start(&site.root(), args),
-        };
-        check(&srv);
-    }
-}
 
 /// `curl -s ARGS`: status code and body.
 fn curl(args: &[&str]) -> (u16, String) {

@@ -4,23 +4,11 @@
 mod common;
 
 use common::upstream::{fnv1a, pattern_mismatch, Fnv, Upstream};
-use common::{read_one, read_to_close, Resp, Server, Site};
+use common::{both, read_one, read_to_close, Resp, Server};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// Start mpiweb both ways with `args`, and run `check` on each.
-fn both(args: &[&str], check: impl Fn(&Server)) {
-    let site = Site::new();
-    for mpi in [true, false] {
-        let srv = match mpi {
-            true => Server::start_mpi(3, &site.root(), args),
-            false => Server::start(&site.root(), args),
-        };
-        check(&srv);
-    }
-}
 
 fn send(srv: &Server, req: &str) -> Resp {
     srv.one(req.as_bytes())

@@ -177,6 +177,19 @@ impl Drop for Server {
     }
 }
 
+/// Start mpiweb under `mpirun -np 3` and then alone, with `args`, and run
+/// `check` on each.
+pub fn both(args: &[&str], check: impl Fn(&Server)) {
+    let site = Site::new();
+    for mpi in [true, false] {
+        let srv = match mpi {
+            true => Server::start_mpi(3, &site.root(), args),
+            false => Server::start(&site.root(), args),
+        };
+        check(&srv);
+    }
+}
+
 /// Wait for a child to exit, polling, up to `limit`.
 pub fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let until = Instant::now() + limit;
