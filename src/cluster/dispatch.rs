@@ -11,7 +11,6 @@ use mpi::topology::SimpleCommunicator;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
-use std::thread;
 use std::time::{Duration, Instant};
 
 /// How often rank 0 pings every worker.
@@ -124,16 +123,13 @@ pub fn run(world: &SimpleCommunicator, size: usize, cmds: Receiver<Cmd>, stop: &
             backoff.reset();
             continue;
         }
-        match backoff.next(!d.flows.is_empty() || sending) {
-            None => thread::yield_now(),
-            Some(wait) => match cmds.recv_timeout(wait) {
-                Ok(cmd) => {
-                    backoff.reset();
-                    d.command(cmd);
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
+        match cmds.recv_timeout(backoff.next(!d.flows.is_empty() || sending)) {
+            Ok(cmd) => {
+                backoff.reset();
+                d.command(cmd);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
         }
     }
     d.out.close(Duration::from_secs(1));

@@ -133,8 +133,10 @@ pub fn is_heartbeat(frame: &Frame) -> bool {
     matches!(frame, Frame::Ping { .. } | Frame::Pong { .. })
 }
 
-/// How long an MPI thread waits before it polls again: it spins through
-/// a few rounds right after work, then sleeps longer and longer, up to
+/// How long an MPI thread waits before it polls again: a short sleep right
+/// after work (a spinning poller would take the core from the threads doing
+/// the work, and finds more to batch after a pause), then longer and
+/// longer, up to
 /// `BUSY_SLEEP` while requests are in flight or were lately, and up to
 /// `idle` when the rank has been quiet for `QUIET_AFTER`.
 pub struct Backoff {
@@ -143,7 +145,6 @@ pub struct Backoff {
     idle: Duration,
 }
 
-const SPIN_ROUNDS: u32 = 50;
 const FIRST_SLEEP: Duration = Duration::from_micros(20);
 const BUSY_SLEEP: Duration = Duration::from_millis(1);
 const QUIET_AFTER: Duration = Duration::from_secs(1);
@@ -163,17 +164,14 @@ impl Backoff {
         self.last_work = Instant::now();
     }
 
-    /// The wait before the next poll; `None`: just yield the core.
-    pub fn next(&mut self, in_flight: bool) -> Option<Duration> {
+    /// The wait before the next poll.
+    pub fn next(&mut self, in_flight: bool) -> Duration {
+        let doublings = self.rounds.min(16);
         self.rounds = self.rounds.saturating_add(1);
-        if self.rounds <= SPIN_ROUNDS {
-            return None;
-        }
-        let doublings = (self.rounds - SPIN_ROUNDS).min(16);
         let cap = match in_flight || self.last_work.elapsed() < QUIET_AFTER {
             true => BUSY_SLEEP,
             false => self.idle,
         };
-        Some((FIRST_SLEEP * 2u32.pow(doublings)).min(cap))
+        (FIRST_SLEEP * 2u32.pow(doublings)).min(cap)
     }
 }

@@ -11,7 +11,6 @@ use mpi::topology::{Communicator, SimpleCommunicator};
 use std::collections::HashSet;
 use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
 /// Serve rank 0 until it sends the exit code.
@@ -62,18 +61,15 @@ pub fn run(world: &SimpleCommunicator, upstream_timeout: Duration) -> i32 {
             backoff.reset();
             continue;
         }
-        match backoff.next(worker.in_flight() > 0 || sending) {
-            None => thread::yield_now(),
-            Some(wait) => match outgoing.recv_timeout(wait) {
-                Ok(frame) => {
-                    if !is_heartbeat(&frame) {
-                        backoff.reset();
-                    }
-                    carry = Some(frame);
+        match outgoing.recv_timeout(backoff.next(worker.in_flight() > 0 || sending)) {
+            Ok(frame) => {
+                if !is_heartbeat(&frame) {
+                    backoff.reset();
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return 1,
-            },
+                carry = Some(frame);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return 1,
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use super::hop::{forward_request_fields, Origin};
 use super::route::{has_dot_segment, rewrite, split_port, ConnectPorts, RouteSpec};
-use super::transport::{abort_error, Stream, Transport, CHUNK, GRANT_EVERY, WINDOW};
+use super::transport::{abort_error, Stream, Transport, GRANT_EVERY, WINDOW};
 use super::tunnel;
 use super::wire::Frame;
 use crate::error::Error;
@@ -279,6 +279,9 @@ fn is_local_address(ip: IpAddr) -> bool {
     UdpSocket::bind((ip, 0)).is_ok()
 }
 
+/// Bytes of a request body gathered into one `Data` frame.
+const UPLOAD_PIECE: usize = 64 * 1024;
+
 /// How often a connection thread waiting for an answer looks whether its
 /// client is still there.
 const CLIENT_CHECK: Duration = Duration::from_millis(250);
@@ -315,6 +318,7 @@ fn upload(
     wait: Duration,
 ) -> Result<Option<Frame>, Error> {
     let mut credit = 0u64;
+    let mut buf = vec![0u8; UPLOAD_PIECE];
     loop {
         while let Some(frame) = stream.try_recv() {
             match frame? {
@@ -329,12 +333,12 @@ fn upload(
             }
             continue;
         }
-        // Gather a piece; the body reader hands out what one read brought.
-        let want = credit.min(CHUNK as u64) as usize;
-        let mut piece = vec![0u8; want];
+        // Gather a piece: the body reader hands out what one read of the
+        // connection's buffer brought, often a few KiB.
+        let want = credit.min(buf.len() as u64) as usize;
         let mut got = 0;
-        while got < want.min(64 * 1024) {
-            match body.read(&mut piece[got..]) {
+        while got < want {
+            match body.read(&mut buf[got..want]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) => return Err(unwrap_io(e)),
@@ -344,11 +348,10 @@ fn upload(
             stream.send(Frame::End { id: stream.id });
             return Ok(None);
         }
-        piece.truncate(got);
         credit -= got as u64;
         stream.send(Frame::Data {
             id: stream.id,
-            bytes: piece,
+            bytes: buf[..got].to_vec(),
         });
     }
 }

@@ -124,6 +124,7 @@ fn sock_to_frames(
     // Bytes the client sent behind its CONNECT head: fewer than a head's
     // limit, so they go out whole (credit may dip below zero once).
     let mut first = Some(pending.to_vec()).filter(|p| !p.is_empty());
+    let mut buf = vec![0u8; CHUNK];
     loop {
         let want = {
             let mut st = lock(shared);
@@ -140,34 +141,28 @@ fn sock_to_frames(
         };
         let piece = match first.take() {
             Some(p) => p,
-            None => {
-                let mut buf = vec![0u8; want];
-                match sock.read(&mut buf) {
-                    Ok(n) => {
-                        buf.truncate(n);
-                        buf
+            None => match sock.read(&mut buf[..want]) {
+                Ok(n) => buf[..n].to_vec(),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    let st = lock(shared);
+                    if st.stop || st.last.elapsed() < idle {
+                        continue;
                     }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        let st = lock(shared);
-                        if st.stop || st.last.elapsed() < idle {
-                            continue;
-                        }
-                        drop(st);
-                        stop(ends, sock, shared, AbortReason::Timeout);
-                        return;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => {
-                        stop(ends, sock, shared, AbortReason::ClientGone);
-                        return;
-                    }
+                    drop(st);
+                    stop(ends, sock, shared, AbortReason::Timeout);
+                    return;
                 }
-            }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    stop(ends, sock, shared, AbortReason::ClientGone);
+                    return;
+                }
+            },
         };
         let mut st = lock(shared);
         if st.stop {

@@ -350,6 +350,10 @@ fn relay_body(
 ) -> Result<(), Failure> {
     let mut credit = u64::from(WINDOW);
     let mut body = conn.body(head)?;
+    // One buffer for the reads; each piece is a copy of just what came
+    // (a fresh zeroed 256 KiB per small answer would cost more than the
+    // answer).
+    let mut buf = vec![0u8; CHUNK];
     loop {
         // Take any credit or abort that is waiting; wait when out of credit.
         loop {
@@ -374,17 +378,18 @@ fn relay_body(
             }
         }
         let want = credit.min(CHUNK as u64) as usize;
-        let mut piece = vec![0u8; want];
         // Mid-body, a timeout and a cut connection end the same way: the
         // client's message is cut short too.
-        let Ok(n) = body.read(&mut piece) else {
+        let Ok(n) = body.read(&mut buf[..want]) else {
             return Err(Failure::Abort(AbortReason::BadUpstream));
         };
         if n == 0 {
             return Ok(());
         }
-        piece.truncate(n);
         credit -= n as u64;
-        (ctx.out)(Frame::Data { id, bytes: piece });
+        (ctx.out)(Frame::Data {
+            id,
+            bytes: buf[..n].to_vec(),
+        });
     }
 }
