@@ -5,6 +5,7 @@
 
 use super::outbox::{receive, Backoff, Outbox};
 use crate::error::Error;
+use crate::proxy::transport::{ends_stream, is_tunnel};
 use crate::proxy::wire::{AbortReason, Frame};
 use crate::proxy::Transport;
 use mpi::topology::SimpleCommunicator;
@@ -21,7 +22,7 @@ const STALL_AFTER: Duration = Duration::from_millis(1000);
 
 /// What connection threads ask of the dispatcher.
 pub enum Cmd {
-    Open(Frame, Sender<Frame>),
+    Open(Frame, Sender<Vec<Frame>>),
     Frame(Frame),
     Close(u64, bool),
 }
@@ -38,7 +39,7 @@ pub fn link() -> (Link, Receiver<Cmd>) {
 }
 
 impl Transport for Link {
-    fn open(&self, open: Frame, tx: Sender<Frame>) -> Result<(), Error> {
+    fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<(), Error> {
         self.cmds
             .send(Cmd::Open(open, tx))
             .map_err(|_| Error::Overloaded)
@@ -62,10 +63,15 @@ struct Peer {
 /// A stream and where it runs.
 struct Flow {
     peer: usize,
-    tx: Sender<Frame>,
+    tx: Sender<Vec<Frame>>,
     /// The `Open` frame, kept until the worker says it took the stream,
     /// to send it elsewhere if the worker stalls first.
     open: Option<Frame>,
+    /// The connection thread wants the worker's first credit: it has a
+    /// body to send, or a tunnel. Otherwise that acknowledgement stops
+    /// here rather than wake the thread for nothing.
+    wants_ack: bool,
+    tunnel: bool,
 }
 
 struct Dispatcher<'w> {
@@ -77,6 +83,9 @@ struct Dispatcher<'w> {
     /// among equals).
     turn: usize,
     ping_seq: u64,
+    /// Frames from workers gathered during one receive, by stream: each
+    /// stream's connection thread gets its frames in one batch.
+    inbox: HashMap<u64, Vec<Frame>>,
 }
 
 /// Run the dispatcher until `stop` is set or every link is gone.
@@ -96,6 +105,7 @@ pub fn run(world: &SimpleCommunicator, size: usize, cmds: Receiver<Cmd>, stop: &
         flows: HashMap::new(),
         turn: 0,
         ping_seq: 0,
+        inbox: HashMap::new(),
     };
     // Requests wake this thread through its channel; polling only looks
     // for answers, so with nothing in flight it can sleep longer.
@@ -103,6 +113,7 @@ pub fn run(world: &SimpleCommunicator, size: usize, cmds: Receiver<Cmd>, stop: &
     let mut next_ping = now;
     while !stop.load(Ordering::Relaxed) {
         let mut busy = receive(world, |from, frame| d.on_worker_frame(from, frame));
+        d.deliver();
         loop {
             match cmds.try_recv() {
                 Ok(cmd) => {
@@ -141,20 +152,24 @@ impl Dispatcher<'_> {
             Cmd::Open(frame, tx) => {
                 let id = frame.id();
                 let Some(peer) = self.pick() else {
-                    let _ = tx.send(Frame::Abort {
+                    let _ = tx.send(vec![Frame::Abort {
                         id,
                         reason: AbortReason::Refused,
-                    });
+                    }]);
                     return;
                 };
                 self.peers[peer].in_flight += 1;
                 self.out.push(self.world, self.peers[peer].rank, &frame);
+                let tunnel = is_tunnel(&frame);
+                let wants_ack = tunnel || matches!(frame, Frame::Open { has_body: true, .. });
                 self.flows.insert(
                     id,
                     Flow {
                         peer,
                         tx,
                         open: Some(frame),
+                        wants_ack,
+                        tunnel,
                     },
                 );
             }
@@ -212,8 +227,28 @@ impl Dispatcher<'_> {
         if flow.peer != peer {
             return; // from a worker the stream was taken away from
         }
-        flow.open = None; // the worker has it
-        let _ = flow.tx.send(frame); // the connection may be gone: Close follows
+        if flow.open.take().is_some() && !flow.wants_ack && matches!(frame, Frame::Credit { .. }) {
+            return; // the worker took it; nobody else needs to know
+        }
+        self.inbox.entry(frame.id()).or_default().push(frame);
+    }
+
+    /// Hand each stream's gathered frames to its connection thread, and
+    /// forget the streams they end.
+    fn deliver(&mut self) {
+        for (id, batch) in self.inbox.drain() {
+            let Some(flow) = self.flows.get(&id) else {
+                continue;
+            };
+            let done = batch.iter().any(|f| ends_stream(f, flow.tunnel));
+            let _ = flow.tx.send(batch); // the connection may be gone: Close follows
+            if done {
+                let peer = flow.peer;
+                self.flows.remove(&id);
+                let p = &mut self.peers[peer];
+                p.in_flight = p.in_flight.saturating_sub(1);
+            }
+        }
     }
 
     /// Ping every worker; take silent ones out of rotation and send the

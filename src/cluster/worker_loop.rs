@@ -15,19 +15,20 @@ use std::time::Duration;
 
 /// Serve rank 0 until it sends the exit code.
 pub fn run(world: &SimpleCommunicator, upstream_timeout: Duration) -> i32 {
-    let (tx, outgoing) = channel::<Frame>();
+    let (tx, outgoing) = channel::<Vec<Frame>>();
     let worker = Worker::new(
         upstream_timeout,
-        Arc::new(move |frame| {
-            let _ = tx.send(frame); // only fails once the loop has ended
+        Arc::new(move |batch| {
+            let _ = tx.send(batch); // only fails once the loop has ended
         }),
+        true,
     );
     let root = world.process_at_rank(0);
     let mut out = Outbox::new(world.size() as usize);
     // A new request is only seen by polling: an idle worker looks 50
     // times a second.
     let mut backoff = Backoff::new(Duration::from_millis(20));
-    let mut carry: Option<Frame> = None;
+    let mut carry: Option<Vec<Frame>> = None;
     loop {
         if root.immediate_probe_with_tag(TAG_SHUTDOWN).is_some() {
             let (code, _) = root.receive_with_tag::<i32>(TAG_SHUTDOWN);
@@ -51,7 +52,12 @@ pub fn run(world: &SimpleCommunicator, upstream_timeout: Duration) -> i32 {
             }
             worker.deliver(frame);
         }
-        for frame in carry.take().into_iter().chain(outgoing.try_iter()) {
+        for frame in carry
+            .take()
+            .into_iter()
+            .chain(outgoing.try_iter())
+            .flatten()
+        {
             out.push(world, 0, &frame);
             busy |= !is_heartbeat(&frame);
         }
@@ -62,11 +68,11 @@ pub fn run(world: &SimpleCommunicator, upstream_timeout: Duration) -> i32 {
             continue;
         }
         match outgoing.recv_timeout(backoff.next(worker.in_flight() > 0 || sending)) {
-            Ok(frame) => {
-                if !is_heartbeat(&frame) {
+            Ok(batch) => {
+                if !batch.iter().all(is_heartbeat) {
                     backoff.reset();
                 }
-                carry = Some(frame);
+                carry = Some(batch);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return 1,

@@ -428,12 +428,13 @@ impl Tunnel for ClientTunnel {
     fn run(mut self: Box<Self>, pending: &[u8], client: &dyn Duplex) -> u64 {
         let transport = Arc::clone(self.stream.transport());
         let send = move |f: Frame| transport.send(f);
-        let ends = tunnel::Ends {
+        let credit = self.credit;
+        let mut ends = tunnel::Ends {
             id: self.stream.id,
-            rx: self.stream.receiver(),
+            rx: &mut self.stream,
             send: &send,
         };
-        let sent = tunnel::relay(&ends, pending, client, self.credit, tunnel::IDLE_TIMEOUT);
+        let sent = tunnel::relay(&mut ends, pending, client, credit, tunnel::IDLE_TIMEOUT);
         // The relay ended both directions, or sent the abort itself.
         self.stream.finished = true;
         sent

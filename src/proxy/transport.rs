@@ -3,10 +3,11 @@
 //! process (`Local`). A connection thread opens a `Stream`, sends frames
 //! and receives the frames that come back for its stream id.
 
+use super::tunnel::Frames;
 use super::wire::{AbortReason, Frame};
 use super::worker::Worker;
 use crate::error::Error;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -23,8 +24,10 @@ pub const CHUNK: usize = 256 * 1024;
 
 /// Carries frames between connection threads and the request runners.
 pub trait Transport: Send + Sync {
-    /// Start stream `open.id()`: frames for it are sent on `tx` from now on.
-    fn open(&self, open: Frame, tx: Sender<Frame>) -> Result<(), Error>;
+    /// Start stream `open.id()`: its frames come on `tx` from now on, in
+    /// batches. The transport forgets a stream by itself after its `End`
+    /// or `Abort`, except a tunnel's (its `End` is a half-close).
+    fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<(), Error>;
     /// Send a frame of an open stream.
     fn send(&self, frame: Frame);
     /// Forget stream `id`; unless it `finished`, its runner is told to stop.
@@ -37,10 +40,13 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// One request's frames, seen from rank 0. Dropping it closes the stream.
 pub struct Stream {
     pub id: u64,
-    rx: Receiver<Frame>,
+    rx: Receiver<Vec<Frame>>,
+    /// Frames of the last batch not taken yet.
+    queue: VecDeque<Frame>,
     transport: Arc<dyn Transport>,
     /// The other side sent `End` (or the stream needs no more frames).
     pub finished: bool,
+    tunnel: bool,
 }
 
 impl Stream {
@@ -51,12 +57,16 @@ impl Stream {
     ) -> Result<Stream, Error> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = channel();
-        transport.open(make(id), tx)?;
+        let open = make(id);
+        let tunnel = is_tunnel(&open);
+        transport.open(open, tx)?;
         Ok(Stream {
             id,
             rx,
+            queue: VecDeque::new(),
             transport: Arc::clone(transport),
             finished: false,
+            tunnel,
         })
     }
 
@@ -66,29 +76,29 @@ impl Stream {
 
     /// The next frame, waiting at most `timeout`.
     pub fn recv(&mut self, timeout: Duration) -> Result<Frame, Error> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(frame) => Ok(self.note(frame)),
-            Err(RecvTimeoutError::Timeout) => Err(Error::UpstreamTimeout),
-            Err(RecvTimeoutError::Disconnected) => Err(Error::UpstreamBroken("worker gone")),
-        }
+        self.next_frame(timeout).map_err(|e| match e {
+            RecvTimeoutError::Timeout => Error::UpstreamTimeout,
+            RecvTimeoutError::Disconnected => Error::UpstreamBroken("worker gone"),
+        })
     }
 
     /// The next frame if one is waiting.
     pub fn try_recv(&mut self) -> Option<Result<Frame, Error>> {
-        match self.rx.try_recv() {
-            Ok(frame) => Some(Ok(self.note(frame))),
-            Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => Some(Err(Error::UpstreamBroken("worker gone"))),
+        if self.queue.is_empty() {
+            match self.rx.try_recv() {
+                Ok(batch) => self.queue.extend(batch),
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Disconnected) => {
+                    return Some(Err(Error::UpstreamBroken("worker gone")))
+                }
+            }
         }
+        let frame = self.queue.pop_front()?;
+        Some(Ok(self.note(frame)))
     }
 
     pub fn transport(&self) -> &Arc<dyn Transport> {
         &self.transport
-    }
-
-    /// The frame receiver, for a tunnel's relay.
-    pub fn receiver(&self) -> &Receiver<Frame> {
-        &self.rx
     }
 
     fn note(&mut self, frame: Frame) -> Frame {
@@ -99,9 +109,38 @@ impl Stream {
     }
 }
 
+impl Frames for Stream {
+    fn next_frame(&mut self, timeout: Duration) -> Result<Frame, RecvTimeoutError> {
+        if self.queue.is_empty() {
+            let batch = self.rx.recv_timeout(timeout)?;
+            self.queue.extend(batch);
+        }
+        let frame = self.queue.pop_front().ok_or(RecvTimeoutError::Timeout)?;
+        Ok(self.note(frame))
+    }
+}
+
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.transport.close(self.id, self.finished);
+        // A finished stream was forgotten by the transport already.
+        if !self.finished || self.tunnel {
+            self.transport.close(self.id, self.finished);
+        }
+    }
+}
+
+/// Whether `open` starts a CONNECT tunnel.
+pub fn is_tunnel(open: &Frame) -> bool {
+    matches!(open, Frame::Open { method, .. } if method == b"CONNECT")
+}
+
+/// Whether `frame` ends a stream for the transport: `End` for anything but
+/// a tunnel, and `Abort`.
+pub fn ends_stream(frame: &Frame, tunnel: bool) -> bool {
+    match frame {
+        Frame::End { .. } => !tunnel,
+        Frame::Abort { .. } => true,
+        _ => false,
     }
 }
 
@@ -120,32 +159,42 @@ pub fn abort_error(reason: AbortReason, upstream: &str) -> Error {
 /// ranks run, called directly instead of through MPI.
 pub struct Local {
     worker: Arc<Worker>,
-    routes: Arc<Mutex<HashMap<u64, Sender<Frame>>>>,
+    /// Each stream's channel, and whether it is a tunnel.
+    routes: Routes,
 }
+
+type Routes = Arc<Mutex<HashMap<u64, (Sender<Vec<Frame>>, bool)>>>;
 
 impl Local {
     pub fn new(upstream_timeout: Duration) -> Local {
-        let routes: Arc<Mutex<HashMap<u64, Sender<Frame>>>> = Arc::default();
+        let routes: Routes = Arc::default();
         let back = Arc::clone(&routes);
-        let worker = Worker::new(
-            upstream_timeout,
-            Arc::new(move |frame: Frame| {
-                let tx = back.lock().ok().and_then(|r| r.get(&frame.id()).cloned());
-                if let Some(tx) = tx {
-                    let _ = tx.send(frame); // the connection may be gone: fine
-                }
-            }),
-        );
+        let out = move |batch: Vec<Frame>| {
+            let Some(first) = batch.first() else { return };
+            let id = first.id();
+            let Ok(mut routes) = back.lock() else { return };
+            let Some((tx, tunnel)) = routes.get(&id) else {
+                return;
+            };
+            let done = batch.iter().any(|f| ends_stream(f, *tunnel));
+            let _ = tx.send(batch); // the connection may be gone: fine
+            if done {
+                routes.remove(&id);
+            }
+        };
+        // In one process nothing needs a stream acknowledged.
+        let worker = Worker::new(upstream_timeout, Arc::new(out), false);
         Local { worker, routes }
     }
 }
 
 impl Transport for Local {
-    fn open(&self, open: Frame, tx: Sender<Frame>) -> Result<(), Error> {
+    fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<(), Error> {
+        let tunnel = is_tunnel(&open);
         self.routes
             .lock()
             .map_err(|_| Error::Internal("stream table poisoned".into()))?
-            .insert(open.id(), tx);
+            .insert(open.id(), (tx, tunnel));
         self.worker.deliver(open);
         Ok(())
     }

@@ -29,27 +29,38 @@ pub fn open_upstream(
 ) -> Result<(), Error> {
     let conn = ctx.pool.connect(authority)?;
     ctx.watch(id, conn.stream());
-    (ctx.out)(Frame::Head {
+    ctx.send(Frame::Head {
         id,
         status: 200,
         fields: Vec::new(),
         length: None,
     });
-    let out = &ctx.out;
-    let ends = Ends {
+    let mut rx = rx;
+    let mut ends = Ends {
         id,
-        rx,
-        send: &|f| out(f),
+        rx: &mut rx,
+        send: &|f| ctx.send(f),
     };
     // The first credit for the upstream's bytes comes from rank 0.
-    relay(&ends, &[], conn.stream(), 0, IDLE_TIMEOUT);
+    relay(&mut ends, &[], conn.stream(), 0, IDLE_TIMEOUT);
     Ok(())
+}
+
+/// Where a relay's frames come from.
+pub trait Frames {
+    fn next_frame(&mut self, timeout: Duration) -> Result<Frame, RecvTimeoutError>;
+}
+
+impl Frames for &Receiver<Frame> {
+    fn next_frame(&mut self, timeout: Duration) -> Result<Frame, RecvTimeoutError> {
+        self.recv_timeout(timeout)
+    }
 }
 
 /// The frame side of a relay.
 pub struct Ends<'a> {
     pub id: u64,
-    pub rx: &'a Receiver<Frame>,
+    pub rx: &'a mut dyn Frames,
     pub send: &'a (dyn Fn(Frame) + Sync),
 }
 
@@ -75,7 +86,7 @@ struct State {
 /// nothing moves for `idle`. `pending` goes out first; `credit` is what the
 /// other side granted already. Returns the bytes written to `sock`.
 pub fn relay(
-    ends: &Ends<'_>,
+    ends: &mut Ends<'_>,
     pending: &[u8],
     sock: &dyn Duplex,
     credit: u64,
@@ -102,7 +113,7 @@ pub fn relay(
     let shared = &shared;
     thread::scope(|s| {
         s.spawn(move || sock_to_frames(out, pending, sock, shared, idle));
-        frames_to_sock(out, ends.rx, sock, shared, idle)
+        frames_to_sock(out, &mut *ends.rx, sock, shared, idle)
     })
 }
 
@@ -199,7 +210,7 @@ fn stop(ends: Out<'_>, sock: &dyn Duplex, shared: &(Mutex<State>, Condvar), reas
 /// Write the other side's `Data` to our socket, take its credit grants.
 fn frames_to_sock(
     ends: Out<'_>,
-    rx: &Receiver<Frame>,
+    rx: &mut dyn Frames,
     sock: &dyn Duplex,
     shared: &(Mutex<State>, Condvar),
     idle: Duration,
@@ -209,7 +220,7 @@ fn frames_to_sock(
     let mut to_grant = 0u64;
     let mut peer_done = false;
     loop {
-        match rx.recv_timeout(TICK) {
+        match rx.next_frame(TICK) {
             Ok(Frame::Data { bytes, .. }) => {
                 if sock.write_all(&bytes).is_err() {
                     stop(ends, sock, shared, AbortReason::ClientGone);

@@ -24,8 +24,10 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Where a worker's frames go.
-pub type Out = Arc<dyn Fn(Frame) + Send + Sync>;
+/// Where a worker's frames go, a batch at a time: frames of one stream
+/// that are ready together travel together (a small answer's head, body
+/// and end wake its connection thread once).
+pub type Out = Arc<dyn Fn(Vec<Frame>) + Send + Sync>;
 
 /// How long a runner waits for the rank-0 side (body pieces, credit)
 /// before it gives up: past the send timeout, rank 0 has given up too.
@@ -42,6 +44,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Send one frame.
+    pub fn send(&self, frame: Frame) {
+        (self.out)(vec![frame]);
+    }
+
     /// Let an abort of stream `id` cut `conn`.
     pub fn watch(&self, id: u64, conn: &TcpStream) {
         if let (Ok(clone), Ok(mut sockets)) = (conn.try_clone(), self.sockets.lock()) {
@@ -68,10 +75,14 @@ pub struct Worker {
     streams: Mutex<HashMap<u64, Sender<Frame>>>,
     ctx: Arc<Ctx>,
     threads: Threads,
+    /// Acknowledge every stream with a first credit (rank 0's dispatcher
+    /// needs it to know which streams a stalled worker had taken), not only
+    /// those that carry a body.
+    ack_all: bool,
 }
 
 impl Worker {
-    pub fn new(upstream_timeout: Duration, out: Out) -> Arc<Worker> {
+    pub fn new(upstream_timeout: Duration, out: Out, ack_all: bool) -> Arc<Worker> {
         Arc::new(Worker {
             streams: Mutex::new(HashMap::new()),
             ctx: Arc::new(Ctx {
@@ -81,20 +92,28 @@ impl Worker {
                 sockets: Mutex::new(HashMap::new()),
             }),
             threads: Threads::new(),
+            ack_all,
         })
     }
 
     /// Take one frame from rank 0.
     pub fn deliver(self: &Arc<Self>, frame: Frame) {
         match frame {
-            Frame::Open { id, .. } => {
+            Frame::Open {
+                id,
+                has_body,
+                ref method,
+                ..
+            } => {
                 let (tx, rx) = channel();
                 if let Ok(mut streams) = self.streams.lock() {
                     streams.insert(id, tx);
                 }
                 // The first credit says the request was taken; it also
                 // opens the window for the request body (or a tunnel).
-                (self.ctx.out)(Frame::Credit { id, bytes: WINDOW });
+                if self.ack_all || has_body || method == b"CONNECT" {
+                    self.ctx.send(Frame::Credit { id, bytes: WINDOW });
+                }
                 let me = Arc::clone(self);
                 self.threads.run(move || {
                     run(frame, &rx, &me.ctx);
@@ -104,7 +123,7 @@ impl Worker {
                     }
                 });
             }
-            Frame::Ping { id } => (self.ctx.out)(Frame::Pong { id }),
+            Frame::Ping { id } => self.ctx.send(Frame::Pong { id }),
             other => {
                 if let Frame::Abort { id, .. } = other {
                     // The runner may be blocked on its upstream: cut it.
@@ -191,7 +210,7 @@ fn run(open: Frame, rx: &Receiver<Frame>, ctx: &Ctx) {
             if reason != AbortReason::ClientGone {
                 log::warn!("upstream {authority}: {reason:?}");
             }
-            (ctx.out)(Frame::Abort { id, reason });
+            ctx.send(Frame::Abort { id, reason });
         }
         Err(Failure::Quiet) => {}
     }
@@ -241,16 +260,17 @@ fn exchange(req: &Req<'_>, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(), Failur
         .filter(|(n, _)| !n.eq_ignore_ascii_case("date") && !n.eq_ignore_ascii_case("server"))
         .map(|(n, v)| (n.into_bytes(), v))
         .collect();
-    (ctx.out)(Frame::Head {
+    let mut batch = vec![Frame::Head {
         id,
         status: head.status,
         fields,
         length,
-    });
+    }];
     if head.framing != BodyFraming::None {
-        relay_body(&mut conn, &head, rx, ctx, id)?;
+        relay_body(&mut conn, &head, rx, ctx, id, &mut batch)?;
     }
-    (ctx.out)(Frame::End { id });
+    batch.push(Frame::End { id });
+    (ctx.out)(batch);
     ctx.unwatch(id); // before the connection serves anyone else
     if clean && head.keep_alive {
         ctx.pool.put(conn);
@@ -335,18 +355,20 @@ fn send_body<W: BodyWriter>(
 fn grant(ctx: &Ctx, id: u64, bytes: &mut u64) {
     // Grants are at most the window, well within u32.
     let n = (*bytes).min(u64::from(WINDOW)) as u32;
-    (ctx.out)(Frame::Credit { id, bytes: n });
+    ctx.send(Frame::Credit { id, bytes: n });
     *bytes -= u64::from(n);
 }
 
 /// Send the response body to rank 0 in pieces, never more than the credit
-/// it granted.
+/// it granted. `batch` holds the head: it goes out with the first piece,
+/// and the last piece stays in it for the end to join.
 fn relay_body(
     conn: &mut Conn,
     head: &ResponseHead,
     rx: &Receiver<Frame>,
     ctx: &Ctx,
     id: u64,
+    batch: &mut Vec<Frame>,
 ) -> Result<(), Failure> {
     let mut credit = u64::from(WINDOW);
     let mut body = conn.body(head)?;
@@ -387,9 +409,13 @@ fn relay_body(
             return Ok(());
         }
         credit -= n as u64;
-        (ctx.out)(Frame::Data {
+        batch.push(Frame::Data {
             id,
             bytes: buf[..n].to_vec(),
         });
+        if body.is_done() {
+            return Ok(());
+        }
+        (ctx.out)(std::mem::take(batch));
     }
 }
