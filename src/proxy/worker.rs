@@ -125,17 +125,16 @@ impl Worker {
             }
             Frame::Ping { id } => self.ctx.send(Frame::Pong { id }),
             other => {
-                if let Frame::Abort { id, .. } = other {
-                    // The runner may be blocked on its upstream: cut it.
-                    self.ctx.interrupt(id);
-                }
-                let tx = self
-                    .streams
-                    .lock()
-                    .ok()
-                    .and_then(|s| s.get(&other.id()).cloned());
+                let id = other.id();
+                let abort = matches!(other, Frame::Abort { .. });
+                let tx = self.streams.lock().ok().and_then(|s| s.get(&id).cloned());
                 if let Some(tx) = tx {
                     let _ = tx.send(other); // the runner may just have ended
+                }
+                if abort {
+                    // The runner may be blocked on its upstream: cut it.
+                    // (The abort is queued first, so the runner knows why.)
+                    self.ctx.interrupt(id);
                 }
             }
         }
@@ -203,6 +202,14 @@ fn run(open: Frame, rx: &Receiver<Frame>, ctx: &Ctx) {
             exchange(&req, rx, ctx)
         }
         None => Err(Failure::Abort(AbortReason::Refused)),
+    };
+    // A failure caused by rank 0's own abort (it cut the upstream socket)
+    // is no upstream's fault: say nothing.
+    let result = match result {
+        Err(Failure::Abort(_)) if rx.try_iter().any(|f| matches!(f, Frame::Abort { .. })) => {
+            Err(Failure::Quiet)
+        }
+        other => other,
     };
     match result {
         Ok(()) => {}
