@@ -137,8 +137,9 @@ pub fn is_heartbeat(frame: &Frame) -> bool {
 /// after work (a spinning poller would take the core from the threads doing
 /// the work, and finds more to batch after a pause), then longer and
 /// longer, up to
-/// `BUSY_SLEEP` while requests are in flight or were lately, and up to
-/// `idle` when the rank has been quiet for `QUIET_AFTER`.
+/// `IN_FLIGHT_SLEEP` while requests are in flight (an answer may come any
+/// moment), `RECENT_SLEEP` while they were lately, and `idle` once the rank
+/// has been quiet for `QUIET_AFTER`.
 pub struct Backoff {
     rounds: u32,
     last_work: Instant,
@@ -146,7 +147,8 @@ pub struct Backoff {
 }
 
 const FIRST_SLEEP: Duration = Duration::from_micros(20);
-const BUSY_SLEEP: Duration = Duration::from_millis(1);
+const IN_FLIGHT_SLEEP: Duration = Duration::from_micros(100);
+const RECENT_SLEEP: Duration = Duration::from_micros(250);
 const QUIET_AFTER: Duration = Duration::from_secs(1);
 
 impl Backoff {
@@ -168,9 +170,12 @@ impl Backoff {
     pub fn next(&mut self, in_flight: bool) -> Duration {
         let doublings = self.rounds.min(16);
         self.rounds = self.rounds.saturating_add(1);
-        let cap = match in_flight || self.last_work.elapsed() < QUIET_AFTER {
-            true => BUSY_SLEEP,
-            false => self.idle,
+        let cap = if in_flight {
+            IN_FLIGHT_SLEEP
+        } else if self.last_work.elapsed() < QUIET_AFTER {
+            RECENT_SLEEP
+        } else {
+            self.idle
         };
         (FIRST_SLEEP * 2u32.pow(doublings)).min(cap)
     }
