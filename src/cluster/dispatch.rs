@@ -111,7 +111,7 @@ pub fn run(world: &SimpleCommunicator, size: usize, cmds: Receiver<Cmd>, stop: &
     // for answers, so with nothing in flight it can sleep longer.
     let mut backoff = Backoff::new(Duration::from_millis(100));
     let mut next_ping = now;
-    while !stop.load(Ordering::Relaxed) {
+    'serve: while !stop.load(Ordering::Relaxed) {
         let mut busy = receive(world, |from, frame| d.on_worker_frame(from, frame));
         d.deliver();
         loop {
@@ -121,7 +121,7 @@ pub fn run(world: &SimpleCommunicator, size: usize, cmds: Receiver<Cmd>, stop: &
                     d.command(cmd);
                 }
                 Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return d.out.close(Duration::from_secs(1)),
+                Err(TryRecvError::Disconnected) => break 'serve,
             }
         }
         if Instant::now() >= next_ping {
@@ -140,7 +140,7 @@ pub fn run(world: &SimpleCommunicator, size: usize, cmds: Receiver<Cmd>, stop: &
                 d.command(cmd);
             }
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Disconnected) => break 'serve,
         }
     }
     d.out.close(Duration::from_secs(1));

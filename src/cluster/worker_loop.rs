@@ -26,7 +26,7 @@ pub fn run(world: &SimpleCommunicator, upstream_timeout: Duration) -> i32 {
     let root = world.process_at_rank(0);
     let mut out = Outbox::new(world.size() as usize);
     // A new request is only seen by polling: an idle worker looks 20
-    // times a second (busy, every 40 µs to 1 ms).
+    // times a second (with requests in flight, every 20 to 100 µs).
     let mut backoff = Backoff::new(Duration::from_millis(50));
     let mut carry: Option<Vec<Frame>> = None;
     loop {

@@ -5,7 +5,7 @@
 
 use super::hop::{forward_request_fields, Origin};
 use super::route::{has_dot_segment, rewrite, split_port, ConnectPorts, RouteSpec};
-use super::transport::{abort_error, Stream, Transport, GRANT_EVERY, WINDOW};
+use super::transport::{abort_error, take_grant, Stream, Transport};
 use super::tunnel;
 use super::wire::Frame;
 use crate::error::Error;
@@ -379,9 +379,7 @@ impl StreamBody {
 
     fn grant(&mut self) {
         // The pieces handed out before were written: open the window again.
-        if self.consumed >= GRANT_EVERY {
-            let bytes = self.consumed.min(u64::from(WINDOW)) as u32;
-            self.consumed -= u64::from(bytes);
+        if let Some(bytes) = take_grant(&mut self.consumed) {
             self.stream.send(Frame::Credit {
                 id: self.stream.id,
                 bytes,

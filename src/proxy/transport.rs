@@ -22,6 +22,18 @@ pub const GRANT_EVERY: u64 = (WINDOW / 4) as u64;
 /// Largest body piece a sender puts in one `Data` frame.
 pub const CHUNK: usize = 256 * 1024;
 
+/// The credit a receiver grants back once it has written `consumed` bytes
+/// (and not granted them yet): nothing until `GRANT_EVERY`, then at most a
+/// window, which fits a `Credit` frame's u32.
+pub fn take_grant(consumed: &mut u64) -> Option<u32> {
+    if *consumed < GRANT_EVERY {
+        return None;
+    }
+    let bytes = (*consumed).min(u64::from(WINDOW)) as u32;
+    *consumed -= u64::from(bytes);
+    Some(bytes)
+}
+
 /// Carries frames between connection threads and the request runners.
 pub trait Transport: Send + Sync {
     /// Start stream `open.id()`: its frames come on `tx` from now on, in
@@ -212,6 +224,26 @@ impl Transport for Local {
                 id,
                 reason: AbortReason::ClientGone,
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_wait_for_a_quarter_window_and_never_exceed_one() {
+        let w = u64::from(WINDOW);
+        for (consumed, grant, left) in [
+            (0, None, 0),
+            (GRANT_EVERY - 1, None, GRANT_EVERY - 1),
+            (GRANT_EVERY, Some(GRANT_EVERY), 0),
+            (w + 5, Some(w), 5),
+        ] {
+            let mut c = consumed;
+            assert_eq!(take_grant(&mut c).map(u64::from), grant, "{consumed}");
+            assert_eq!(c, left, "{consumed}");
         }
     }
 }

@@ -3,7 +3,7 @@
 //! relay runs on rank 0 (the client's socket) and on the worker (the
 //! upstream's socket).
 
-use super::transport::{CHUNK, GRANT_EVERY, WINDOW};
+use super::transport::{take_grant, CHUNK, WINDOW};
 use super::wire::{AbortReason, Frame};
 use super::worker::Ctx;
 use crate::error::Error;
@@ -165,12 +165,12 @@ fn sock_to_frames(
                         continue;
                     }
                     drop(st);
-                    stop(ends, sock, shared, AbortReason::Timeout);
+                    stop(ends, sock, shared, Some(AbortReason::Timeout));
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    stop(ends, sock, shared, AbortReason::ClientGone);
+                    stop(ends, sock, shared, Some(AbortReason::ClientGone));
                     return;
                 }
             },
@@ -192,17 +192,25 @@ fn sock_to_frames(
     }
 }
 
-/// Stop both directions and tell the other side.
-fn stop(ends: Out<'_>, sock: &dyn Duplex, shared: &(Mutex<State>, Condvar), reason: AbortReason) {
+/// Stop both directions; with a `reason`, tell the other side why (without
+/// one, the other side stopped first).
+fn stop(
+    ends: Out<'_>,
+    sock: &dyn Duplex,
+    shared: &(Mutex<State>, Condvar),
+    reason: Option<AbortReason>,
+) {
     let mut st = lock(shared);
     if !st.stop {
         st.stop = true;
         drop(st);
         shared.1.notify_all();
-        (ends.send)(Frame::Abort {
-            id: ends.id,
-            reason,
-        });
+        if let Some(reason) = reason {
+            (ends.send)(Frame::Abort {
+                id: ends.id,
+                reason,
+            });
+        }
         sock.shutdown(Shutdown::Both);
     }
 }
@@ -223,15 +231,13 @@ fn frames_to_sock(
         match rx.next_frame(TICK) {
             Ok(Frame::Data { bytes, .. }) => {
                 if sock.write_all(&bytes).is_err() {
-                    stop(ends, sock, shared, AbortReason::ClientGone);
+                    stop(ends, sock, shared, Some(AbortReason::ClientGone));
                     break;
                 }
                 written += bytes.len() as u64;
                 to_grant += bytes.len() as u64;
                 lock(shared).last = Instant::now();
-                if to_grant >= GRANT_EVERY {
-                    let bytes = to_grant.min(u64::from(WINDOW)) as u32;
-                    to_grant -= u64::from(bytes);
+                if let Some(bytes) = take_grant(&mut to_grant) {
                     (ends.send)(Frame::Credit { id, bytes });
                 }
             }
@@ -245,11 +251,7 @@ fn frames_to_sock(
                 shared.1.notify_all();
             }
             Ok(Frame::Abort { .. }) | Err(RecvTimeoutError::Disconnected) => {
-                let mut st = lock(shared);
-                st.stop = true;
-                drop(st);
-                shared.1.notify_all();
-                sock.shutdown(Shutdown::Both);
+                stop(ends, sock, shared, None);
                 break;
             }
             Ok(_) | Err(RecvTimeoutError::Timeout) => {}
@@ -260,7 +262,7 @@ fn frames_to_sock(
         }
         if st.last.elapsed() >= idle {
             drop(st);
-            stop(ends, sock, shared, AbortReason::Timeout);
+            stop(ends, sock, shared, Some(AbortReason::Timeout));
             break;
         }
     }

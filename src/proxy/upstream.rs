@@ -138,14 +138,9 @@ impl Conn {
             .map_err(Error::from_upstream_io)
     }
 
-    /// The socket itself, for a tunnel.
+    /// The socket: where request body bytes go (wrapped in a
+    /// `ChunkedWriter` when the head announced chunked), and a tunnel's end.
     pub fn stream(&self) -> &TcpStream {
-        self.input.get_ref()
-    }
-
-    /// Where request body bytes go (wrap it in a `ChunkedWriter` when the
-    /// head announced chunked).
-    pub fn writer(&self) -> &TcpStream {
         self.input.get_ref()
     }
 

@@ -104,12 +104,12 @@ fn bodies_go_up_with_a_length_or_chunked() {
     let mut conn = pool.get(&addr).unwrap();
     conn.send_head(Method::Post, b"/", &fields(), BodyFraming::Length(5))
         .unwrap();
-    conn.writer().write_all(b"hello").unwrap();
+    conn.stream().write_all(b"hello").unwrap();
     assert_eq!(answer(&mut conn, Method::Post).1, "5");
 
     conn.send_head(Method::Put, b"/", &fields(), BodyFraming::Chunked)
         .unwrap();
-    let mut chunked = ChunkedWriter::new(conn.writer());
+    let mut chunked = ChunkedWriter::new(conn.stream());
     for _ in 0..100 {
         chunked.write_all(&[b'x'; 1000]).unwrap();
     }

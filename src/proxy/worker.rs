@@ -6,7 +6,7 @@
 
 use super::hop::forward_response_fields;
 use super::threads::Threads;
-use super::transport::{CHUNK, GRANT_EVERY, WINDOW};
+use super::transport::{is_tunnel, take_grant, CHUNK, WINDOW};
 use super::tunnel;
 use super::upstream::{Conn, Pool};
 use super::wire::{AbortReason, Fields, Frame};
@@ -17,6 +17,7 @@ use crate::http::encode::ChunkedWriter;
 use crate::http::request::parse_content_length;
 use crate::http::response_head::ResponseHead;
 use crate::http::Method;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -36,7 +37,6 @@ const DOWNSTREAM_WAIT: Duration = Duration::from_secs(config::SEND_TIMEOUT.as_se
 /// The shared part of every exchange.
 pub struct Ctx {
     pub pool: Pool,
-    pub timeout: Duration,
     pub out: Out,
     /// The upstream socket of each running exchange, so that an abort
     /// from rank 0 can cut a read or write that is blocked on it.
@@ -87,7 +87,6 @@ impl Worker {
             streams: Mutex::new(HashMap::new()),
             ctx: Arc::new(Ctx {
                 pool: Pool::new(upstream_timeout),
-                timeout: upstream_timeout,
                 out,
                 sockets: Mutex::new(HashMap::new()),
             }),
@@ -99,19 +98,14 @@ impl Worker {
     /// Take one frame from rank 0.
     pub fn deliver(self: &Arc<Self>, frame: Frame) {
         match frame {
-            Frame::Open {
-                id,
-                has_body,
-                ref method,
-                ..
-            } => {
+            Frame::Open { id, has_body, .. } => {
                 let (tx, rx) = channel();
                 if let Ok(mut streams) = self.streams.lock() {
                     streams.insert(id, tx);
                 }
                 // The first credit says the request was taken; it also
                 // opens the window for the request body (or a tunnel).
-                if self.ack_all || has_body || method == b"CONNECT" {
+                if self.ack_all || has_body || is_tunnel(&frame) {
                     self.ctx.send(Frame::Credit { id, bytes: WINDOW });
                 }
                 let me = Arc::clone(self);
@@ -299,8 +293,8 @@ fn send_and_read_head(
     // (a 413, say): the head is read either way.
     let sent = match req.framing {
         BodyFraming::None | BodyFraming::UntilClose => true,
-        BodyFraming::Length(_) => send_body(conn.writer(), req.id, rx, ctx)?,
-        BodyFraming::Chunked => send_body(ChunkedWriter::new(conn.writer()), req.id, rx, ctx)?,
+        BodyFraming::Length(_) => send_body(conn.stream(), req.id, rx, ctx)?,
+        BodyFraming::Chunked => send_body(ChunkedWriter::new(conn.stream()), req.id, rx, ctx)?,
     };
     loop {
         let head = conn.read_head(req.method)?;
@@ -345,8 +339,8 @@ fn send_body<W: BodyWriter>(
                     return Ok(false);
                 }
                 written += bytes.len() as u64;
-                if written >= GRANT_EVERY {
-                    grant(ctx, id, &mut written);
+                if let Some(bytes) = take_grant(&mut written) {
+                    ctx.send(Frame::Credit { id, bytes });
                 }
             }
             Ok(Frame::End { .. }) => return Ok(w.end().is_ok()),
@@ -359,11 +353,11 @@ fn send_body<W: BodyWriter>(
     }
 }
 
-fn grant(ctx: &Ctx, id: u64, bytes: &mut u64) {
-    // Grants are at most the window, well within u32.
-    let n = (*bytes).min(u64::from(WINDOW)) as u32;
-    ctx.send(Frame::Credit { id, bytes: n });
-    *bytes -= u64::from(n);
+thread_local! {
+    /// The upstream read buffer of a pool thread, kept for its next
+    /// exchange: each piece sent is a copy of just what one read brought,
+    /// so a small answer does not cost a fresh 256 KiB buffer.
+    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; CHUNK]);
 }
 
 /// Send the response body to rank 0 in pieces, never more than the credit
@@ -379,11 +373,7 @@ fn relay_body(
 ) -> Result<(), Failure> {
     let mut credit = u64::from(WINDOW);
     let mut body = conn.body(head)?;
-    // One buffer for the reads; each piece is a copy of just what came
-    // (a fresh zeroed 256 KiB per small answer would cost more than the
-    // answer).
-    let mut buf = vec![0u8; CHUNK];
-    loop {
+    READ_BUF.with_borrow_mut(|buf| loop {
         // Take any credit or abort that is waiting; wait when out of credit.
         loop {
             let frame = if credit == 0 {
@@ -424,5 +414,5 @@ fn relay_body(
             return Ok(());
         }
         (ctx.out)(std::mem::take(batch));
-    }
+    })
 }
