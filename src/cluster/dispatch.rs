@@ -134,7 +134,12 @@ pub fn run(world: &SimpleCommunicator, size: usize, cmds: Receiver<Cmd>, stop: &
             backoff.reset();
             continue;
         }
-        match cmds.recv_timeout(backoff.next(!d.flows.is_empty() || sending)) {
+        let wait = backoff.next(d.flows.len() + usize::from(sending));
+        if wait.is_zero() {
+            std::thread::yield_now();
+            continue;
+        }
+        match cmds.recv_timeout(wait) {
             Ok(cmd) => {
                 backoff.reset();
                 d.command(cmd);
