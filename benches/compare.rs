@@ -2,6 +2,8 @@
 //!
 //! Run it as `make bench` (which raises `ulimit -n` first), or by hand:
 //! `ulimit -n 20000; cargo build --release && cargo bench --bench compare`.
+//! `cargo test --bench compare` runs only this file's unit tests (cargo passes
+//! `--bench` to the binary under `cargo bench` alone).
 //!
 //! Environment:
 //! - `BENCH_SECS` (default 10): length of each timed run (rows 1, 2 and the proxy rows).
@@ -23,7 +25,9 @@
 //! same docroot on another loopback port, and each server proxies `/` to it:
 //! nginx with `proxy_pass` to an `upstream` block with `keepalive 32`, mpiweb
 //! with `--route /=http://127.0.0.1:ORIGIN`. (`proxy-small`) the 512-byte file
-//! through the proxy, wrk, 50 connections, req/s; (`proxy-solo`) the same
+//! through the proxy, wrk, 50 connections, req/s, then wrk at one connection
+//! for the median latency, read against the same median straight to the
+//! origin (measured once, before the proxies) to show what the hop adds; (`proxy-solo`) the same
 //! against mpiweb started without mpirun, read against the same nginx figure;
 //! (`proxy-big`) full downloads of the 1 GiB file through the proxy, MiB/s,
 //! and the peak RSS of the process that faces the client (nginx's worker,
@@ -89,6 +93,11 @@ const IDLE_SETTLE: Duration = Duration::from_secs(1);
 const PROXY_BIG_LIMIT: Duration = Duration::from_secs(120);
 
 fn main() -> ExitCode {
+    // `cargo bench` passes --bench. Without it (`cargo test --bench compare`) only the
+    // unit tests below run, as criterion does: no benchmark of a debug build.
+    if !env::args().skip(1).any(|a| a == "--bench") {
+        return tests::run_all();
+    }
     match run() {
         Ok(code) => code,
         Err(e) => {
@@ -1271,6 +1280,8 @@ struct WrkFigures {
     mib_per_sec: f64,
     /// "Non-2xx or 3xx responses" and the nonzero "Socket errors", e.g. "non-2xx 3, read 2".
     errors: Vec<String>,
+    /// Median latency in microseconds: the "50%" line of "Latency Distribution" (`--latency`).
+    p50_us: Option<f64>,
 }
 
 impl WrkFigures {
@@ -1290,6 +1301,26 @@ fn run_wrk(
     conns: u32,
     timeout_secs: u64,
 ) -> BoxResult<WrkFigures> {
+    run_wrk_with(cfg, port, path, conns, timeout_secs, &[])
+}
+
+/// One connection, one request at a time, for cfg.secs: the figures with the median latency.
+fn run_wrk_one_conn(cfg: &Config, port: u16, path: &str) -> BoxResult<WrkFigures> {
+    let w = run_wrk_with(cfg, port, path, 1, 5, &["--latency"])?;
+    if w.p50_us.is_none() {
+        return Err("wrk --latency printed no median".into());
+    }
+    Ok(w)
+}
+
+fn run_wrk_with(
+    cfg: &Config,
+    port: u16,
+    path: &str,
+    conns: u32,
+    timeout_secs: u64,
+    extra: &[&str],
+) -> BoxResult<WrkFigures> {
     let mut cmd = Command::new(&cfg.wrk);
     // One wrk thread: on a 2-core machine a second one would take the server's core.
     cmd.arg("-t1")
@@ -1297,6 +1328,7 @@ fn run_wrk(
         .arg(format!("-d{}s", cfg.secs))
         .arg("--timeout")
         .arg(format!("{timeout_secs}s"))
+        .args(extra)
         .arg(format!("http://127.0.0.1:{port}{path}"));
     let limit = Duration::from_secs(cfg.secs + timeout_secs + 30);
     let (status, out) = run_bounded(&mut cmd, limit)?;
@@ -1349,8 +1381,14 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> BoxResult<(ExitStatus, Str
 fn parse_wrk(out: &str) -> Option<WrkFigures> {
     let mut figures = WrkFigures::default();
     let (mut have_reqs, mut have_transfer) = (false, false);
+    // The "50%" line counts only under "Latency Distribution", which `--latency` adds.
+    let mut in_distribution = false;
     for line in out.lines().map(str::trim) {
-        if let Some(v) = line.strip_prefix("Requests/sec:") {
+        if line == "Latency Distribution" {
+            in_distribution = true;
+        } else if let Some(v) = line.strip_prefix("50%").filter(|_| in_distribution) {
+            figures.p50_us = Some(parse_wrk_time_us(v.trim())?);
+        } else if let Some(v) = line.strip_prefix("Requests/sec:") {
             figures.req_per_sec = v.trim().parse().ok()?;
             have_reqs = true;
         } else if let Some(v) = line.strip_prefix("Transfer/sec:") {
@@ -1371,6 +1409,21 @@ fn parse_wrk(out: &str) -> Option<WrkFigures> {
         }
     }
     (have_reqs && have_transfer).then_some(figures)
+}
+
+/// Microseconds in a wrk time such as "78.00us", "1.02ms", "2.00s", "1.50m" or "1.00h".
+fn parse_wrk_time_us(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "us" => 1.0,
+        "ms" => 1e3,
+        "s" => 1e6,
+        "m" => 60e6,
+        "h" => 3600e6,
+        _ => return None,
+    };
+    Some(number.trim().parse::<f64>().ok()? * scale)
 }
 
 /// Bytes in a wrk size such as "1.23GB", "456.78MB", "12.00KB", "512.00B" (wrk's units are binary).
@@ -1893,6 +1946,10 @@ struct Figures {
     proxy_small: Option<WrkFigures>,
     /// mpiweb only: proxy_small's run against mpiweb started without mpirun.
     proxy_solo: Option<WrkFigures>,
+    /// Median latency at one connection through the proxy, in the lifetime of proxy_small
+    /// and of proxy_solo (microseconds).
+    proxy_small_p50_us: Option<f64>,
+    proxy_solo_p50_us: Option<f64>,
     proxy_big: Option<DownloadFigures>,
     /// Peak RSS during proxy_big: nginx's worker, mpiweb's rank 0.
     proxy_big_rss: Option<f64>,
@@ -1997,6 +2054,36 @@ fn measure_proxy_rows(
         return Err(format!("origin nginx: {}", problems.join("; ")).into());
     }
     eprintln!("bench: origin nginx on port {}", origin.port);
+    if cfg.runs(Row::ProxySmall) || cfg.runs(Row::ProxySolo) {
+        // What the proxies' one-connection medians are read against: no hop at all.
+        eprintln!(
+            "bench: origin nginx: wrk --latency, 1 connection, {} s",
+            cfg.secs
+        );
+        match run_wrk_one_conn(cfg, origin.port, "/small.html") {
+            Ok(w) => {
+                eprintln!(
+                    "bench: origin nginx:   median {:.0} µs, {:.0} req/s, errors: {}",
+                    w.p50_us.unwrap_or_default(),
+                    w.req_per_sec,
+                    w.errors_cell()
+                );
+                if !w.errors.is_empty() {
+                    let errors = w.errors_cell();
+                    report
+                        .notes
+                        .push(format!("origin nginx, 1 connection: {errors}"));
+                }
+                report.origin_p50_us = w.p50_us;
+            }
+            Err(e) => {
+                eprintln!("bench: origin nginx, 1 connection: {e}");
+                report
+                    .notes
+                    .push(format!("origin nginx, 1 connection: {e}"));
+            }
+        }
+    }
     for kind in cfg.kinds() {
         if failed.contains(&kind) {
             continue;
@@ -2025,12 +2112,16 @@ fn measure_proxy_kind(
     // nginx's proxy-small figure is also the one proxy-solo is read against.
     let small = cfg.runs(Row::ProxySmall) || (kind == Kind::Nginx && cfg.runs(Row::ProxySolo));
     if small {
-        let w = proxy_small(cfg, site, kind, false, origin_port, report)?;
-        report.figures_mut(kind).proxy_small = w;
+        let (w, p50) = proxy_small(cfg, site, kind, false, origin_port, report)?;
+        let figures = report.figures_mut(kind);
+        figures.proxy_small = w;
+        figures.proxy_small_p50_us = p50;
     }
     if kind == Kind::Mpiweb && cfg.runs(Row::ProxySolo) {
-        let w = proxy_small(cfg, site, kind, true, origin_port, report)?;
-        report.figures_mut(kind).proxy_solo = w;
+        let (w, p50) = proxy_small(cfg, site, kind, true, origin_port, report)?;
+        let figures = report.figures_mut(kind);
+        figures.proxy_solo = w;
+        figures.proxy_solo_p50_us = p50;
     }
     if cfg.runs(Row::ProxyBig) {
         proxy_big(cfg, site, kind, origin_port, report)?;
@@ -2064,7 +2155,8 @@ fn finish_proxy_row(server: &mut Server, kind: Kind, row: Row, report: &mut Repo
     server.stop();
 }
 
-/// Rows proxy-small (`solo` false) and proxy-solo: the small file through the proxy, wrk.
+/// Rows proxy-small (`solo` false) and proxy-solo: the small file through the proxy, wrk at
+/// SMALL_CONNS connections, then at one connection for the median latency (microseconds).
 fn proxy_small(
     cfg: &Config,
     site: &Site,
@@ -2072,7 +2164,7 @@ fn proxy_small(
     solo: bool,
     origin_port: u16,
     report: &mut Report,
-) -> BoxResult<Option<WrkFigures>> {
+) -> BoxResult<(Option<WrkFigures>, Option<f64>)> {
     let row = if solo {
         Row::ProxySolo
     } else {
@@ -2102,8 +2194,32 @@ fn proxy_small(
             None
         }
     };
+    eprintln!(
+        "bench: {label}: {}, wrk --latency, 1 connection, {} s",
+        row.name(),
+        cfg.secs
+    );
+    let p50 = match run_wrk_one_conn(cfg, server.port, "/small.html") {
+        Ok(w) => {
+            eprintln!(
+                "bench: {label}:   median {:.0} µs, {:.0} req/s, errors: {}",
+                w.p50_us.unwrap_or_default(),
+                w.req_per_sec,
+                w.errors_cell()
+            );
+            if !w.errors.is_empty() {
+                let errors = w.errors_cell();
+                report.note(kind, format!("{}, 1 connection: {errors}", row.name()));
+            }
+            w.p50_us
+        }
+        Err(e) => {
+            report.note(kind, format!("{}, 1 connection: {e}", row.name()));
+            None
+        }
+    };
     finish_proxy_row(&mut server, kind, row, report);
-    Ok(figures)
+    Ok((figures, p50))
 }
 
 /// Row proxy-big: full downloads of the 1 GiB file through the proxy, and peak RSS.
@@ -2222,6 +2338,8 @@ fn clock_ticks_per_sec() -> u64 {
 struct Report {
     nginx: Figures,
     mpiweb: Figures,
+    /// Median latency at one connection straight to the origin nginx (microseconds).
+    origin_p50_us: Option<f64>,
     notes: Vec<String>,
 }
 
@@ -2385,6 +2503,55 @@ impl Report {
                 None,
                 m.proxy_solo.as_ref().map(WrkFigures::errors_cell),
                 "none",
+            ));
+        }
+        rows.extend(self.proxy_latency_rows(cfg));
+        rows
+    }
+
+    /// The one-connection medians of proxy-small and proxy-solo, and what the hop adds to
+    /// the origin's own median (measured in the same run).
+    fn proxy_latency_rows(&self, cfg: &Config) -> Vec<[String; 5]> {
+        let (n, m) = (&self.nginx, &self.mpiweb);
+        let origin = self.origin_p50_us;
+        let us = |v: f64| format!("{v:.0}");
+        let hop = |v: Option<f64>| Some(us(v? - origin?));
+        let solo = cfg.runs(Row::ProxySolo);
+        let mut rows = vec![number_row(
+            "  median latency, 1 conn (µs)".into(),
+            n.proxy_small_p50_us,
+            m.proxy_small_p50_us,
+            0,
+            "-",
+        )];
+        if solo {
+            rows.push(number_row(
+                "  the same, mpiweb alone (µs)".into(),
+                n.proxy_small_p50_us,
+                m.proxy_solo_p50_us,
+                0,
+                "-",
+            ));
+        }
+        // One origin for both servers: its figure stands in both columns.
+        rows.push(text_row(
+            "  straight to the origin, 1 conn (µs)",
+            origin.map(us),
+            origin.map(us),
+            "-",
+        ));
+        rows.push(text_row(
+            "  added by the hop over the origin (µs)",
+            hop(n.proxy_small_p50_us),
+            hop(m.proxy_small_p50_us),
+            "< 100",
+        ));
+        if solo {
+            rows.push(text_row(
+                "  added by the hop, mpiweb alone (µs)",
+                hop(n.proxy_small_p50_us),
+                hop(m.proxy_solo_p50_us),
+                "< 100",
             ));
         }
         rows
@@ -2602,5 +2769,107 @@ fn print_table(rows: &[[String; 5]]) {
     println!("|-{}-|", rule.join("-|-"));
     for row in rows {
         line(row);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Unit tests
+// ---------------------------------------------------------------------------
+
+/// The parsers' tests. This bench has no libtest harness (`harness = false`), so
+/// `cargo test --bench compare` reaches them through `main` and `run_all`.
+mod tests {
+    use super::*;
+
+    /// Each test by name; a test fails by panicking.
+    const ALL: &[(&str, fn())] = &[
+        ("parse_wrk_time_us", parse_wrk_time_us_table),
+        ("parse_wrk_with_latency", parse_wrk_with_latency),
+        ("parse_wrk_without_latency", parse_wrk_without_latency),
+    ];
+
+    pub(super) fn run_all() -> ExitCode {
+        let mut failed = 0;
+        for (name, test) in ALL {
+            let ok = std::panic::catch_unwind(test).is_ok();
+            println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+            failed += usize::from(!ok);
+        }
+        println!(
+            "test result: {} passed, {failed} failed",
+            ALL.len() - failed
+        );
+        if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+
+    fn parse_wrk_time_us_table() {
+        let table: &[(&str, Option<f64>)] = &[
+            ("78.00us", Some(78.0)),
+            ("1.02ms", Some(1020.0)),
+            ("2.00s", Some(2_000_000.0)),
+            ("1.50m", Some(90_000_000.0)),
+            ("1.00h", Some(3_600_000_000.0)),
+            ("0.00us", Some(0.0)),
+            ("78.00", None),
+            ("78.00ns", None),
+            ("us", None),
+            ("", None),
+        ];
+        for &(text, want) in table {
+            let got = parse_wrk_time_us(text);
+            let close = match (got, want) {
+                (Some(g), Some(w)) => (g - w).abs() < 1e-6 * w.max(1.0),
+                (None, None) => true,
+                _ => false,
+            };
+            assert!(close, "{text:?}: got {got:?}, want {want:?}");
+        }
+    }
+
+    /// wrk 4.1.0's output with `--latency`, one connection.
+    const WITH_LATENCY: &str = "\
+Running 3s test @ http://127.0.0.1:8080/small.html
+  1 threads and 1 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    80.12us   25.40us   1.02ms   97.50%
+    Req/Sec    12.10k   400.00    12.80k    70.00%
+  Latency Distribution
+     50%   78.00us
+     75%   82.00us
+     90%   90.00us
+     99%    1.02ms
+  36300 requests in 3.00s, 26.30MB read
+Requests/sec:  12099.80
+Transfer/sec:      8.77MB
+";
+
+    fn parse_wrk_with_latency() {
+        let w = parse_wrk(WITH_LATENCY).expect("figures");
+        assert_eq!(w.p50_us, Some(78.0));
+        assert!((w.req_per_sec - 12099.8).abs() < 1e-9);
+        assert!(w.errors.is_empty());
+        // A median in milliseconds, and a bad unit that makes the output unreadable.
+        let slow = WITH_LATENCY.replace("50%   78.00us", "50%    1.25ms");
+        assert_eq!(parse_wrk(&slow).and_then(|w| w.p50_us), Some(1250.0));
+        let bad = WITH_LATENCY.replace("50%   78.00us", "50%   78.00xs");
+        assert!(parse_wrk(&bad).is_none());
+    }
+
+    fn parse_wrk_without_latency() {
+        // No "Latency Distribution": no median, even though "+/- Stdev" has percents.
+        let plain: String = WITH_LATENCY
+            .lines()
+            .filter(|l| !l.contains("Latency Distribution") && !l.trim_start().starts_with("50%"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let w = parse_wrk(&plain).expect("figures");
+        assert_eq!(w.p50_us, None);
+        // A "50%" line outside the section is not a median.
+        let stray = format!("50%   1.00ms\n{plain}");
+        assert_eq!(parse_wrk(&stray).and_then(|w| w.p50_us), None);
     }
 }
