@@ -108,11 +108,22 @@ Server:
       --keepalive-timeout SECS  idle time before a keep-alive connection closes [default: 30]
       --max-body BYTES          largest request body; beyond it 413 [default: 1073741824]
       --access-log FILE         append access lines to FILE instead of stderr
+      --config FILE             read options from FILE: one per line, without
+                                dashes (`route /api http://127.0.0.1:5000`),
+                                `#` comments; later flags override it
+      --docroot DIR             the same as the DOCROOT argument
 Proxy (requests run on the worker ranks, or in-process when alone):
-      --route PREFIX=URL[,URL...]
-                                send paths starting with PREFIX to these
-                                http:// upstreams in turn; repeatable, the
-                                longest prefix wins [default: none]
+      --route 'MATCH URL [weight=N]... [SETTING...]'  (repeatable)
+                                send matching requests to a pool of http://
+                                upstreams. MATCH: a /prefix, host=NAME,
+                                header=NAME:VALUE (any mix; the most specific
+                                route wins: header, then host, then the
+                                longest prefix). SETTINGs: policy=round-robin|
+                                least-conn|ip-hash|header-hash:NAME,
+                                health=PATH interval=5s timeout=2s fails=1
+                                passes=1, max-fails=1 fail-timeout=10s,
+                                retry-non-idempotent. PREFIX=URL[,URL...] is
+                                the short form [default: none]
       --forward-proxy           proxy absolute-form requests for other hosts,
                                 and CONNECT [default: off]
       --connect-ports LIST|any  ports CONNECT may reach [default: 443]
@@ -127,8 +138,9 @@ Other:
 Every option can also be set through the environment: MPIWEB_LISTEN,
 MPIWEB_MAX_CONNECTIONS, MPIWEB_HEADER_TIMEOUT, MPIWEB_KEEPALIVE_TIMEOUT,
 MPIWEB_MAX_BODY, MPIWEB_ACCESS_LOG, MPIWEB_NO_LISTING=1, MPIWEB_DOCROOT,
-MPIWEB_ROUTE (routes separated by spaces), MPIWEB_FORWARD_PROXY=1,
-MPIWEB_CONNECT_PORTS, MPIWEB_UPSTREAM_TIMEOUT.
+MPIWEB_ROUTE (routes separated by `;`, or short-form routes by spaces),
+MPIWEB_FORWARD_PROXY=1, MPIWEB_CONNECT_PORTS, MPIWEB_UPSTREAM_TIMEOUT,
+MPIWEB_CONFIG (read before the flags).
 Flags win.
 The access log goes to stderr at level info; RUST_LOG=warn silences it.
 ";
@@ -140,36 +152,72 @@ where
     I: IntoIterator<Item = String>,
     E: Fn(&str) -> Option<String>,
 {
-    let mut c = Config::default();
-    for (var, flag) in [
-        ("MPIWEB_LISTEN", "--listen"),
-        ("MPIWEB_MAX_CONNECTIONS", "--max-connections"),
-        ("MPIWEB_HEADER_TIMEOUT", "--header-timeout"),
-        ("MPIWEB_KEEPALIVE_TIMEOUT", "--keepalive-timeout"),
-        ("MPIWEB_MAX_BODY", "--max-body"),
-        ("MPIWEB_ACCESS_LOG", "--access-log"),
-        ("MPIWEB_CONNECT_PORTS", "--connect-ports"),
-        ("MPIWEB_UPSTREAM_TIMEOUT", "--upstream-timeout"),
+    parse_args_with(args, env, |path| {
+        std::fs::read_to_string(path).map_err(|e| e.to_string())
+    })
+}
+
+/// Options that take no value.
+const FLAGS: [&str; 2] = ["forward-proxy", "no-listing"];
+/// Options that take one.
+const VALUED: [&str; 10] = [
+    "listen",
+    "max-connections",
+    "header-timeout",
+    "keepalive-timeout",
+    "max-body",
+    "access-log",
+    "route",
+    "connect-ports",
+    "upstream-timeout",
+    "docroot",
+];
+
+/// `parse_args`, reading `--config` files through `read`.
+pub fn parse_args_with<I, E, R>(args: I, env: E, read: R) -> Result<Command, String>
+where
+    I: IntoIterator<Item = String>,
+    E: Fn(&str) -> Option<String>,
+    R: Fn(&str) -> Result<String, String>,
+{
+    let mut p = Parser {
+        c: Config::default(),
+        routes_from_env: false,
+    };
+    for (var, name) in [
+        ("MPIWEB_LISTEN", "listen"),
+        ("MPIWEB_MAX_CONNECTIONS", "max-connections"),
+        ("MPIWEB_HEADER_TIMEOUT", "header-timeout"),
+        ("MPIWEB_KEEPALIVE_TIMEOUT", "keepalive-timeout"),
+        ("MPIWEB_MAX_BODY", "max-body"),
+        ("MPIWEB_ACCESS_LOG", "access-log"),
+        ("MPIWEB_CONNECT_PORTS", "connect-ports"),
+        ("MPIWEB_UPSTREAM_TIMEOUT", "upstream-timeout"),
+        ("MPIWEB_DOCROOT", "docroot"),
     ] {
         if let Some(v) = env(var) {
-            set(&mut c, flag, &v).map_err(|e| format!("{var}: {e}"))?;
+            p.option(name, Some(&v))
+                .map_err(|e| format!("{var}: {e}"))?;
         }
     }
     if env("MPIWEB_NO_LISTING").is_some_and(|v| v != "0" && !v.is_empty()) {
-        c.listing = false;
+        p.c.listing = false;
     }
     if env("MPIWEB_FORWARD_PROXY").is_some_and(|v| v != "0" && !v.is_empty()) {
-        c.forward_proxy = true;
+        p.c.forward_proxy = true;
     }
     for route in env("MPIWEB_ROUTE")
-        .iter()
-        .flat_map(|v| v.split_whitespace())
+        .as_deref()
+        .map(split_routes)
+        .unwrap_or_default()
     {
-        set(&mut c, "--route", route).map_err(|e| format!("MPIWEB_ROUTE: {e}"))?;
+        p.option("route", Some(&route))
+            .map_err(|e| format!("MPIWEB_ROUTE: {e}"))?;
     }
-    let mut routes_from_env = !c.routes.is_empty();
-    if let Some(root) = env("MPIWEB_DOCROOT") {
-        c.docroot = PathBuf::from(root);
+    p.routes_from_env = !p.c.routes.is_empty();
+    if let Some(file) = env("MPIWEB_CONFIG") {
+        p.config_file(&file, &read)
+            .map_err(|e| format!("MPIWEB_CONFIG: {e}"))?;
     }
 
     let mut args = args.into_iter();
@@ -179,62 +227,137 @@ where
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
-        match flag.as_str() {
+        let name = match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
-            "--no-listing" => c.listing = false,
-            "--forward-proxy" => c.forward_proxy = true,
-            "-l"
-            | "--listen"
-            | "--max-connections"
-            | "--header-timeout"
-            | "--keepalive-timeout"
-            | "--max-body"
-            | "--access-log"
-            | "--route"
-            | "--connect-ports"
-            | "--upstream-timeout" => {
-                if flag == "--route" && routes_from_env {
-                    // Routes on the command line replace those of the
-                    // environment, as every flag wins over its variable.
-                    c.routes.clear();
-                    routes_from_env = false;
-                }
-                let value = match inline {
-                    Some(v) => v,
-                    None => args.next().ok_or(format!("{flag} needs a value"))?,
-                };
-                set(&mut c, &flag, &value).map_err(|e| format!("{flag}: {e}"))?;
-            }
+            "-l" => "listen",
+            f if f.starts_with("--") => &f[2..],
             f if f.starts_with('-') && f.len() > 1 => return Err(format!("unknown option {f}")),
             _ if docroot_seen => return Err(format!("unexpected argument {arg}")),
             _ => {
-                c.docroot = PathBuf::from(&arg);
+                p.c.docroot = PathBuf::from(&arg);
                 docroot_seen = true;
+                continue;
             }
+        };
+        let takes_value = name == "config" || VALUED.contains(&name);
+        if !takes_value && !FLAGS.contains(&name) {
+            return Err(format!("unknown option {flag}"));
         }
+        let value = match (takes_value, inline) {
+            (true, Some(v)) => Some(v),
+            (true, None) => Some(args.next().ok_or(format!("{flag} needs a value"))?),
+            (false, None) => None,
+            (false, Some(_)) => return Err(format!("{flag} takes no value")),
+        };
+        if name == "config" {
+            let file = value.unwrap_or_default();
+            p.config_file(&file, &read)
+                .map_err(|e| format!("{flag}: {e}"))?;
+            continue;
+        }
+        p.option(name, value.as_deref())
+            .map_err(|e| format!("{flag}: {e}"))?;
     }
-    Ok(Command::Run(c))
+    Ok(Command::Run(p.c))
 }
 
-fn set(c: &mut Config, flag: &str, v: &str) -> Result<(), String> {
-    match flag {
-        "-l" | "--listen" => {
+/// MPIWEB_ROUTE: routes separated by `;`. Without one, words that are
+/// each a whole `PREFIX=URL[,URL...]` are routes of their own (the older
+/// form, separated by spaces).
+fn split_routes(v: &str) -> Vec<String> {
+    let words: Vec<&str> = v.split_whitespace().collect();
+    let old_form = |w: &&str| w.starts_with('/') && w.contains("=http");
+    if !v.contains(';') && words.iter().all(old_form) {
+        return words.into_iter().map(String::from).collect();
+    }
+    v.split(';')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// The options read so far.
+struct Parser {
+    c: Config,
+    /// The routes came from MPIWEB_ROUTE: the first route of a file or of
+    /// the command line replaces them, as every flag wins over its variable.
+    routes_from_env: bool,
+}
+
+impl Parser {
+    /// One option by its long name without dashes, as a file line names it.
+    fn option(&mut self, name: &str, value: Option<&str>) -> Result<(), String> {
+        if FLAGS.contains(&name) {
+            if value.is_some_and(|v| !v.is_empty()) {
+                return Err("takes no value".into());
+            }
+            match name {
+                "forward-proxy" => self.c.forward_proxy = true,
+                _ => self.c.listing = false,
+            }
+            return Ok(());
+        }
+        if name == "config" {
+            return Err("config files do not include others".into());
+        }
+        if !VALUED.contains(&name) {
+            return Err(format!("unknown option {name}"));
+        }
+        let v = value.ok_or("needs a value")?;
+        if name == "route" && self.routes_from_env {
+            self.c.routes.clear();
+            self.routes_from_env = false;
+        }
+        set(&mut self.c, name, v)
+    }
+
+    /// `--config FILE`: each line is an option without its dashes and its
+    /// value (`route /api http://127.0.0.1:5000`); `#` starts a comment.
+    fn config_file(
+        &mut self,
+        file: &str,
+        read: &dyn Fn(&str) -> Result<String, String>,
+    ) -> Result<(), String> {
+        let text = read(file).map_err(|e| format!("cannot read {file}: {e}"))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (name, value) = match line.split_once(char::is_whitespace) {
+                Some((name, value)) => (name, Some(value.trim())),
+                None => (line, None),
+            };
+            let name = name.trim_start_matches('-');
+            self.option(name, value)
+                .map_err(|e| format!("{file} line {}: {name}: {e}", n + 1))?;
+        }
+        Ok(())
+    }
+}
+
+fn set(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
+    match name {
+        "listen" => {
             if !v.contains(':') {
                 return Err(format!("'{v}' is not HOST:PORT"));
             }
             c.listen = v.to_string();
         }
-        "--max-connections" => c.max_connections = parse_count(v)?,
-        "--header-timeout" => c.header_timeout = parse_secs(v)?,
-        "--keepalive-timeout" => c.keepalive_timeout = parse_secs(v)?,
-        "--max-body" => c.max_body = parse_count(v)? as u64,
-        "--access-log" if v.is_empty() => return Err("needs a file name".into()),
-        "--access-log" => c.access_log = Some(PathBuf::from(v)),
-        "--route" => c.routes.push(parse_route(v)?),
-        "--connect-ports" => c.connect_ports = parse_connect_ports(v)?,
-        "--upstream-timeout" => c.upstream_timeout = parse_secs(v)?,
-        _ => return Err(format!("unknown option {flag}")),
+        "max-connections" => c.max_connections = parse_count(v)?,
+        "header-timeout" => c.header_timeout = parse_secs(v)?,
+        "keepalive-timeout" => c.keepalive_timeout = parse_secs(v)?,
+        "max-body" => c.max_body = parse_count(v)? as u64,
+        "access-log" if v.is_empty() => return Err("needs a file name".into()),
+        "access-log" => c.access_log = Some(PathBuf::from(v)),
+        "route" => c.routes.push(parse_route(v)?),
+        "connect-ports" => c.connect_ports = parse_connect_ports(v)?,
+        "upstream-timeout" => c.upstream_timeout = parse_secs(v)?,
+        "docroot" if v.is_empty() => return Err("needs a directory".into()),
+        "docroot" => c.docroot = PathBuf::from(v),
+        _ => return Err(format!("unknown option {name}")),
     }
     Ok(())
 }
@@ -378,12 +501,86 @@ mod tests {
             &["--route"],
             &["--connect-ports", "ssh"],
             &["--upstream-timeout", "0"],
+            &["--forward-proxy=1"],
+            &["--config"],
             &["a", "b"],
         ];
         for args in cases {
             assert!(run(args, &[]).is_err(), "{args:?}");
         }
         assert!(run(&[], &[("MPIWEB_MAX_BODY", "x")]).is_err());
+    }
+
+    fn with_files(args: &[&str], files: &[(&str, &str)]) -> Result<Command, String> {
+        parse_args_with(
+            args.iter().map(|s| s.to_string()),
+            |_| None,
+            |path| {
+                files
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, text)| text.to_string())
+                    .ok_or_else(|| "No such file or directory".to_string())
+            },
+        )
+    }
+
+    #[test]
+    fn config_file_is_the_command_line_without_dashes() {
+        let file = "# a pool\n\
+                    listen 127.0.0.1:9000\n\
+                    \n\
+                    route /api http://127.0.0.1:5000 http://127.0.0.1:5001 policy=least-conn # two\n\
+                    --route /=http://127.0.0.1:6000\n\
+                    forward-proxy\n\
+                    upstream-timeout 2\n\
+                    docroot site\n";
+        let c = match with_files(
+            &["--config", "m.conf", "--upstream-timeout=3"],
+            &[("m.conf", file)],
+        ) {
+            Ok(Command::Run(c)) => c,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(c.listen, "127.0.0.1:9000");
+        assert_eq!(c.routes.len(), 2);
+        assert_eq!(c.routes[0].upstreams.len(), 2);
+        assert_eq!(c.routes[0].policy, crate::proxy::route::Policy::LeastConn);
+        assert!(c.forward_proxy);
+        assert_eq!(
+            c.upstream_timeout,
+            Duration::from_secs(3),
+            "a later flag wins"
+        );
+        assert_eq!(c.docroot, PathBuf::from("site"));
+
+        for (text, line) in [
+            ("listen 127.0.0.1:1\nbogus 1\n", "m.conf line 2: bogus"),
+            ("\n\nroute /a\n", "m.conf line 3: route"),
+            ("forward-proxy yes\n", "m.conf line 1: forward-proxy"),
+            ("listen\n", "m.conf line 1: listen: needs a value"),
+            ("config other.conf\n", "m.conf line 1: config"),
+        ] {
+            let err = with_files(&["--config", "m.conf"], &[("m.conf", text)]).unwrap_err();
+            assert!(err.contains(line), "{text:?}: {err}");
+        }
+        let err = with_files(&["--config", "gone.conf"], &[]).unwrap_err();
+        assert!(err.contains("cannot read gone.conf"), "{err}");
+    }
+
+    #[test]
+    fn environment_routes() {
+        let c = config(
+            &[],
+            &[(
+                "MPIWEB_ROUTE",
+                "/a http://h:1 policy=ip-hash; /b=http://h:2",
+            )],
+        );
+        assert_eq!(c.routes.len(), 2);
+        assert_eq!(c.routes[0].policy, crate::proxy::route::Policy::IpHash);
+        let c = config(&[], &[("MPIWEB_ROUTE", "/a http://h:1 http://h:2")]);
+        assert_eq!((c.routes.len(), c.routes[0].upstreams.len()), (1, 2));
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub enum Error {
     UpstreamUnreachable(String),
     /// An upstream did not answer within the upstream timeout (504).
     UpstreamTimeout,
+    /// Every upstream of the route is out of rotation (503); the value is
+    /// the `Retry-After` in seconds.
+    NoHealthyUpstream(u64),
     /// Our own failure: a file that cannot be read, a bug (500).
     Internal(String),
     /// The downstream peer closed or reset the connection: write nothing.
@@ -88,6 +91,7 @@ impl Error {
             Error::Overloaded => Some(503),
             Error::UpstreamBroken(_) | Error::UpstreamUnreachable(_) => Some(502),
             Error::UpstreamTimeout => Some(504),
+            Error::NoHealthyUpstream(_) => Some(503),
             Error::Internal(_) => Some(500),
             Error::PeerGone => None,
         }
@@ -97,9 +101,10 @@ impl Error {
     pub fn fault(&self) -> Fault {
         match self {
             Error::PeerGone => Fault::Gone,
-            Error::UpstreamBroken(_) | Error::UpstreamUnreachable(_) | Error::UpstreamTimeout => {
-                Fault::Upstream
-            }
+            Error::UpstreamBroken(_)
+            | Error::UpstreamUnreachable(_)
+            | Error::UpstreamTimeout
+            | Error::NoHealthyUpstream(_) => Fault::Upstream,
             Error::Internal(_) | Error::Overloaded => Fault::Ours,
             Error::BadRequest(_)
             | Error::UnknownMethod
@@ -136,9 +141,10 @@ impl Error {
             | Error::Internal(_)
             | Error::PeerGone => true,
             // The client's own message was fine and fully read.
-            Error::UpstreamBroken(_) | Error::UpstreamUnreachable(_) | Error::UpstreamTimeout => {
-                false
-            }
+            Error::UpstreamBroken(_)
+            | Error::UpstreamUnreachable(_)
+            | Error::UpstreamTimeout
+            | Error::NoHealthyUpstream(_) => false,
             Error::Forbidden
             | Error::NotFound
             | Error::MethodNotAllowed(_)
@@ -230,6 +236,7 @@ mod tests {
                 Fault::Upstream,
             ),
             (Error::UpstreamTimeout, Some(504), Fault::Upstream),
+            (Error::NoHealthyUpstream(2), Some(503), Fault::Upstream),
             (Error::Internal("x".into()), Some(500), Fault::Ours),
             (Error::PeerGone, None, Fault::Gone),
         ];

@@ -4,7 +4,7 @@
 use mpiweb::cluster::{self, Cluster};
 use mpiweb::config::{self, Command, Config};
 use mpiweb::handler::Handler;
-use mpiweb::proxy::{Local, Proxy, ProxyConfig, Transport};
+use mpiweb::proxy::{health, Local, Proxy, ProxyConfig, Transport};
 use mpiweb::server::{log as access, ConnConfig, Server};
 use mpiweb::static_files::StaticFiles;
 use std::io::Write;
@@ -130,7 +130,9 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
                 upstream_timeout: cfg.upstream_timeout,
                 local,
             };
-            Arc::new(Proxy::new(proxy, transport, files))
+            let proxy = Proxy::new(proxy, Arc::clone(&transport), files);
+            health::start(proxy.pools(), &transport);
+            Arc::new(proxy)
         }
     };
     let server = Server::new(listener, conn, handler, max_connections);

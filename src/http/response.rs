@@ -171,6 +171,7 @@ pub fn error_page(err: &Error) -> Response {
     match err {
         Error::MethodNotAllowed(allow) => resp.with("Allow", *allow),
         Error::RangeNotSatisfiable(len) => resp.with("Content-Range", format!("bytes */{len}")),
+        Error::NoHealthyUpstream(secs) => resp.with("Retry-After", secs.to_string()),
         _ => resp,
     }
 }
@@ -568,6 +569,8 @@ mod tests {
         assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
         let r = error_page(&Error::RangeNotSatisfiable(10));
         assert_eq!(r.header("Content-Range"), Some("bytes */10"));
+        let r = error_page(&Error::NoHealthyUpstream(3));
+        assert_eq!((r.status, r.header("Retry-After")), (503, Some("3")));
         assert!(r.header("content-type").unwrap().starts_with("text/html"));
     }
 

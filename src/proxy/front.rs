@@ -3,11 +3,12 @@
 //! `Transport` with its body, and turn the frames that come back into a
 //! response whose body streams. Everything else goes to the file handler.
 
+use super::backends::{Backends, Failure, Lease};
 use super::hop::{forward_request_fields, Origin};
-use super::route::{has_dot_segment, rewrite, split_port, ConnectPorts, RouteSpec};
+use super::route::{has_dot_segment, rewrite, split_port, ConnectPorts, Policy, RouteSpec};
 use super::transport::{abort_error, take_grant, Stream, Transport};
 use super::tunnel;
-use super::wire::Frame;
+use super::wire::{AbortReason, Frame};
 use crate::error::Error;
 use crate::handler::{Handler, Request};
 use crate::http::body::{unwrap_io, BodyFraming};
@@ -16,7 +17,6 @@ use crate::http::{Method, Response, ResponseBody, Target};
 use std::borrow::Cow;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,16 +36,11 @@ pub struct ProxyConfig {
     pub local: SocketAddr,
 }
 
-struct Route {
-    spec: RouteSpec,
-    /// Round-robin position.
-    next: AtomicUsize,
-}
-
 /// The handler of rank 0: proxies what it should, serves the rest from
 /// `files`.
 pub struct Proxy {
-    routes: Vec<Route>,
+    /// Routes in the order they are tried (most specific first).
+    routes: Vec<Arc<Backends>>,
     cfg: ProxyConfig,
     transport: Arc<dyn Transport>,
     files: Arc<dyn Handler>,
@@ -56,26 +51,38 @@ struct Dest {
     authority: String,
     host: String,
     target: String,
+    /// The route's pool and the member picked, unless forward-proxied.
+    member: Option<Member>,
+}
+
+struct Member {
+    pool: Arc<Backends>,
+    index: usize,
+    /// What the pool's hash policy hashed, to pick the same way again.
+    key: Option<Vec<u8>>,
 }
 
 impl Proxy {
     pub fn new(cfg: ProxyConfig, transport: Arc<dyn Transport>, files: Arc<dyn Handler>) -> Proxy {
-        let mut routes: Vec<Route> = cfg
+        let mut routes: Vec<Arc<Backends>> = cfg
             .routes
             .iter()
-            .map(|spec| Route {
-                spec: spec.clone(),
-                next: AtomicUsize::new(0),
-            })
+            .map(|spec| Arc::new(Backends::new(spec.clone())))
             .collect();
-        // The longest prefix wins; on equal prefixes, the first given.
-        routes.sort_by_key(|r| std::cmp::Reverse(r.spec.prefix.len()));
+        // A header match first, then a host match, then the longest
+        // prefix; on a tie, the first given (the sort is stable).
+        routes.sort_by_key(|r| std::cmp::Reverse(r.spec.specificity()));
         Proxy {
             routes,
             cfg,
             transport,
             files,
         }
+    }
+
+    /// Every route's pool, for the health checks.
+    pub fn pools(&self) -> &[Arc<Backends>] {
+        &self.routes
     }
 
     fn wait(&self) -> Duration {
@@ -92,6 +99,7 @@ impl Proxy {
                     authority: format!("{host}:{}", port.unwrap_or(80)),
                     host: authority.clone(),
                     target: head.path_query().to_string(),
+                    member: None,
                 }));
             }
         }
@@ -99,23 +107,34 @@ impl Proxy {
             return Ok(None);
         }
         let path = head.path_query();
-        let Some(route) = self
-            .routes
-            .iter()
-            .find(|r| path.starts_with(&r.spec.prefix))
-        else {
+        let host = match &head.target {
+            Target::Absolute { authority } => Some(authority.as_str()),
+            _ => head.header_str("host"),
+        }
+        .and_then(split_port)
+        .map(|(h, _)| h.to_ascii_lowercase());
+        let Some(pool) = self.routes.iter().find(|r| {
+            let spec = &r.spec;
+            path.starts_with(&spec.prefix)
+                && spec.host.as_ref().is_none_or(|h| host.as_ref() == Some(h))
+                && spec.header.as_ref().is_none_or(|(name, value)| {
+                    head.header_str(name).map(str::trim) == Some(value.as_str())
+                })
+        }) else {
             return Ok(None);
         };
         if has_dot_segment(path) {
             return Err(Error::BadRequest("dot segment in a proxied path"));
         }
-        let ups = &route.spec.upstreams;
-        let up = &ups[route.next.fetch_add(1, Ordering::Relaxed) % ups.len()];
-        Ok(Some(Dest {
-            authority: up.authority.clone(),
-            host: up.host.clone(),
-            target: rewrite(path, &route.spec.prefix, up),
-        }))
+        let key = match &pool.spec.policy {
+            Policy::IpHash => Some(req.peer.ip().to_string().into_bytes()),
+            Policy::HeaderHash(name) => head.header(name).map(<[u8]>::to_vec),
+            _ => None,
+        };
+        let index = pool
+            .pick(key.as_deref(), None)
+            .ok_or_else(|| Error::NoHealthyUpstream(pool.retry_after()))?;
+        Ok(Some(dest_for(pool, index, key, path)))
     }
 
     /// Whether `authority` (of an absolute-form target) names this server:
@@ -143,9 +162,12 @@ impl Proxy {
         })
     }
 
-    /// Proxy `req` to `dest` and answer with what comes back.
-    fn forward(&self, req: &mut Request<'_>, dest: Dest) -> Result<Response, Error> {
+    /// Proxy `req` to `dest` and answer with what comes back. When the
+    /// upstream fails before it answers, the request is tried once more on
+    /// another of the route's upstreams, if that is safe (`may_retry`).
+    fn forward(&self, req: &mut Request<'_>, mut dest: Dest) -> Result<Response, Error> {
         let head = req.head;
+        let client_gone = req.client_gone;
         let client_ip = req.peer.ip().to_string();
         let origin = Origin {
             client_ip: &client_ip,
@@ -153,49 +175,109 @@ impl Proxy {
             host: head.header_str("host"),
             minor: head.minor,
         };
-        let mut fields: Vec<(Vec<u8>, Vec<u8>)> =
-            vec![(b"Host".to_vec(), dest.host.clone().into_bytes())];
-        fields.extend(
-            forward_request_fields(head.headers(), &origin)
-                .into_iter()
-                // Host is the upstream's; 100-continue was answered here.
-                .filter(|(n, _)| {
-                    !n.eq_ignore_ascii_case("host") && !n.eq_ignore_ascii_case("expect")
-                })
-                .map(|(n, v)| (n.into_bytes(), v)),
-        );
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = forward_request_fields(head.headers(), &origin)
+            .into_iter()
+            // Host is the upstream's; 100-continue was answered here.
+            .filter(|(n, _)| !n.eq_ignore_ascii_case("host") && !n.eq_ignore_ascii_case("expect"))
+            .map(|(n, v)| (n.into_bytes(), v))
+            .collect();
         let (has_body, length) = match head.framing {
             BodyFraming::None | BodyFraming::UntilClose => (false, None),
             BodyFraming::Length(n) => (true, Some(n)),
             BodyFraming::Chunked => (true, None),
         };
-        let mut stream = Stream::open(&self.transport, |id| Frame::Open {
-            id,
-            upstream: dest.authority.clone().into_bytes(),
-            method: head.method.as_str().as_bytes().to_vec(),
-            target: dest.target.into_bytes(),
-            fields,
-            has_body,
-            length,
-        })?;
+        let may_retry = dest.member.as_ref().is_some_and(|m| {
+            m.pool.size() > 1 && may_retry(head.method, m.pool.spec.retry_non_idempotent)
+        });
+        let mut replay = Replay {
+            kept: Vec::new(),
+            limit: if may_retry && has_body {
+                REPLAY_LIMIT
+            } else {
+                0
+            },
+            whole: true,
+        };
+        let mut again = false;
         let wait = self.wait();
-        let early = match has_body {
-            true => upload(&mut stream, req.body, wait)?,
-            false => None,
-        };
-        let frame = match early {
-            Some(frame) => frame,
-            None => next_answer(&mut stream, wait, req.client_gone)?,
-        };
-        let (status, fields, length) = match frame {
-            Frame::Head {
-                status,
-                fields,
+        let (stream, status, fields, length, lease) = loop {
+            let lease = dest.member.as_ref().map(|m| m.pool.lease(m.index));
+            let open = |id| Frame::Open {
+                id,
+                upstream: dest.authority.clone().into_bytes(),
+                method: head.method.as_str().as_bytes().to_vec(),
+                target: dest.target.clone().into_bytes(),
+                fields: std::iter::once((b"Host".to_vec(), dest.host.clone().into_bytes()))
+                    .chain(fields.iter().cloned())
+                    .collect(),
+                has_body,
                 length,
-                ..
-            } => (status, fields, length),
-            Frame::Abort { reason, .. } => return Err(abort_error(reason, &dest.authority)),
-            _ => return Err(Error::UpstreamBroken("unexpected frame")),
+            };
+            let mut stream = Stream::open(&self.transport, open)?;
+            let early = match (has_body, again) {
+                (false, _) => None,
+                (true, false) => {
+                    let mut body = Tee {
+                        inner: &mut *req.body,
+                        replay: &mut replay,
+                    };
+                    upload(&mut stream, &mut body, wait)?
+                }
+                (true, true) => {
+                    let kept = std::io::Cursor::new(std::mem::take(&mut replay.kept));
+                    upload(&mut stream, &mut kept.chain(&mut *req.body), wait)?
+                }
+            };
+            let frame = match early {
+                Some(frame) => frame,
+                None => next_answer(&mut stream, wait, client_gone)?,
+            };
+            let reason = match frame {
+                Frame::Head {
+                    status,
+                    fields,
+                    length,
+                    ..
+                } => {
+                    if let (Some(m), 500..) = (&dest.member, status) {
+                        m.pool.failed(m.index, Failure::Status(status));
+                    }
+                    break (stream, status, fields, length, lease);
+                }
+                Frame::Abort { reason, .. } => reason,
+                _ => return Err(Error::UpstreamBroken("unexpected frame")),
+            };
+            let Some(m) = &dest.member else {
+                return Err(abort_error(reason, &dest.authority));
+            };
+            let failure = match reason {
+                AbortReason::Unreachable | AbortReason::ConnectTimeout => Failure::Connect,
+                AbortReason::Timeout => Failure::Timeout,
+                AbortReason::BadUpstream => Failure::Broken,
+                // The worker's or the client's doing, not the upstream's.
+                AbortReason::Refused | AbortReason::ClientGone => {
+                    return Err(abort_error(reason, &dest.authority))
+                }
+            };
+            m.pool.failed(m.index, failure);
+            // Nothing of the answer reached the client yet: another
+            // upstream may take the request, once.
+            let next = (may_retry && !again && replay.whole && failure != Failure::Timeout)
+                .then(|| m.pool.pick(m.key.as_deref(), Some(m.index)))
+                .flatten();
+            let Some(next) = next else {
+                return Err(abort_error(reason, &dest.authority));
+            };
+            log::info!(
+                "upstream {} failed ({failure:?}) before answering; {} {} goes to {} instead",
+                dest.authority,
+                head.method.as_str(),
+                head.path_query(),
+                m.pool.spec.upstreams[next].authority
+            );
+            let (pool, key) = (Arc::clone(&m.pool), m.key.clone());
+            dest = dest_for(&pool, next, key, head.path_query());
+            again = true;
         };
         let no_body = head.method == Method::Head || matches!(status, 100..=199 | 204 | 304);
         let mut resp = Response::new(status, ResponseBody::None);
@@ -214,6 +296,7 @@ impl Proxy {
             }
             // The worker ends the stream right after the head: take the
             // `End` if it is here, so nothing needs aborting.
+            let mut stream = stream;
             let _ = stream.try_recv();
             return Ok(resp);
         }
@@ -222,6 +305,7 @@ impl Proxy {
                 stream,
                 wait,
                 consumed: 0,
+                _lease: lease,
             }),
             length,
         };
@@ -277,6 +361,69 @@ impl Handler for Proxy {
 /// Whether `ip` belongs to this machine: only a local address can be bound.
 fn is_local_address(ip: IpAddr) -> bool {
     UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// The route's upstream `index`, and the target it is sent.
+fn dest_for(pool: &Arc<Backends>, index: usize, key: Option<Vec<u8>>, path_query: &str) -> Dest {
+    let up = &pool.spec.upstreams[index];
+    Dest {
+        authority: up.authority.clone(),
+        host: up.host.clone(),
+        target: rewrite(path_query, &pool.spec.prefix, up),
+        member: Some(Member {
+            pool: Arc::clone(pool),
+            index,
+            key,
+        }),
+    }
+}
+
+/// Whether a request may be sent to a second upstream after the first
+/// failed before answering: idempotent methods (RFC 9110 §9.2.2) may, POST
+/// and PATCH only when the route says so.
+fn may_retry(method: Method, non_idempotent: bool) -> bool {
+    non_idempotent
+        || matches!(
+            method,
+            Method::Get
+                | Method::Head
+                | Method::Put
+                | Method::Delete
+                | Method::Options
+                | Method::Trace
+        )
+}
+
+/// Request body bytes kept to send again to a second upstream. A longer
+/// body is not retried.
+const REPLAY_LIMIT: usize = 1 << 20;
+
+/// The request body sent so far, kept for a retry.
+struct Replay {
+    kept: Vec<u8>,
+    limit: usize,
+    /// Everything read so far is in `kept`.
+    whole: bool,
+}
+
+/// Reads the request body and keeps a copy in `replay`, up to its limit.
+struct Tee<'a> {
+    inner: &'a mut dyn Read,
+    replay: &'a mut Replay,
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let r = &mut *self.replay;
+        if r.whole && r.kept.len() + n <= r.limit {
+            r.kept.extend_from_slice(&buf[..n]);
+        } else if n > 0 {
+            r.whole = false;
+            r.kept = Vec::new();
+        }
+        Ok(n)
+    }
 }
 
 /// Bytes of a request body gathered into one `Data` frame.
@@ -362,6 +509,8 @@ struct StreamBody {
     wait: Duration,
     /// Bytes written to the client and not yet granted back.
     consumed: u64,
+    /// Counts the request as in flight to its upstream (least-conn).
+    _lease: Option<Lease>,
 }
 
 impl StreamBody {

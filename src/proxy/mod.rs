@@ -1,8 +1,10 @@
-//! Proxying: routes, the rank-0 handler that sends requests through a
+//! Proxying: routes and their pools of upstreams, the rank-0 handler that sends requests through a
 //! `Transport`, the worker that runs them against upstreams, the header
 //! rules of a proxy hop, the frames between ranks, and CONNECT tunnels.
 
+pub mod backends;
 pub mod front;
+pub mod health;
 pub mod hop;
 pub mod route;
 pub mod threads;

@@ -160,7 +160,7 @@ pub fn ends_stream(frame: &Frame, tunnel: bool) -> bool {
 pub fn abort_error(reason: AbortReason, upstream: &str) -> Error {
     match reason {
         AbortReason::Unreachable => Error::UpstreamUnreachable(upstream.to_string()),
-        AbortReason::Timeout => Error::UpstreamTimeout,
+        AbortReason::Timeout | AbortReason::ConnectTimeout => Error::UpstreamTimeout,
         AbortReason::BadUpstream => Error::UpstreamBroken("broken upstream response"),
         AbortReason::Refused => Error::Overloaded,
         AbortReason::ClientGone => Error::UpstreamBroken("stream aborted"),

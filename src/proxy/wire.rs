@@ -34,6 +34,9 @@ pub enum AbortReason {
     BadUpstream,
     /// The worker is shutting down or could not take the request.
     Refused,
+    /// Connecting to the upstream timed out (504; nothing was sent, so
+    /// another upstream may be tried).
+    ConnectTimeout,
 }
 
 impl AbortReason {
@@ -44,6 +47,7 @@ impl AbortReason {
             AbortReason::Timeout => 3,
             AbortReason::BadUpstream => 4,
             AbortReason::Refused => 5,
+            AbortReason::ConnectTimeout => 6,
         }
     }
 
@@ -54,6 +58,7 @@ impl AbortReason {
             3 => AbortReason::Timeout,
             4 => AbortReason::BadUpstream,
             5 => AbortReason::Refused,
+            6 => AbortReason::ConnectTimeout,
             _ => return None,
         })
     }
@@ -430,6 +435,15 @@ mod tests {
             Frame::Ping { id: 3 },
             Frame::Pong { id: 3 },
         ]
+    }
+
+    #[test]
+    fn abort_reasons_keep_their_codes() {
+        for code in 1..=6 {
+            let reason = AbortReason::from_code(code).unwrap();
+            assert_eq!(reason.code(), code, "{reason:?}");
+        }
+        assert_eq!(AbortReason::from_code(7), None);
     }
 
     #[test]

@@ -208,12 +208,23 @@ fn run(open: Frame, rx: &Receiver<Frame>, ctx: &Ctx) {
     match result {
         Ok(()) => {}
         Err(Failure::Abort(reason)) => {
+            // Rank 0 logs the answer, and an upstream's change of state
+            // at warn.
             if reason != AbortReason::ClientGone {
-                log::warn!("upstream {authority}: {reason:?}");
+                log::info!("upstream {authority}: {reason:?}");
             }
             ctx.send(Frame::Abort { id, reason });
         }
         Err(Failure::Quiet) => {}
+    }
+}
+
+/// A connection that could not be made: nothing reached the upstream, so
+/// rank 0 may try another.
+fn connect_failure(e: Error) -> Failure {
+    match e {
+        Error::UpstreamTimeout => Failure::Abort(AbortReason::ConnectTimeout),
+        _ => Failure::Abort(AbortReason::Unreachable),
     }
 }
 
@@ -229,7 +240,7 @@ struct Req<'a> {
 
 /// One request and its answer.
 fn exchange(req: &Req<'_>, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(), Failure> {
-    let mut conn = ctx.pool.get(req.authority)?;
+    let mut conn = ctx.pool.get(req.authority).map_err(connect_failure)?;
     ctx.watch(req.id, conn.stream());
     let (head, clean) = loop {
         match send_and_read_head(&mut conn, req, rx, ctx) {
@@ -239,7 +250,7 @@ fn exchange(req: &Req<'_>, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(), Failur
             Err(Failure::Abort(AbortReason::BadUpstream | AbortReason::Unreachable))
                 if conn.reused && req.framing == BodyFraming::None =>
             {
-                conn = ctx.pool.connect(req.authority)?;
+                conn = ctx.pool.connect(req.authority).map_err(connect_failure)?;
                 ctx.watch(req.id, conn.stream());
             }
             other => break other?,

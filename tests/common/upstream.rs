@@ -186,19 +186,28 @@ pub struct Upstream {
     conns: Arc<AtomicUsize>,
     stopping: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
+    /// Every accepted connection, to cut them all in `kill`.
+    open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Upstream {
     /// Bind 127.0.0.1:0, serve on a background thread (one thread per
     /// connection), keep-alive HTTP/1.1.
     pub fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Upstream::start_on(0)
+    }
+
+    /// The same on a given port (0: any), to bring a killed one back.
+    pub fn start_on(port: u16) -> Upstream {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind upstream");
         let addr = listener.local_addr().expect("upstream local_addr");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let conns = Arc::new(AtomicUsize::new(0));
         let stopping = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
         let acceptor = {
             let (requests, conns, stopping) = (requests.clone(), conns.clone(), stopping.clone());
+            let open = open.clone();
             thread::Builder::new()
                 .name(format!("upstream-{}", addr.port()))
                 .spawn(move || {
@@ -207,6 +216,9 @@ impl Upstream {
                             break;
                         }
                         let Ok(stream) = stream else { continue };
+                        if let Ok(clone) = stream.try_clone() {
+                            lock(&open).push(clone);
+                        }
                         let conn_id = conns.fetch_add(1, Ordering::SeqCst);
                         let requests = requests.clone();
                         let port = addr.port();
@@ -224,6 +236,7 @@ impl Upstream {
             conns,
             stopping,
             acceptor: Some(acceptor),
+            open,
         }
     }
 
@@ -255,6 +268,15 @@ impl Upstream {
     /// Stop accepting and close the listener (drop also does this);
     /// connections in progress may finish.
     pub fn stop(self) {
+        drop(self)
+    }
+
+    /// Die as a crashed server would: stop accepting and cut every open
+    /// connection, whatever it was doing.
+    pub fn kill(self) {
+        for conn in lock(&self.open).drain(..) {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
         drop(self)
     }
 }
