@@ -6,12 +6,14 @@
 //! `--bench` to the binary under `cargo bench` alone).
 //!
 //! Environment:
-//! - `BENCH_SECS` (default 10): length of each timed run (rows 1, 2 and the proxy rows).
+//! - `BENCH_SECS` (default 10): length of each timed run (rows 1, 2, the proxy
+//!   rows and the pool's first row; the failover run is always 20 s).
 //! - `BENCH_ONLY`: words separated by commas or spaces. `nginx` or `mpiweb`
 //!   measures one server only (the other column shows `-`); a row name runs
 //!   only the rows named: `static` (rows 1-2), `many` (row 3), `proxy-small`,
-//!   `proxy-solo`, `proxy-big`, `proxy-idle`, or `proxy` (all four). Example:
-//!   `BENCH_ONLY=proxy-small,mpiweb`. Without a row name every row runs.
+//!   `proxy-solo`, `proxy-big`, `proxy-idle`, `proxy` (those four), or `pool`
+//!   (the pool rows). Example: `BENCH_ONLY=proxy-small,mpiweb`. Without a row
+//!   name every row runs.
 //! - `MPIWEB_BENCH_SOLO=1`: start the mpiweb binary alone instead of `mpirun -np 3`
 //!   (every row but `proxy-solo`, which always runs it alone).
 //! - `MPIWEB_BIN`: path of the mpiweb binary (default `<crate>/target/release/mpiweb`).
@@ -39,6 +41,24 @@
 //! down on a small machine. Rows 1-2 share one server lifetime; row 3 and
 //! each proxy row get a fresh start so that a peak RSS is the row's own. The
 //! origin runs for all the proxy rows, and only for them.
+//!
+//! Pool rows (`pool`): three origin nginx, A, B and C (the origin's config,
+//! but `master_process off`, so that one pid is the whole server and B can be
+//! killed by it), each on its own free port, behind one pool. nginx proxies
+//! to `upstream pool { server A max_fails=1 fail_timeout=10s; ... B ...;
+//! ... C ...; keepalive 32; }` with the proxy rows' settings (open-source
+//! nginx has passive checks only); mpiweb to `--route '/ A B C
+//! health=/small.html interval=1s timeout=1s'` (round-robin, active checks
+//! every second, passive max-fails=1 fail-timeout=10s). (1) The small file
+//! through the pool, wrk, 50 connections, BENCH_SECS, req/s. (2) Failover: wrk
+//! for 20 s at 50 connections; 5 s after wrk starts B is killed (SIGKILL, by
+//! pid), 12 s after it B is started again on its port (polled until it
+//! answers). Reported: req/s over the run, wrk's errors (non-2xx responses
+//! plus socket errors), and whether B got proxied requests again: wrk sends
+//! `X-Bench: failover`, and the restarted B (alone of the three) has an
+//! access log of `$msec $http_x_bench`, so the proxies' health checks and the
+//! readiness probe do not count. Both proxies' pool runs come first, then
+//! both failover runs; before each of those B is started afresh, unlogged.
 
 use std::collections::{BTreeMap, HashMap};
 use std::env;
@@ -53,7 +73,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tempfile::TempDir;
 
@@ -91,6 +111,12 @@ const IDLE_WINDOW: Duration = Duration::from_secs(10);
 const IDLE_SETTLE: Duration = Duration::from_secs(1);
 /// Row proxy-big runs past BENCH_SECS until one download is whole, but never past this.
 const PROXY_BIG_LIMIT: Duration = Duration::from_secs(120);
+/// Pool failover run: its length, and when origin B is killed and started again (from wrk's start).
+const FAILOVER_RUN: Duration = Duration::from_secs(20);
+const FAILOVER_KILL_AT: Duration = Duration::from_secs(5);
+const FAILOVER_RESTART_AT: Duration = Duration::from_secs(12);
+/// The value of the `X-Bench` header wrk sends in the failover run, which the restarted B logs.
+const FAILOVER_MARK: &str = "failover";
 
 fn main() -> ExitCode {
     // `cargo bench` passes --bench. Without it (`cargo test --bench compare`) only the
@@ -158,6 +184,15 @@ fn run() -> BoxResult<ExitCode> {
         }
     }
 
+    // Pool rows: three origins for all of them, each server in turn in front of the pool.
+    if cfg.runs(Row::Pool) {
+        if let Err(e) = measure_pool_rows(&cfg, &site, &mut report, &mut failed) {
+            eprintln!("bench: pool rows: {e}");
+            report.notes.push(format!("pool rows: {e}"));
+            origin_failed = true;
+        }
+    }
+
     report.print(&cfg);
     Ok(if !failed.is_empty() || origin_failed {
         ExitCode::FAILURE
@@ -196,16 +231,19 @@ enum Row {
     ProxySolo,
     ProxyBig,
     ProxyIdle,
+    /// The pool rows: a pool of three origins, and failover when one dies and comes back.
+    Pool,
 }
 
 impl Row {
-    const ALL: [Row; 6] = [
+    const ALL: [Row; 7] = [
         Row::Static,
         Row::Many,
         Row::ProxySmall,
         Row::ProxySolo,
         Row::ProxyBig,
         Row::ProxyIdle,
+        Row::Pool,
     ];
     const PROXY: [Row; 4] = [
         Row::ProxySmall,
@@ -222,13 +260,19 @@ impl Row {
             Row::ProxySolo => "proxy-solo",
             Row::ProxyBig => "proxy-big",
             Row::ProxyIdle => "proxy-idle",
+            Row::Pool => "pool",
         }
     }
 
     /// Whether mpiweb runs under mpirun for this row (unless MPIWEB_BENCH_SOLO=1).
     fn uses_mpirun(self) -> bool {
         match self {
-            Row::Static | Row::Many | Row::ProxySmall | Row::ProxyBig | Row::ProxyIdle => true,
+            Row::Static
+            | Row::Many
+            | Row::ProxySmall
+            | Row::ProxyBig
+            | Row::ProxyIdle
+            | Row::Pool => true,
             Row::ProxySolo => false,
         }
     }
@@ -304,8 +348,8 @@ impl Config {
             wrk,
             mpiweb: env::var_os("MPIWEB_BIN").map_or_else(default_mpiweb_bin, PathBuf::from),
         };
-        // The proxy rows need nginx as their origin even for mpiweb alone.
-        if cfg.wants(Kind::Nginx) || cfg.runs_proxy() {
+        // The proxy and pool rows need nginx as their origins even for mpiweb alone.
+        if cfg.wants(Kind::Nginx) || cfg.runs_proxy() || cfg.runs(Row::Pool) {
             let nginx = find_program("nginx").ok_or(
                 "nginx is not installed (Debian: apt-get install -y nginx-light), \
                  or set BENCH_ONLY=mpiweb,static,many",
@@ -525,6 +569,27 @@ impl Server {
         }
     }
 
+    /// Starts a server for the pool rows: everything goes to a pool of the origins on `ports`.
+    fn start_pool(cfg: &Config, site: &Site, kind: Kind, ports: [u16; 3]) -> BoxResult<Server> {
+        match kind {
+            Kind::Nginx => start_nginx(cfg, site, NginxRole::PoolProxy { upstreams: ports }),
+            Kind::Mpiweb => {
+                let urls: Vec<String> = ports
+                    .iter()
+                    .map(|p| format!("http://127.0.0.1:{p}"))
+                    .collect();
+                let launch = MpiwebLaunch {
+                    solo: cfg.solo,
+                    route: Some(format!(
+                        "/ {} health=/small.html interval=1s timeout=1s",
+                        urls.join(" ")
+                    )),
+                };
+                start_mpiweb(cfg, site, &launch)
+            }
+        }
+    }
+
     /// Polls until a GET of the small file is answered, failing if the process exits.
     fn wait_ready(&mut self) -> BoxResult<()> {
         let deadline = Instant::now() + START_TIMEOUT;
@@ -640,6 +705,21 @@ impl Server {
         }
         kill_leftovers(&tree);
     }
+
+    /// SIGKILL to the server's own pid, with no grace, then reaps it.
+    ///
+    /// Only for a server that is one process (the pool origins run with
+    /// `master_process off`): a killed nginx master would orphan its workers.
+    fn kill(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        // Child::kill sends SIGKILL to this child's pid, still ours as it is not
+        // reaped yet; `stopped` keeps stop() from signalling the pid once it is.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Server {
@@ -663,6 +743,29 @@ enum NginxRole {
     Origin,
     /// A proxy rows' server: passes every request to the origin on `upstream`.
     Proxy { upstream: u16 },
+    /// One of the pool rows' three origins: the origin's config in one process;
+    /// `logged`: with an access log of the failover run's requests (B after its restart).
+    PoolOrigin { member: Member, logged: bool },
+    /// The pool rows' nginx: passes every request to the pool of the origins on `upstreams`.
+    PoolProxy { upstreams: [u16; 3] },
+}
+
+/// The three origins of the pool rows; B is the one killed and started again.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Member {
+    A,
+    B,
+    C,
+}
+
+impl Member {
+    fn letter(self) -> &'static str {
+        match self {
+            Member::A => "a",
+            Member::B => "b",
+            Member::C => "c",
+        }
+    }
 }
 
 impl NginxRole {
@@ -671,6 +774,12 @@ impl NginxRole {
             NginxRole::Static => "nginx",
             NginxRole::Origin => "origin nginx",
             NginxRole::Proxy { .. } => "nginx proxy",
+            NginxRole::PoolOrigin { member, .. } => match member {
+                Member::A => "origin nginx A",
+                Member::B => "origin nginx B",
+                Member::C => "origin nginx C",
+            },
+            NginxRole::PoolProxy { .. } => "nginx pool proxy",
         }
     }
 
@@ -680,6 +789,10 @@ impl NginxRole {
             NginxRole::Static => site.tmp().to_path_buf(),
             NginxRole::Origin => site.tmp().join("origin"),
             NginxRole::Proxy { .. } => site.tmp().join("proxy"),
+            NginxRole::PoolOrigin { member, .. } => {
+                site.tmp().join(format!("pool-{}", member.letter()))
+            }
+            NginxRole::PoolProxy { .. } => site.tmp().join("pool-proxy"),
         }
     }
 }
@@ -690,11 +803,29 @@ fn nginx_conf(site: &Site, role: NginxRole, dir: &Path, port: u16) -> String {
     // The origin logs nothing: its log would cost both proxies' rows the same,
     // and only the proxies' own logging is compared (mpiweb's --access-log).
     let access_log = match role {
-        NginxRole::Static | NginxRole::Proxy { .. } => format!("access_log {tmp}/access.log;"),
-        NginxRole::Origin => "access_log off;".to_string(),
+        NginxRole::Static | NginxRole::Proxy { .. } | NginxRole::PoolProxy { .. } => {
+            format!("access_log {tmp}/access.log;")
+        }
+        NginxRole::Origin | NginxRole::PoolOrigin { logged: false, .. } => {
+            "access_log off;".to_string()
+        }
+        // Only what the failover run's wrk sent counts, by its header: not the
+        // readiness probe, not mpiweb's health checks. See parse_failover_log.
+        NginxRole::PoolOrigin { logged: true, .. } => format!(
+            "log_format failover '$msec $http_x_bench';\n\
+             \x20   access_log {tmp}/access.log failover;"
+        ),
+    };
+    // A pool origin is one process, so that killing its pid kills the whole server.
+    let master_process = match role {
+        NginxRole::PoolOrigin { .. } => "off",
+        NginxRole::Static
+        | NginxRole::Origin
+        | NginxRole::Proxy { .. }
+        | NginxRole::PoolProxy { .. } => "on",
     };
     let server = match role {
-        NginxRole::Static | NginxRole::Origin => {
+        NginxRole::Static | NginxRole::Origin | NginxRole::PoolOrigin { .. } => {
             format!("server {{ listen 127.0.0.1:{port}; root {root}; }}")
         }
         // Connections to the origin are kept alive (HTTP/1.1, no "Connection:
@@ -715,10 +846,32 @@ fn nginx_conf(site: &Site, role: NginxRole, dir: &Path, port: u16) -> String {
              \x20       }}\n\
              \x20   }}"
         ),
+        // The proxy row's settings, to a pool of three with nginx's passive
+        // checks set as mpiweb's defaults are (max-fails=1 fail-timeout=10s).
+        NginxRole::PoolProxy {
+            upstreams: [a, b, c],
+        } => format!(
+            "proxy_temp_path {tmp}/proxy_temp;\n\
+             \x20   upstream pool {{\n\
+             \x20       server 127.0.0.1:{a} max_fails=1 fail_timeout=10s;\n\
+             \x20       server 127.0.0.1:{b} max_fails=1 fail_timeout=10s;\n\
+             \x20       server 127.0.0.1:{c} max_fails=1 fail_timeout=10s;\n\
+             \x20       keepalive 32;\n\
+             \x20   }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       location / {{\n\
+             \x20           proxy_pass http://pool;\n\
+             \x20           proxy_http_version 1.1;\n\
+             \x20           proxy_set_header Connection \"\";\n\
+             \x20           proxy_max_temp_file_size 0;\n\
+             \x20       }}\n\
+             \x20   }}"
+        ),
     };
     format!(
         "daemon off;\n\
-         master_process on;\n\
+         master_process {master_process};\n\
          worker_processes 1;\n\
          worker_rlimit_nofile 20000;\n\
          pid {tmp}/nginx.pid;\n\
@@ -739,9 +892,13 @@ fn nginx_conf(site: &Site, role: NginxRole, dir: &Path, port: u16) -> String {
 }
 
 fn start_nginx(cfg: &Config, site: &Site, role: NginxRole) -> BoxResult<Server> {
+    start_nginx_on(cfg, site, role, free_port()?)
+}
+
+/// Starts nginx on a given port: a free one, or the port of a pool origin started again.
+fn start_nginx_on(cfg: &Config, site: &Site, role: NginxRole, port: u16) -> BoxResult<Server> {
     eprintln!("bench: starting {}", role.label());
     let nginx = cfg.nginx.as_ref().ok_or("nginx was not looked up")?;
-    let port = free_port()?;
     let dir = role.dir(site);
     fs::create_dir_all(&dir)?;
     // Workers run as nobody when started as root: they create the temp dirs below.
@@ -749,6 +906,10 @@ fn start_nginx(cfg: &Config, site: &Site, role: NginxRole) -> BoxResult<Server> 
     if role != NginxRole::Static {
         // A fresh log per start, so that its complaints are this row's.
         let _ = fs::remove_file(dir.join("error.log"));
+    }
+    if let NginxRole::PoolOrigin { logged: true, .. } = role {
+        // The same for B's access log: what it holds is this failover run's.
+        let _ = fs::remove_file(dir.join("access.log"));
     }
     let conf = dir.join("nginx.conf");
     fs::write(&conf, nginx_conf(site, role, &dir, port))?;
@@ -1280,6 +1441,8 @@ struct WrkFigures {
     mib_per_sec: f64,
     /// "Non-2xx or 3xx responses" and the nonzero "Socket errors", e.g. "non-2xx 3, read 2".
     errors: Vec<String>,
+    /// The same as one number: non-2xx responses plus connect, read, write and timeout errors.
+    error_count: u64,
     /// Median latency in microseconds: the "50%" line of "Latency Distribution" (`--latency`).
     p50_us: Option<f64>,
 }
@@ -1321,16 +1484,29 @@ fn run_wrk_with(
     timeout_secs: u64,
     extra: &[&str],
 ) -> BoxResult<WrkFigures> {
+    run_wrk_for(cfg, port, path, conns, cfg.secs, timeout_secs, extra)
+}
+
+/// One wrk run of `secs` seconds (BENCH_SECS but for the failover run), bounded in time.
+fn run_wrk_for(
+    cfg: &Config,
+    port: u16,
+    path: &str,
+    conns: u32,
+    secs: u64,
+    timeout_secs: u64,
+    extra: &[&str],
+) -> BoxResult<WrkFigures> {
     let mut cmd = Command::new(&cfg.wrk);
     // One wrk thread: on a 2-core machine a second one would take the server's core.
     cmd.arg("-t1")
         .arg(format!("-c{conns}"))
-        .arg(format!("-d{}s", cfg.secs))
+        .arg(format!("-d{secs}s"))
         .arg("--timeout")
         .arg(format!("{timeout_secs}s"))
         .args(extra)
         .arg(format!("http://127.0.0.1:{port}{path}"));
-    let limit = Duration::from_secs(cfg.secs + timeout_secs + 30);
+    let limit = Duration::from_secs(secs + timeout_secs + 30);
     let (status, out) = run_bounded(&mut cmd, limit)?;
     if !status.success() {
         return Err(format!("wrk failed ({status}): {}", out.trim()).into());
@@ -1395,12 +1571,14 @@ fn parse_wrk(out: &str) -> Option<WrkFigures> {
             figures.mib_per_sec = parse_wrk_size(v.trim())? / (1024.0 * 1024.0);
             have_transfer = true;
         } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            figures.error_count += v.trim().parse::<u64>().ok()?;
             figures.errors.push(format!("non-2xx {}", v.trim()));
         } else if let Some(v) = line.strip_prefix("Socket errors:") {
             // "connect 0, read 12, write 0, timeout 3": keep the nonzero ones.
             for part in v.split(',') {
                 let mut words = part.split_whitespace();
                 if let (Some(what), Some(n)) = (words.next(), words.next()) {
+                    figures.error_count += n.parse::<u64>().ok()?;
                     if n != "0" {
                         figures.errors.push(format!("{what} {n}"));
                     }
@@ -1956,6 +2134,9 @@ struct Figures {
     /// Peak RSS during proxy_big of mpiweb's other ranks.
     proxy_big_rss_others: Vec<f64>,
     idle: Option<IdleFigures>,
+    /// The small file through the pool of three origins.
+    pool: Option<WrkFigures>,
+    failover: Option<FailoverFigures>,
 }
 
 fn measure_rows12(
@@ -2145,11 +2326,13 @@ fn measure_proxy_kind(
 
 /// Notes what the server complained about during a row, then stops it.
 fn finish_proxy_row(server: &mut Server, kind: Kind, row: Row, report: &mut Report) {
+    finish_run(server, kind, row.name(), report);
+}
+
+/// The same for a run that is not a whole row (`what` names it in the note).
+fn finish_run(server: &mut Server, kind: Kind, what: &str, report: &mut Report) {
     if let Some(complaints) = server.complaints() {
-        report.note(
-            kind,
-            format!("{}: {} {complaints}", row.name(), server.label),
-        );
+        report.note(kind, format!("{what}: {} {complaints}", server.label));
     }
     eprintln!("bench: stopping {}", server.label);
     server.stop();
@@ -2331,6 +2514,301 @@ fn clock_ticks_per_sec() -> u64 {
 }
 
 // ---------------------------------------------------------------------------
+// Pool rows
+// ---------------------------------------------------------------------------
+
+/// The pool rows' three origins; B is killed and started again by each failover run.
+struct PoolOrigins {
+    a: Server,
+    /// None from its kill to its restart, or when it failed to start again.
+    b: Option<Server>,
+    c: Server,
+    /// B's port, which every restart takes again.
+    b_port: u16,
+    /// Whether the B that runs has its access log (it is started that way during a failover run).
+    b_logged: bool,
+}
+
+impl PoolOrigins {
+    fn start(cfg: &Config, site: &Site) -> BoxResult<PoolOrigins> {
+        let plain = |member| NginxRole::PoolOrigin {
+            member,
+            logged: false,
+        };
+        let a = start_nginx(cfg, site, plain(Member::A))?;
+        let b = start_nginx(cfg, site, plain(Member::B))?;
+        let c = start_nginx(cfg, site, plain(Member::C))?;
+        for server in [&a, &b, &c] {
+            let problems = sanity_check(server.port, false);
+            if !problems.is_empty() {
+                return Err(format!("{}: {}", server.label, problems.join("; ")).into());
+            }
+        }
+        eprintln!(
+            "bench: pool origins A, B, C on ports {}, {}, {}",
+            a.port, b.port, c.port
+        );
+        Ok(PoolOrigins {
+            b_port: b.port,
+            a,
+            b: Some(b),
+            c,
+            b_logged: false,
+        })
+    }
+
+    fn ports(&self) -> [u16; 3] {
+        [self.a.port, self.b_port, self.c.port]
+    }
+
+    /// SIGKILL to B's pid: it dies as a crash would, with requests in flight.
+    fn kill_b(&mut self) {
+        if let Some(mut b) = self.b.take() {
+            eprintln!("bench: killing origin nginx B (pid {})", b.child.id());
+            b.kill();
+        }
+    }
+
+    /// Starts B on its port (stopping the B that runs, if any) and polls until it answers.
+    fn restart_b(&mut self, cfg: &Config, site: &Site, logged: bool) -> BoxResult<()> {
+        if let Some(mut b) = self.b.take() {
+            b.stop();
+        }
+        let role = NginxRole::PoolOrigin {
+            member: Member::B,
+            logged,
+        };
+        self.b = Some(start_nginx_on(cfg, site, role, self.b_port)?);
+        self.b_logged = logged;
+        Ok(())
+    }
+
+    /// Puts back a B without its access log, as the other rows expect, unless one runs.
+    fn ensure_plain_b(&mut self, cfg: &Config, site: &Site) -> BoxResult<()> {
+        if self.b.is_some() && !self.b_logged {
+            return Ok(());
+        }
+        self.restart_b(cfg, site, false)
+    }
+
+    fn b_access_log(site: &Site) -> PathBuf {
+        let role = NginxRole::PoolOrigin {
+            member: Member::B,
+            logged: true,
+        };
+        role.dir(site).join("access.log")
+    }
+
+    /// Notes what the origins complained about, then stops them.
+    fn stop(mut self, report: &mut Report) {
+        let b = self.b.as_mut();
+        for server in [Some(&mut self.a), b, Some(&mut self.c)]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(complaints) = server.complaints() {
+                report
+                    .notes
+                    .push(format!("pool: {}: {complaints}", server.label));
+            }
+            eprintln!("bench: stopping {}", server.label);
+            server.stop();
+        }
+    }
+}
+
+/// What one failover run saw.
+#[derive(Clone, Debug, Default)]
+struct FailoverFigures {
+    wrk: Option<WrkFigures>,
+    /// Proxied requests of the run that the restarted B logged; None when B did not start again.
+    b_requests: Option<u64>,
+    /// From B answering again to the first of them, in seconds.
+    b_first_after_secs: Option<f64>,
+}
+
+/// Starts the three origins, then measures each server in front of them, one at a time:
+/// first every server's pool row, then every server's failover run.
+/// Fails when the origins cannot be started, or B cannot be put back between runs.
+fn measure_pool_rows(
+    cfg: &Config,
+    site: &Site,
+    report: &mut Report,
+    failed: &mut Vec<Kind>,
+) -> BoxResult<()> {
+    let mut pool = PoolOrigins::start(cfg, site)?;
+    let mut started = Vec::new();
+    for kind in cfg.kinds() {
+        if failed.contains(&kind) {
+            continue;
+        }
+        match pool_small(cfg, site, kind, pool.ports(), report) {
+            Ok(()) => started.push(kind),
+            Err(e) => {
+                report.note(kind, format!("pool: failed to start: {e}"));
+                failed.push(kind);
+            }
+        }
+    }
+    let mut result = Ok(());
+    for kind in started {
+        if let Err(e) = pool.ensure_plain_b(cfg, site) {
+            result = Err(format!("origin nginx B could not be started again: {e}").into());
+            break;
+        }
+        if let Err(e) = pool_failover(cfg, site, kind, &mut pool, report) {
+            report.note(kind, format!("pool failover: failed to start: {e}"));
+            failed.push(kind);
+        }
+    }
+    pool.stop(report);
+    result
+}
+
+/// Row pool: the small file through the pool, wrk at SMALL_CONNS connections for BENCH_SECS.
+fn pool_small(
+    cfg: &Config,
+    site: &Site,
+    kind: Kind,
+    ports: [u16; 3],
+    report: &mut Report,
+) -> BoxResult<()> {
+    let mut server = Server::start_pool(cfg, site, kind, ports)?;
+    for problem in sanity_check(server.port, false) {
+        report.note(kind, format!("pool: {problem}"));
+    }
+    let label = server.label.clone();
+    eprintln!(
+        "bench: {label}: pool, wrk, {SMALL_CONNS} connections, {} s",
+        cfg.secs
+    );
+    match run_wrk(cfg, server.port, "/small.html", SMALL_CONNS, 5) {
+        Ok(w) => {
+            eprintln!(
+                "bench: {label}:   {:.0} req/s, errors: {}",
+                w.req_per_sec,
+                w.errors_cell()
+            );
+            report.figures_mut(kind).pool = Some(w);
+        }
+        Err(e) => report.note(kind, format!("pool: {e}")),
+    }
+    finish_proxy_row(&mut server, kind, Row::Pool, report);
+    Ok(())
+}
+
+/// Row pool, failover: wrk for FAILOVER_RUN while origin B is killed and started again.
+///
+/// wrk runs on a thread of its own; this one kills B at FAILOVER_KILL_AT and
+/// starts it at FAILOVER_RESTART_AT, both counted from wrk's start. The B
+/// started again logs the requests wrk marked, and only them.
+fn pool_failover(
+    cfg: &Config,
+    site: &Site,
+    kind: Kind,
+    pool: &mut PoolOrigins,
+    report: &mut Report,
+) -> BoxResult<()> {
+    let mut server = Server::start_pool(cfg, site, kind, pool.ports())?;
+    for problem in sanity_check(server.port, false) {
+        report.note(kind, format!("pool failover: {problem}"));
+    }
+    let (label, port) = (server.label.clone(), server.port);
+    let secs = FAILOVER_RUN.as_secs();
+    eprintln!(
+        "bench: {label}: pool failover, wrk, {SMALL_CONNS} connections, {secs} s; \
+         origin B killed at {:?}, started again at {:?}",
+        FAILOVER_KILL_AT, FAILOVER_RESTART_AT
+    );
+    let header = format!("X-Bench: {FAILOVER_MARK}");
+    let extra = ["-H", header.as_str()];
+    let start = Instant::now();
+    let (wrk, restarted) = thread::scope(|scope| {
+        let wrk =
+            scope.spawn(|| run_wrk_for(cfg, port, "/small.html", SMALL_CONNS, secs, 5, &extra));
+        sleep_until(start + FAILOVER_KILL_AT);
+        pool.kill_b();
+        sleep_until(start + FAILOVER_RESTART_AT);
+        let restarted = pool
+            .restart_b(cfg, site, true)
+            .map(|()| (SystemTime::now(), start.elapsed()));
+        let wrk = wrk
+            .join()
+            .unwrap_or_else(|_| Err("the wrk thread panicked".into()));
+        (wrk, restarted)
+    });
+    let mut figures = FailoverFigures::default();
+    match wrk {
+        Ok(w) => {
+            eprintln!(
+                "bench: {label}:   {:.0} req/s, {} errors: {}",
+                w.req_per_sec,
+                w.error_count,
+                w.errors_cell()
+            );
+            figures.wrk = Some(w);
+        }
+        Err(e) => report.note(kind, format!("pool failover: {e}")),
+    }
+    match restarted {
+        Ok((answering, after)) => {
+            let log = fs::read_to_string(PoolOrigins::b_access_log(site)).unwrap_or_default();
+            let (requests, first) = parse_failover_log(&log);
+            let answering = unix_secs(answering);
+            // The proxy may send B a request in the instant before the probe sees it answer.
+            let first_after = first.map(|t| (t - answering).max(0.0));
+            let first = first_after.map_or_else(|| "-".to_string(), |s| format!("{s:.1}"));
+            eprintln!(
+                "bench: {label}:   B answering again {:.1} s into the run; it then got \
+                 {requests} proxied requests, the first {first} s after that",
+                after.as_secs_f64()
+            );
+            figures.b_requests = Some(requests);
+            figures.b_first_after_secs = first_after;
+        }
+        Err(e) => report.note(
+            kind,
+            format!("pool failover: origin nginx B did not start again: {e}"),
+        ),
+    }
+    report.figures_mut(kind).failover = Some(figures);
+    // Complaints are expected here: each proxy logs its failed attempts on B.
+    finish_run(&mut server, kind, "pool failover", report);
+    Ok(())
+}
+
+/// Counts the lines of B's failover access log (`$msec $http_x_bench`) that carry
+/// FAILOVER_MARK, and gives the earliest of their times (seconds since the epoch).
+fn parse_failover_log(text: &str) -> (u64, Option<f64>) {
+    let mut count = 0;
+    let mut first: Option<f64> = None;
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(msec), Some(mark)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if mark != FAILOVER_MARK {
+            continue;
+        }
+        count += 1;
+        if let Ok(t) = msec.parse::<f64>() {
+            first = Some(first.map_or(t, |f| f.min(t)));
+        }
+    }
+    (count, first)
+}
+
+fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Sleeps until `deadline` (at once if it has passed).
+fn sleep_until(deadline: Instant) {
+    thread::sleep(deadline.saturating_duration_since(Instant::now()));
+}
+
+// ---------------------------------------------------------------------------
 // Report
 // ---------------------------------------------------------------------------
 
@@ -2380,6 +2858,9 @@ impl Report {
         }
         if cfg.runs(Row::ProxyIdle) {
             rows.extend(self.proxy_idle_rows());
+        }
+        if cfg.runs(Row::Pool) {
+            rows.extend(self.pool_rows());
         }
         rows
     }
@@ -2634,6 +3115,75 @@ impl Report {
         ]
     }
 
+    fn pool_rows(&self) -> Vec<[String; 5]> {
+        let (n, m) = (&self.nginx, &self.mpiweb);
+        let rps = |w: Option<&WrkFigures>| w.map(|w| w.req_per_sec);
+        fn run(f: &Figures) -> Option<&WrkFigures> {
+            f.failover.as_ref()?.wrk.as_ref()
+        }
+        let errors = |f: &Figures| {
+            run(f).map(|w| match w.error_count {
+                0 => "0".to_string(),
+                k => format!("{k} ({})", w.errors_cell()),
+            })
+        };
+        let back = |f: &Figures| {
+            let requests = f.failover.as_ref()?.b_requests?;
+            Some(match requests {
+                0 => "no, 0".to_string(),
+                k => format!("yes, {k}"),
+            })
+        };
+        let first = |f: &Figures| {
+            let secs = f.failover.as_ref()?.b_first_after_secs?;
+            Some(format!("{secs:.1}"))
+        };
+        let (kill, restart) = (FAILOVER_KILL_AT.as_secs(), FAILOVER_RESTART_AT.as_secs());
+        vec![
+            number_row(
+                format!("pool of 3, health checks on, {SMALL_CONNS} conns (req/s)"),
+                rps(n.pool.as_ref()),
+                rps(m.pool.as_ref()),
+                0,
+                "-",
+            ),
+            text_row(
+                "  wrk errors",
+                n.pool.as_ref().map(WrkFigures::errors_cell),
+                m.pool.as_ref().map(WrkFigures::errors_cell),
+                "none",
+            ),
+            number_row(
+                format!(
+                    "  failover run, {} s, {SMALL_CONNS} conns (req/s)",
+                    FAILOVER_RUN.as_secs()
+                ),
+                rps(run(n)),
+                rps(run(m)),
+                0,
+                "-",
+            ),
+            text_row(
+                &format!("  errors, B killed at {kill} s, started at {restart} s"),
+                errors(n),
+                errors(m),
+                "0",
+            ),
+            text_row(
+                "  B back in rotation (requests after restart)",
+                back(n),
+                back(m),
+                "yes",
+            ),
+            text_row(
+                "  B's first request after it answers again (s)",
+                first(n),
+                first(m),
+                "-",
+            ),
+        ]
+    }
+
     fn print(&self, cfg: &Config) {
         let launch = match (cfg.only, cfg.solo) {
             (Some(Kind::Nginx), _) => "nginx only (BENCH_ONLY=nginx)".to_string(),
@@ -2786,6 +3336,9 @@ mod tests {
         ("parse_wrk_time_us", parse_wrk_time_us_table),
         ("parse_wrk_with_latency", parse_wrk_with_latency),
         ("parse_wrk_without_latency", parse_wrk_without_latency),
+        ("parse_wrk_error_count", parse_wrk_error_count),
+        ("parse_failover_log", parse_failover_log_table),
+        ("parse_only_pool", parse_only_pool),
     ];
 
     pub(super) fn run_all() -> ExitCode {
@@ -2871,5 +3424,61 @@ Transfer/sec:      8.77MB
         // A "50%" line outside the section is not a median.
         let stray = format!("50%   1.00ms\n{plain}");
         assert_eq!(parse_wrk(&stray).and_then(|w| w.p50_us), None);
+    }
+
+    fn parse_wrk_error_count() {
+        let w = parse_wrk(WITH_LATENCY).expect("figures");
+        assert_eq!(w.error_count, 0);
+        let with_errors = WITH_LATENCY.replace(
+            "Requests/sec:",
+            "  Socket errors: connect 2, read 12, write 0, timeout 3\n  \
+             Non-2xx or 3xx responses: 5\nRequests/sec:",
+        );
+        let w = parse_wrk(&with_errors).expect("figures");
+        assert_eq!(w.error_count, 22);
+        assert_eq!(w.errors_cell(), "connect 2, read 12, timeout 3, non-2xx 5");
+        // A count that is not a number makes the output unreadable rather than undercounted.
+        let bad = WITH_LATENCY.replace(
+            "Requests/sec:",
+            "Non-2xx or 3xx responses: many\nRequests/sec:",
+        );
+        assert!(parse_wrk(&bad).is_none());
+    }
+
+    fn parse_failover_log_table() {
+        let table: &[(&str, u64, Option<f64>)] = &[
+            ("", 0, None),
+            // The readiness probe and health checks send no X-Bench header.
+            ("1700000012.100 -\n1700000012.900 -\n", 0, None),
+            (
+                "1700000012.100 -\n1700000013.250 failover\n1700000013.200 failover\n",
+                2,
+                Some(1_700_000_013.2),
+            ),
+            ("1700000013.250 failover-not\nfailover\n\n", 0, None),
+            ("bad failover\n", 1, None),
+        ];
+        for &(text, want_count, want_first) in table {
+            let (count, first) = parse_failover_log(text);
+            assert_eq!(count, want_count, "{text:?}");
+            let close = match (first, want_first) {
+                (Some(g), Some(w)) => (g - w).abs() < 1e-3,
+                (None, None) => true,
+                _ => false,
+            };
+            assert!(close, "{text:?}: got {first:?}, want {want_first:?}");
+        }
+    }
+
+    fn parse_only_pool() {
+        let (only, rows) = parse_only("pool").expect("pool");
+        assert_eq!((only, rows), (None, vec![Row::Pool]));
+        let (only, rows) = parse_only("pool,mpiweb").expect("pool,mpiweb");
+        assert_eq!((only, rows), (Some(Kind::Mpiweb), vec![Row::Pool]));
+        let (_, rows) = parse_only("proxy").expect("proxy");
+        assert!(!rows.contains(&Row::Pool));
+        let (_, rows) = parse_only("").expect("all");
+        assert!(rows.contains(&Row::Pool));
+        assert!(parse_only("pools").is_err());
     }
 }

@@ -216,6 +216,7 @@ impl Proxy {
             let mut stream = Stream::open(&self.transport, open)?;
             let early = match (has_body, again) {
                 (false, _) => None,
+                // The first upstream: keep what is sent, for a second.
                 (true, false) => {
                     let mut body = Tee {
                         inner: &mut *req.body,
@@ -250,14 +251,8 @@ impl Proxy {
             let Some(m) = &dest.member else {
                 return Err(abort_error(reason, &dest.authority));
             };
-            let failure = match reason {
-                AbortReason::Unreachable | AbortReason::ConnectTimeout => Failure::Connect,
-                AbortReason::Timeout => Failure::Timeout,
-                AbortReason::BadUpstream => Failure::Broken,
-                // The worker's or the client's doing, not the upstream's.
-                AbortReason::Refused | AbortReason::ClientGone => {
-                    return Err(abort_error(reason, &dest.authority))
-                }
+            let Some(failure) = upstream_failure(reason) else {
+                return Err(abort_error(reason, &dest.authority));
             };
             m.pool.failed(m.index, failure);
             // Nothing of the answer reached the client yet: another
@@ -361,6 +356,17 @@ impl Handler for Proxy {
 /// Whether `ip` belongs to this machine: only a local address can be bound.
 fn is_local_address(ip: IpAddr) -> bool {
     UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// What an abort says of its upstream; `None` when it was the worker's or
+/// the client's doing.
+fn upstream_failure(reason: AbortReason) -> Option<Failure> {
+    match reason {
+        AbortReason::Unreachable | AbortReason::ConnectTimeout => Some(Failure::Connect),
+        AbortReason::Timeout => Some(Failure::Timeout),
+        AbortReason::BadUpstream => Some(Failure::Broken),
+        AbortReason::Refused | AbortReason::ClientGone => None,
+    }
 }
 
 /// The route's upstream `index`, and the target it is sent.
