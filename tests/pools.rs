@@ -261,16 +261,22 @@ fn a_killed_upstream_costs_no_client_an_error_and_comes_back() {
         srv.log_text()
     );
     let out_after = killed.elapsed();
+    eprintln!("upstream out of rotation {out_after:?} after it was killed");
     wait_for_requests(60);
 
     // Back on the same port: two passed checks bring it into rotation.
     let back = Upstream::start_on(victim_port);
+    let restarted = Instant::now();
     assert!(
         eventually(Duration::from_secs(10), || !back
             .requests()
             .iter()
             .all(|s| s.path() == "/health")),
         "the restarted upstream got no requests"
+    );
+    eprintln!(
+        "the restarted upstream served again after {:?}",
+        restarted.elapsed()
     );
     wait_for_requests(30);
     stop.store(true, Ordering::Relaxed);

@@ -224,25 +224,39 @@ impl Backends {
         }
     }
 
-    /// The result of an active check of `i`.
+    /// The result of an active check of `i`. `fails` failures in a row
+    /// take an upstream in rotation out; `passes` passes in a row bring one
+    /// that is out back, also one that passive checks took out.
     pub fn checked(&self, i: usize, passed: bool, detail: &str) {
         let Some(check) = &self.spec.health else {
             return;
         };
         let mut h = self.health(i);
-        if passed == h.up {
+        let passive_out = h.out_until.is_some_and(|until| Instant::now() < until);
+        if passive_out && !passed {
+            // Out already; the check agrees, and keeps it out after the
+            // passive time-out too.
+            h.up = false;
+            h.streak = 0;
+            return;
+        }
+        let in_rotation = h.up && !passive_out;
+        if passed == in_rotation {
             h.streak = 0;
             return;
         }
         h.streak += 1;
-        let needed = if h.up { check.fails } else { check.passes };
+        let needed = if in_rotation {
+            check.fails
+        } else {
+            check.passes
+        };
         if h.streak < needed {
             return;
         }
-        h.up = passed;
         h.streak = 0;
+        h.up = passed;
         if passed {
-            // A passing check outranks an older passive time-out.
             h.out_until = None;
             h.fails = 0;
             log::warn!(
@@ -441,5 +455,27 @@ mod tests {
         b.checked(0, false, "x");
         assert_eq!(b.pick(None, None), None);
         assert_eq!(b.retry_after(), 4, "the next check");
+    }
+
+    #[test]
+    fn checks_and_passive_time_outs_agree() {
+        let spec = "/ http://a:1 http://b:1 health=/h passes=2 fail-timeout=150ms";
+        // Passing checks end a passive time-out early...
+        let b = pool(spec);
+        b.failed(0, Failure::Connect);
+        assert!(!b.healthy(0));
+        b.checked(0, true, "");
+        assert!(!b.healthy(0), "one pass of two");
+        b.checked(0, true, "");
+        assert!(b.healthy(0));
+        // ...and a failing one keeps it out after the time-out.
+        let b = pool(spec);
+        b.failed(0, Failure::Connect);
+        b.checked(0, false, "refused");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!b.healthy(0), "the check still fails");
+        b.checked(0, true, "");
+        b.checked(0, true, "");
+        assert!(b.healthy(0));
     }
 }
