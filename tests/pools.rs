@@ -413,6 +413,7 @@ fn one_probe_per_interval_whatever_the_number_of_ranks() {
         thread::sleep(Duration::from_secs(2));
         let n = probes() - start;
         let expected = began.elapsed().as_secs_f64() / 0.2;
+        eprintln!("np {np}: {n} probes in {:?}", began.elapsed());
         assert!(
             (n as f64) >= expected * 0.6 && (n as f64) <= expected * 1.2 + 1.0,
             "np {np}: {n} probes in {:?}, about {expected:.0} expected",
