@@ -46,6 +46,13 @@ pub const RESERVED_FDS: usize = 64;
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 /// The only port CONNECT may reach unless told otherwise (HTTPS).
 pub const DEFAULT_CONNECT_PORT: u16 = 443;
+/// Request body bytes rank 0 keeps per request, to send them again to a
+/// second upstream if the first fails before answering; a longer body is
+/// not retried.
+pub const REPLAY_LIMIT: usize = 1 << 20;
+/// Such copies kept at once, all requests together: beyond it, a body is
+/// not kept (and not retried) rather than memory growing with the load.
+pub const REPLAY_BUDGET: usize = 64 << 20;
 
 /// Everything a running server needs to know.
 #[derive(Debug, Clone, PartialEq)]
@@ -262,16 +269,16 @@ where
     Ok(Command::Run(p.c))
 }
 
-/// MPIWEB_ROUTE: routes separated by `;`. Without one, words that are
-/// each a whole `PREFIX=URL[,URL...]` are routes of their own (the older
-/// form, separated by spaces).
+/// MPIWEB_ROUTE: routes separated by `;` or new lines. Without either,
+/// words that are each a whole `PREFIX=URL[,URL...]` are routes of their
+/// own (the older form, separated by spaces).
 fn split_routes(v: &str) -> Vec<String> {
     let words: Vec<&str> = v.split_whitespace().collect();
-    let old_form = |w: &&str| w.starts_with('/') && w.contains("=http");
-    if !v.contains(';') && words.iter().all(old_form) {
+    let old_form = |w: &&str| w.starts_with('/') && w.contains('=');
+    if !v.contains([';', '\n']) && words.iter().all(old_form) {
         return words.into_iter().map(String::from).collect();
     }
-    v.split(';')
+    v.split([';', '\n'])
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .map(String::from)
@@ -321,8 +328,8 @@ impl Parser {
         read: &dyn Fn(&str) -> Result<String, String>,
     ) -> Result<(), String> {
         let text = read(file).map_err(|e| format!("cannot read {file}: {e}"))?;
-        for (n, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
+        for (n, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
+            let line = strip_comment(line).trim();
             if line.is_empty() {
                 continue;
             }
@@ -331,11 +338,29 @@ impl Parser {
                 None => (line, None),
             };
             let name = name.trim_start_matches('-');
+            // `listen=127.0.0.1:8080`, as `--listen=...` on the command line.
+            let (name, value) = match name.split_once('=') {
+                Some((name, inline)) if value.is_none() => (name, Some(inline)),
+                _ => (name, value),
+            };
             self.option(name, value)
                 .map_err(|e| format!("{file} line {}: {name}: {e}", n + 1))?;
         }
         Ok(())
     }
+}
+
+/// A config line without its comment: `#` at the start or after white
+/// space (`a#b` is a value).
+fn strip_comment(line: &str) -> &str {
+    let mut prev = ' ';
+    for (i, c) in line.char_indices() {
+        if c == '#' && prev.is_whitespace() {
+            return &line[..i];
+        }
+        prev = c;
+    }
+    line
 }
 
 fn set(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
@@ -527,8 +552,9 @@ mod tests {
 
     #[test]
     fn config_file_is_the_command_line_without_dashes() {
-        let file = "# a pool\n\
-                    listen 127.0.0.1:9000\n\
+        let file = "\u{feff}# a pool\n\
+                    listen=127.0.0.1:9000\n\
+                    access-log /tmp/a#b.log # the log\r\n\
                     \n\
                     route /api http://127.0.0.1:5000 http://127.0.0.1:5001 policy=least-conn # two\n\
                     --route /=http://127.0.0.1:6000\n\
@@ -553,6 +579,7 @@ mod tests {
             "a later flag wins"
         );
         assert_eq!(c.docroot, PathBuf::from("site"));
+        assert_eq!(c.access_log, Some(PathBuf::from("/tmp/a#b.log")));
 
         for (text, line) in [
             ("listen 127.0.0.1:1\nbogus 1\n", "m.conf line 2: bogus"),
@@ -581,6 +608,16 @@ mod tests {
         assert_eq!(c.routes[0].policy, crate::proxy::route::Policy::IpHash);
         let c = config(&[], &[("MPIWEB_ROUTE", "/a http://h:1 http://h:2")]);
         assert_eq!((c.routes.len(), c.routes[0].upstreams.len()), (1, 2));
+        let c = config(&[], &[("MPIWEB_ROUTE", "/a=HTTP://h:1 /b=http://h:2")]);
+        assert_eq!(c.routes.len(), 2);
+        let c = config(
+            &[],
+            &[(
+                "MPIWEB_ROUTE",
+                "/a http://h:1\n/b http://h:2 policy=ip-hash\n",
+            )],
+        );
+        assert_eq!(c.routes.len(), 2);
     }
 
     #[test]

@@ -33,8 +33,10 @@ struct Member {
 struct Health {
     /// The active checks' verdict (always true without them).
     up: bool,
-    /// Check results in a row that disagree with `up`.
+    /// Check results in a row that would change the state, all passes
+    /// or all failures (`streak_passing`).
     streak: u32,
+    streak_passing: bool,
     /// Passive failures counted since `window`.
     fails: u32,
     window: Instant,
@@ -62,6 +64,7 @@ impl Backends {
                 health: Mutex::new(Health {
                     up: true,
                     streak: 0,
+                    streak_passing: false,
                     fails: 0,
                     window: now,
                     out_until: None,
@@ -191,7 +194,8 @@ impl Backends {
         self.members[i].in_flight.load(Ordering::Relaxed)
     }
 
-    /// A request to `i` failed (connect, timeout, broken answer or 5xx):
+    /// A request to `i` failed (connect, timeout, broken answer, or a 5xx
+    /// other than 501 and 505, which are about the request):
     /// `max-fails` of them within `fail-timeout` take it out for
     /// `fail-timeout`. As in nginx, the lone upstream of a route is never
     /// taken out this way: there is nowhere else to send its requests.
@@ -206,7 +210,7 @@ impl Backends {
         if h.out_until.is_some() {
             return; // already out
         }
-        if now.duration_since(h.window) > window {
+        if h.fails == 0 || now.duration_since(h.window) > window {
             h.fails = 0;
             h.window = now;
         }
@@ -244,6 +248,10 @@ impl Backends {
         if passed == in_rotation {
             h.streak = 0;
             return;
+        }
+        if h.streak_passing != passed {
+            h.streak = 0;
+            h.streak_passing = passed;
         }
         h.streak += 1;
         let needed = if in_rotation {
@@ -459,9 +467,8 @@ mod tests {
 
     #[test]
     fn checks_and_passive_time_outs_agree() {
-        let spec = "/ http://a:1 http://b:1 health=/h passes=2 fail-timeout=150ms";
         // Passing checks end a passive time-out early...
-        let b = pool(spec);
+        let b = pool("/ http://a:1 http://b:1 health=/h passes=2 fail-timeout=10s");
         b.failed(0, Failure::Connect);
         assert!(!b.healthy(0));
         b.checked(0, true, "");
@@ -469,12 +476,20 @@ mod tests {
         b.checked(0, true, "");
         assert!(b.healthy(0));
         // ...and a failing one keeps it out after the time-out.
-        let b = pool(spec);
+        let b = pool("/ http://a:1 http://b:1 health=/h passes=2 fail-timeout=150ms");
         b.failed(0, Failure::Connect);
         b.checked(0, false, "refused");
         std::thread::sleep(Duration::from_millis(200));
         assert!(!b.healthy(0), "the check still fails");
         b.checked(0, true, "");
+        b.checked(0, true, "");
+        assert!(b.healthy(0));
+        // A streak is of passes or of failures, never a mix.
+        let b = pool("/ http://a:1 http://b:1 health=/h fails=2 passes=2 fail-timeout=10s");
+        b.checked(0, false, "refused");
+        b.failed(0, Failure::Connect);
+        b.checked(0, true, "");
+        assert!(!b.healthy(0), "one pass, after a failure, is not two");
         b.checked(0, true, "");
         assert!(b.healthy(0));
     }

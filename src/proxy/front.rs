@@ -9,6 +9,7 @@ use super::route::{has_dot_segment, rewrite, split_port, ConnectPorts, Policy, R
 use super::transport::{abort_error, take_grant, Stream, Transport};
 use super::tunnel;
 use super::wire::{AbortReason, Frame};
+use crate::config;
 use crate::error::Error;
 use crate::handler::{Handler, Request};
 use crate::http::body::{unwrap_io, BodyFraming};
@@ -17,6 +18,7 @@ use crate::http::{Method, Response, ResponseBody, Target};
 use std::borrow::Cow;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -189,10 +191,11 @@ impl Proxy {
         let may_retry = dest.member.as_ref().is_some_and(|m| {
             m.pool.size() > 1 && may_retry(head.method, m.pool.spec.retry_non_idempotent)
         });
+        let fits = length.is_none_or(|n| n <= config::REPLAY_LIMIT as u64);
         let mut replay = Replay {
             kept: Vec::new(),
-            limit: if may_retry && has_body {
-                REPLAY_LIMIT
+            limit: if may_retry && has_body && fits {
+                config::REPLAY_LIMIT
             } else {
                 0
             },
@@ -225,7 +228,7 @@ impl Proxy {
                     upload(&mut stream, &mut body, wait)?
                 }
                 (true, true) => {
-                    let kept = std::io::Cursor::new(std::mem::take(&mut replay.kept));
+                    let kept = std::io::Cursor::new(replay.take());
                     upload(&mut stream, &mut kept.chain(&mut *req.body), wait)?
                 }
             };
@@ -240,7 +243,7 @@ impl Proxy {
                     length,
                     ..
                 } => {
-                    if let (Some(m), 500..) = (&dest.member, status) {
+                    if let (Some(m), 500 | 502..=504 | 506..) = (&dest.member, status) {
                         m.pool.failed(m.index, Failure::Status(status));
                     }
                     break (stream, status, fields, length, lease);
@@ -261,6 +264,12 @@ impl Proxy {
                 .then(|| m.pool.pick(m.key.as_deref(), Some(m.index)))
                 .flatten();
             let Some(next) = next else {
+                log::warn!(
+                    "upstream {} failed ({failure:?}): {} {} gets an error",
+                    dest.authority,
+                    head.method.as_str(),
+                    head.path_query()
+                );
                 return Err(abort_error(reason, &dest.authority));
             };
             log::info!(
@@ -400,9 +409,8 @@ fn may_retry(method: Method, non_idempotent: bool) -> bool {
         )
 }
 
-/// Request body bytes kept to send again to a second upstream. A longer
-/// body is not retried.
-const REPLAY_LIMIT: usize = 1 << 20;
+/// Bytes kept in every `Replay` together (`config::REPLAY_BUDGET`).
+static REPLAY_KEPT: AtomicUsize = AtomicUsize::new(0);
 
 /// The request body sent so far, kept for a retry.
 struct Replay {
@@ -410,6 +418,37 @@ struct Replay {
     limit: usize,
     /// Everything read so far is in `kept`.
     whole: bool,
+}
+
+impl Replay {
+    /// Keep `bytes` too, within this request's limit and the budget of
+    /// all; otherwise give up keeping.
+    fn keep(&mut self, bytes: &[u8]) {
+        if !self.whole || bytes.is_empty() {
+            return;
+        }
+        let n = bytes.len();
+        let all = REPLAY_KEPT.fetch_add(n, Ordering::Relaxed) + n;
+        if self.kept.len() + n <= self.limit && all <= config::REPLAY_BUDGET {
+            self.kept.extend_from_slice(bytes);
+            return;
+        }
+        REPLAY_KEPT.fetch_sub(n, Ordering::Relaxed);
+        drop(self.take());
+        self.whole = false;
+    }
+
+    /// What was kept, given back to the budget.
+    fn take(&mut self) -> Vec<u8> {
+        REPLAY_KEPT.fetch_sub(self.kept.len(), Ordering::Relaxed);
+        std::mem::take(&mut self.kept)
+    }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        REPLAY_KEPT.fetch_sub(self.kept.len(), Ordering::Relaxed);
+    }
 }
 
 /// Reads the request body and keeps a copy in `replay`, up to its limit.
@@ -421,13 +460,7 @@ struct Tee<'a> {
 impl Read for Tee<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let r = &mut *self.replay;
-        if r.whole && r.kept.len() + n <= r.limit {
-            r.kept.extend_from_slice(&buf[..n]);
-        } else if n > 0 {
-            r.whole = false;
-            r.kept = Vec::new();
-        }
+        self.replay.keep(&buf[..n]);
         Ok(n)
     }
 }
@@ -591,5 +624,61 @@ impl Tunnel for ClientTunnel {
         // The relay ended both directions, or sent the abort itself.
         self.stream.finished = true;
         sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replay(limit: usize) -> Replay {
+        Replay {
+            kept: Vec::new(),
+            limit,
+            whole: true,
+        }
+    }
+
+    #[test]
+    fn replay_keeps_what_was_read_within_its_limit_and_returns_the_budget() {
+        let kept = || REPLAY_KEPT.load(Ordering::Relaxed);
+        let mut r = replay(10);
+        r.keep(b"hello");
+        assert_eq!((r.kept.as_slice(), kept()), (&b"hello"[..], 5));
+        r.keep(b"world!");
+        assert!(!r.whole && r.kept.is_empty(), "over the limit: nothing kept");
+        assert_eq!(kept(), 0);
+        r.keep(b"x");
+        assert!(r.kept.is_empty(), "once given up, never again");
+
+        let mut r = replay(10);
+        r.keep(b"abc");
+        assert_eq!(r.take(), b"abc");
+        assert_eq!(kept(), 0);
+        let mut r = replay(10);
+        r.keep(b"xy");
+        drop(r);
+        assert_eq!(kept(), 0);
+
+        // Through a Tee, in reads of any size.
+        let mut r = replay(100);
+        let mut body: &[u8] = b"0123456789abcdef";
+        let mut tee = Tee {
+            inner: &mut body,
+            replay: &mut r,
+        };
+        let mut sent = Vec::new();
+        let mut buf = [0u8; 3];
+        loop {
+            let n = tee.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            sent.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(r.kept, sent);
+        assert!(r.whole);
+        assert!(!may_retry(Method::Post, false) && may_retry(Method::Post, true));
+        assert!(may_retry(Method::Put, false) && !may_retry(Method::Patch, false));
     }
 }

@@ -182,9 +182,10 @@ pub fn parse_route(spec: &str) -> Result<RouteSpec, String> {
                     check_settings.push(key);
                 }
                 "max-fails" => {
-                    r.max_fails = v
-                        .parse()
-                        .map_err(|_| what(format!("'{v}' is not a whole number")))?
+                    r.max_fails = match v.parse() {
+                        Ok(n) if v.bytes().all(|b| b.is_ascii_digit()) => n,
+                        _ => return Err(what(format!("'{v}' is not a whole number"))),
+                    }
                 }
                 "fail-timeout" => r.fail_timeout = parse_duration(v).map_err(what)?,
                 _ => return Err(bad(&format!("unknown or bad setting '{word}'"))),
@@ -252,7 +253,8 @@ fn parse_number(v: &str) -> Result<u32, String> {
     }
 }
 
-/// `2`, `2s`, `1.5s`, `500ms` or `1m`: above zero, at most a day.
+/// `2`, `2s`, `1.5s`, `500ms` or `1m`: at least a millisecond, at most a
+/// day.
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
     let (number, scale) = if let Some(n) = v.strip_suffix("ms") {
         (n, 0.001)
@@ -264,11 +266,11 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
         (v, 1.0)
     };
     match number.parse::<f64>() {
-        Ok(n) if n.is_finite() && n > 0.0 && n * scale <= 86_400.0 => {
+        Ok(n) if n.is_finite() && n * scale >= 0.001 && n * scale <= 86_400.0 => {
             Ok(Duration::from_secs_f64(n * scale))
         }
         _ => Err(format!(
-            "'{v}' is not a time such as 2, 2s, 500ms or 1m (above 0, at most a day)"
+            "'{v}' is not a time such as 2, 2s, 500ms or 1m (1ms to a day)"
         )),
     }
 }
@@ -485,6 +487,7 @@ mod tests {
             "/a http://a:1 header=:2",
             "/a http://a:1 host=",
             "/a http://a:1 max-fails=-1",
+            "/a http://a:1 max-fails=+3",
             "/a http://a:1 colour=blue",
             "/a http://a:1 bare",
         ] {
@@ -503,7 +506,9 @@ mod tests {
         ] {
             assert_eq!(parse_duration(v), Ok(Duration::from_millis(ms)), "{v}");
         }
-        for bad in ["", "0", "-1s", "s", "2h", "1e9", "NaNs", "inf"] {
+        for bad in [
+            "", "0", "-1s", "s", "2h", "1e9", "NaNs", "inf", "1e-10", "0.5ms",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
