@@ -646,7 +646,10 @@ mod tests {
         r.keep(b"hello");
         assert_eq!((r.kept.as_slice(), kept()), (&b"hello"[..], 5));
         r.keep(b"world!");
-        assert!(!r.whole && r.kept.is_empty(), "over the limit: nothing kept");
+        assert!(
+            !r.whole && r.kept.is_empty(),
+            "over the limit: nothing kept"
+        );
         assert_eq!(kept(), 0);
         r.keep(b"x");
         assert!(r.kept.is_empty(), "once given up, never again");
