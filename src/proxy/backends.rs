@@ -7,6 +7,7 @@
 //! verdict serves every worker.
 
 use super::route::{Policy, RouteSpec};
+use crate::hash::rendezvous_score;
 use std::cmp::Ordering as Order;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -148,7 +149,10 @@ impl Backends {
             (Policy::IpHash | Policy::HeaderHash(_), Some(key)) => *healthy
                 .iter()
                 .max_by(|&&a, &&b| {
-                    let (sa, sb) = (rendezvous(key, a, weight(a)), rendezvous(key, b, weight(b)));
+                    let (sa, sb) = (
+                        rendezvous_score(key, a as u64, weight(a)),
+                        rendezvous_score(key, b as u64, weight(b)),
+                    );
                     sa.partial_cmp(&sb).unwrap_or(Order::Equal)
                 })
                 .unwrap_or(&healthy[0]),
@@ -310,23 +314,6 @@ impl Drop for Lease {
             .in_flight
             .fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// Weighted rendezvous hashing: every upstream scores the key, the highest
-/// wins. A key stays where it is while its upstream is healthy, whichever
-/// others come and go.
-fn rendezvous(key: &[u8], member: usize, weight: u64) -> f64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for &b in key.iter().chain(&(member as u64).to_le_bytes()) {
-        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-    }
-    // splitmix64's finaliser spreads FNV's weak low bits.
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^= h >> 31;
-    // u in (0, 1); -w / ln(u) is the weighted score.
-    let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    weight as f64 / -u.ln()
 }
 
 #[cfg(test)]
