@@ -194,7 +194,8 @@ impl Backends {
         }
     }
 
-    pub fn in_flight(&self, i: usize) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self, i: usize) -> usize {
         self.members[i].in_flight.load(Ordering::Relaxed)
     }
 

@@ -177,7 +177,7 @@ impl Proxy {
             host: head.header_str("host"),
             minor: head.minor,
         };
-        let fields: Vec<(Vec<u8>, Vec<u8>)> = forward_request_fields(head.headers(), &origin)
+        let mut fields: Vec<(Vec<u8>, Vec<u8>)> = forward_request_fields(head.headers(), &origin)
             .into_iter()
             // Host is the upstream's; 100-continue was answered here.
             .filter(|(n, _)| !n.eq_ignore_ascii_case("host") && !n.eq_ignore_ascii_case("expect"))
@@ -205,14 +205,19 @@ impl Proxy {
         let wait = self.wait();
         let (stream, status, fields, length, lease) = loop {
             let lease = dest.member.as_ref().map(|m| m.pool.lease(m.index));
+            let mut sent = Vec::with_capacity(fields.len() + 1);
+            sent.push((b"Host".to_vec(), dest.host.clone().into_bytes()));
+            // Copied only while a second attempt may need them again.
+            match may_retry && !again {
+                true => sent.extend(fields.iter().cloned()),
+                false => sent.append(&mut fields),
+            }
             let open = |id| Frame::Open {
                 id,
                 upstream: dest.authority.clone().into_bytes(),
                 method: head.method.as_str().as_bytes().to_vec(),
                 target: dest.target.clone().into_bytes(),
-                fields: std::iter::once((b"Host".to_vec(), dest.host.clone().into_bytes()))
-                    .chain(fields.iter().cloned())
-                    .collect(),
+                fields: sent,
                 has_body,
                 length,
             };
