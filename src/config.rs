@@ -53,6 +53,15 @@ pub const REPLAY_LIMIT: usize = 1 << 20;
 /// Such copies kept at once, all requests together: beyond it, a body is
 /// not kept (and not retried) rather than memory growing with the load.
 pub const REPLAY_BUDGET: usize = 64 << 20;
+/// Where each rank keeps its store replica (under `rank-N/`).
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// Copies of each stored document.
+pub const DEFAULT_REPLICAS: usize = 2;
+/// Largest stored document (413 beyond).
+pub const DEFAULT_STORE_MAX_SIZE: u64 = 64 << 20;
+/// Stored document bytes rank 0 holds at once on their way to replicas:
+/// beyond it, a PUT gets 503 rather than memory growing with the load.
+pub const STORE_BUDGET: usize = 256 << 20;
 
 /// Everything a running server needs to know.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +81,13 @@ pub struct Config {
     pub forward_proxy: bool,
     pub connect_ports: ConnectPorts,
     pub upstream_timeout: Duration,
+    /// Where the document store is mounted (starts and ends with `/`).
+    pub store: Option<String>,
+    /// Where each rank keeps its replica.
+    pub data: PathBuf,
+    pub replicas: usize,
+    pub store_token: Option<String>,
+    pub store_max_size: u64,
 }
 
 impl Default for Config {
@@ -89,6 +105,11 @@ impl Default for Config {
             forward_proxy: false,
             connect_ports: ConnectPorts::List(vec![DEFAULT_CONNECT_PORT]),
             upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
+            store: None,
+            data: PathBuf::from(DEFAULT_DATA_DIR),
+            replicas: DEFAULT_REPLICAS,
+            store_token: None,
+            store_max_size: DEFAULT_STORE_MAX_SIZE,
         }
     }
 }
@@ -96,7 +117,7 @@ impl Default for Config {
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Command {
-    Run(Config),
+    Run(Box<Config>),
     Help,
     Version,
 }
@@ -136,6 +157,18 @@ Proxy (requests run on the worker ranks, or in-process when alone):
       --connect-ports LIST|any  ports CONNECT may reach [default: 443]
       --upstream-timeout SECS   time to connect, and between upstream bytes;
                                 then 504 [default: 30]
+Document store (documents live on --replicas worker ranks, on disk):
+      --store PREFIX            PUT, GET, HEAD and DELETE documents under PREFIX
+                                (`/store/`; `/` for everything: stored documents
+                                then come before DOCROOT files); GET PREFIX
+                                lists them [default: off]
+      --data DIR                each rank keeps its replica in DIR/rank-N/
+                                [default: ./data]
+      --replicas N              copies of each document, at most one per
+                                worker rank [default: 2]
+      --store-token TOKEN       PUT and DELETE need `Authorization: Bearer TOKEN`;
+                                without it, --store needs a loopback --listen
+      --store-max-size BYTES    largest document; beyond it 413 [default: 67108864]
 Static files:
       --no-listing              answer 403 for directories without index.html
 Other:
@@ -147,7 +180,8 @@ MPIWEB_MAX_CONNECTIONS, MPIWEB_HEADER_TIMEOUT, MPIWEB_KEEPALIVE_TIMEOUT,
 MPIWEB_MAX_BODY, MPIWEB_ACCESS_LOG, MPIWEB_NO_LISTING=1, MPIWEB_DOCROOT,
 MPIWEB_ROUTE (routes separated by `;`, or short-form routes by spaces),
 MPIWEB_FORWARD_PROXY=1, MPIWEB_CONNECT_PORTS, MPIWEB_UPSTREAM_TIMEOUT,
-MPIWEB_CONFIG (read before the flags).
+MPIWEB_STORE, MPIWEB_DATA, MPIWEB_REPLICAS, MPIWEB_STORE_TOKEN,
+MPIWEB_STORE_MAX_SIZE, MPIWEB_CONFIG (read before the flags).
 Flags win.
 The access log goes to stderr at level info; RUST_LOG=warn silences it.
 ";
@@ -167,7 +201,7 @@ where
 /// Options that take no value.
 const FLAGS: [&str; 2] = ["forward-proxy", "no-listing"];
 /// Options that take one.
-const VALUED: [&str; 10] = [
+const VALUED: [&str; 15] = [
     "listen",
     "max-connections",
     "header-timeout",
@@ -178,6 +212,11 @@ const VALUED: [&str; 10] = [
     "connect-ports",
     "upstream-timeout",
     "docroot",
+    "store",
+    "data",
+    "replicas",
+    "store-token",
+    "store-max-size",
 ];
 
 /// `parse_args`, reading `--config` files through `read`.
@@ -201,6 +240,11 @@ where
         ("MPIWEB_CONNECT_PORTS", "connect-ports"),
         ("MPIWEB_UPSTREAM_TIMEOUT", "upstream-timeout"),
         ("MPIWEB_DOCROOT", "docroot"),
+        ("MPIWEB_STORE", "store"),
+        ("MPIWEB_DATA", "data"),
+        ("MPIWEB_REPLICAS", "replicas"),
+        ("MPIWEB_STORE_TOKEN", "store-token"),
+        ("MPIWEB_STORE_MAX_SIZE", "store-max-size"),
     ] {
         if let Some(v) = env(var) {
             p.option(name, Some(&v))
@@ -266,7 +310,7 @@ where
         p.option(name, value.as_deref())
             .map_err(|e| format!("{flag}: {e}"))?;
     }
-    Ok(Command::Run(p.c))
+    Ok(Command::Run(Box::new(p.c)))
 }
 
 /// MPIWEB_ROUTE: routes separated by `;` or new lines. Without either,
@@ -382,9 +426,47 @@ fn set(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
         "upstream-timeout" => c.upstream_timeout = parse_secs(v)?,
         "docroot" if v.is_empty() => return Err("needs a directory".into()),
         "docroot" => c.docroot = PathBuf::from(v),
+        "store" => c.store = Some(parse_prefix(v)?),
+        "data" if v.is_empty() => return Err("needs a directory".into()),
+        "data" => c.data = PathBuf::from(v),
+        "replicas" => c.replicas = parse_count(v)?,
+        "store-token" if v.trim().is_empty() || v.chars().any(|c| c.is_whitespace()) => {
+            return Err("needs a token without spaces".into())
+        }
+        "store-token" => c.store_token = Some(v.to_string()),
+        "store-max-size" => c.store_max_size = parse_count(v)? as u64,
         _ => return Err(format!("unknown option {name}")),
     }
     Ok(())
+}
+
+/// A store prefix: a path starting with `/`, given a trailing `/`.
+fn parse_prefix(v: &str) -> Result<String, String> {
+    let ok = v.starts_with('/')
+        && !v.split('/').any(|seg| seg == "." || seg == "..")
+        && v.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"?#%\\".contains(&b));
+    if !ok {
+        return Err(format!("'{v}' is not a path like /store/"));
+    }
+    Ok(match v.ends_with('/') {
+        true => v.to_string(),
+        false => format!("{v}/"),
+    })
+}
+
+/// Whether the listening address `listen` (HOST:PORT) is only reachable
+/// from this machine: loopback addresses, and names that resolve only to
+/// them.
+pub fn is_loopback(listen: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match listen.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
 }
 
 fn parse_count(v: &str) -> Result<usize, String> {
@@ -425,7 +507,7 @@ mod tests {
 
     fn config(args: &[&str], env: &[(&str, &str)]) -> Config {
         match run(args, env) {
-            Ok(Command::Run(c)) => c,
+            Ok(Command::Run(c)) => *c,
             other => panic!("{args:?}: {other:?}"),
         }
     }
@@ -501,6 +583,67 @@ mod tests {
     }
 
     #[test]
+    fn store_flags() {
+        let c = config(&[], &[]);
+        assert_eq!((c.store.as_deref(), c.replicas), (None, 2));
+        assert_eq!(c.data, PathBuf::from("data"));
+        assert_eq!(c.store_max_size, 64 << 20);
+        let c = config(
+            &[
+                "--store",
+                "/store",
+                "--data=/tmp/d",
+                "--replicas",
+                "3",
+                "--store-token",
+                "s3cret",
+                "--store-max-size",
+                "4096",
+            ],
+            &[],
+        );
+        assert_eq!(c.store.as_deref(), Some("/store/"));
+        assert_eq!(c.data, PathBuf::from("/tmp/d"));
+        assert_eq!((c.replicas, c.store_max_size), (3, 4096));
+        assert_eq!(c.store_token.as_deref(), Some("s3cret"));
+        let env = [("MPIWEB_STORE", "/"), ("MPIWEB_STORE_TOKEN", "t")];
+        let c = config(&[], &env);
+        assert_eq!(
+            (c.store.as_deref(), c.store_token.as_deref()),
+            (Some("/"), Some("t"))
+        );
+        for bad in [
+            &["--store", "store"][..],
+            &["--store", "/a/../b"],
+            &["--store", "/a b"],
+            &["--store", "/a?x"],
+            &["--replicas", "0"],
+            &["--store-token", ""],
+            &["--store-token", "a b"],
+            &["--data", ""],
+            &["--store-max-size", "1M"],
+        ] {
+            assert!(run(bad, &[]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn loopback_addresses() {
+        for (addr, want) in [
+            ("127.0.0.1:0", true),
+            ("127.1.2.3:80", true),
+            ("[::1]:8080", true),
+            ("localhost:8080", true),
+            ("0.0.0.0:8080", false),
+            ("[::]:8080", false),
+            ("192.0.2.1:80", false),
+            ("nonsense", false),
+        ] {
+            assert_eq!(is_loopback(addr), want, "{addr}");
+        }
+    }
+
+    #[test]
     fn environment_then_flags() {
         let env = [
             ("MPIWEB_LISTEN", "127.0.0.1:1"),
@@ -565,7 +708,7 @@ mod tests {
             &["--config", "m.conf", "--upstream-timeout=3"],
             &[("m.conf", file)],
         ) {
-            Ok(Command::Run(c)) => c,
+            Ok(Command::Run(c)) => *c,
             other => panic!("{other:?}"),
         };
         assert_eq!(c.listen, "127.0.0.1:9000");

@@ -33,6 +33,8 @@ pub enum Error {
     ExpectationFailed,
     /// The target exists but may not be served: traversal, symlink escape (403).
     Forbidden,
+    /// A write to the store without its token.
+    Unauthorized,
     /// Nothing at that path (404).
     NotFound,
     /// The method is known but not allowed on this resource (405); the
@@ -84,6 +86,7 @@ impl Error {
             Error::HeadTimeout => Some(408),
             Error::ExpectationFailed => Some(417),
             Error::Forbidden => Some(403),
+            Error::Unauthorized => Some(401),
             Error::NotFound => Some(404),
             Error::MethodNotAllowed(_) => Some(405),
             Error::PreconditionFailed => Some(412),
@@ -116,6 +119,7 @@ impl Error {
             | Error::HeadTimeout
             | Error::ExpectationFailed
             | Error::Forbidden
+            | Error::Unauthorized
             | Error::NotFound
             | Error::MethodNotAllowed(_)
             | Error::PreconditionFailed
@@ -146,6 +150,7 @@ impl Error {
             | Error::UpstreamTimeout
             | Error::NoHealthyUpstream(_) => false,
             Error::Forbidden
+            | Error::Unauthorized
             | Error::NotFound
             | Error::MethodNotAllowed(_)
             | Error::PreconditionFailed
@@ -227,6 +232,7 @@ mod tests {
             (Error::BodyTooLarge, Some(413), Fault::Downstream),
             (Error::HeadTimeout, Some(408), Fault::Downstream),
             (Error::Forbidden, Some(403), Fault::Downstream),
+            (Error::Unauthorized, Some(401), Fault::Downstream),
             (Error::RangeNotSatisfiable(3), Some(416), Fault::Downstream),
             (Error::Overloaded, Some(503), Fault::Ours),
             (Error::UpstreamBroken("x"), Some(502), Fault::Upstream),

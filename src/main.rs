@@ -4,9 +4,11 @@
 use mpiweb::cluster::{self, Cluster};
 use mpiweb::config::{self, Command, Config};
 use mpiweb::handler::Handler;
+use mpiweb::proxy::worker::Side;
 use mpiweb::proxy::{health, Local, Proxy, ProxyConfig, Transport};
 use mpiweb::server::{log as access, ConnConfig, Server};
 use mpiweb::static_files::StaticFiles;
+use mpiweb::store::{self, Replica, Store, StoreConfig};
 use std::io::Write;
 use std::net::TcpListener;
 use std::process::exit;
@@ -42,6 +44,10 @@ fn main() {
         );
         exit(EXIT_USAGE);
     }
+    if let Err(msg) = check_store(&cfg) {
+        eprintln!("mpiweb: {msg}");
+        exit(EXIT_USAGE);
+    }
     if let Some(path) = &cfg.access_log {
         if let Err(e) = access::to_file(path) {
             eprintln!("mpiweb: cannot open access log '{}': {e}", path.display());
@@ -61,7 +67,13 @@ fn main() {
         cluster.shutdown_workers(code);
         code
     } else {
-        cluster.run_worker(cfg.upstream_timeout)
+        match replica_side(&cfg, cluster.rank()) {
+            Ok(side) => cluster.run_worker(cfg.upstream_timeout, side),
+            Err(msg) => {
+                eprintln!("mpiweb[{}]: {msg}", cluster.rank());
+                EXIT_USAGE
+            }
+        }
     };
     drop(cluster); // MPI_Finalize
     exit(code);
@@ -109,10 +121,20 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
         rank: cluster.rank(),
     };
     let (transport, cmds): (Arc<dyn Transport>, _) = match cluster.size() {
-        1 => (Arc::new(Local::new(cfg.upstream_timeout)), None),
-        _ => {
-            let (link, cmds) = cluster::link();
-            (Arc::new(link), Some(cmds))
+        1 => {
+            // Alone, rank 0 keeps the store's only replica itself.
+            let side = match replica_side(cfg, 0) {
+                Ok(side) => side,
+                Err(msg) => {
+                    eprintln!("mpiweb: {msg}");
+                    return EXIT_USAGE;
+                }
+            };
+            (Arc::new(Local::new(cfg.upstream_timeout, side)), None)
+        }
+        n => {
+            let (link, cmds, membership) = cluster::link(n);
+            (Arc::new(link), Some((cmds, membership)))
         }
     };
     let handler: Arc<dyn Handler> = match cfg.routes.is_empty() && !cfg.forward_proxy {
@@ -135,8 +157,27 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
             Arc::new(proxy)
         }
     };
+    let handler: Arc<dyn Handler> = match &cfg.store {
+        None => handler,
+        Some(prefix) => {
+            let workers = transport.workers().len();
+            log::info!(
+                "store at {prefix}: {} copies of each document on {workers} worker rank(s)",
+                cfg.replicas.min(workers)
+            );
+            let state = Arc::new(store::State::new(Arc::clone(&transport), cfg.replicas));
+            store::repair::start(Arc::clone(&state));
+            let store = StoreConfig {
+                prefix: prefix.clone(),
+                replicas: cfg.replicas,
+                token: cfg.store_token.clone(),
+                max_size: cfg.store_max_size,
+            };
+            Arc::new(Store::new(store, state, handler))
+        }
+    };
     let server = Server::new(listener, conn, handler, max_connections);
-    let Some(cmds) = cmds else {
+    let Some((cmds, membership)) = cmds else {
         return stopped(server.run());
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -152,11 +193,50 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
         Ok(t) => t,
         Err(e) => return stopped(Err(e)),
     };
-    cluster.dispatch(cmds, &stop);
+    cluster.dispatch(cmds, membership, &stop);
     match serving.join() {
         Ok(result) => stopped(result),
         Err(_) => 1,
     }
+}
+
+/// The store's start-up rules, checked on every rank before MPI starts:
+/// writes without a token only on a loopback address, and a usable data
+/// directory.
+fn check_store(cfg: &Config) -> Result<(), String> {
+    if cfg.store.is_none() {
+        return Ok(());
+    }
+    if cfg.store_token.is_none() && !config::is_loopback(&cfg.listen) {
+        return Err(format!(
+            "--store without --store-token would let anyone on the network write: \
+             listen on a loopback address (not {}) or set --store-token TOKEN",
+            cfg.listen
+        ));
+    }
+    std::fs::create_dir_all(&cfg.data)
+        .map_err(|e| format!("cannot create data directory '{}': {e}", cfg.data.display()))
+}
+
+/// This rank's replica of the store, as the worker's runner of store
+/// streams; `None` without `--store`.
+fn replica_side(cfg: &Config, rank: usize) -> Result<Option<Side>, String> {
+    if cfg.store.is_none() {
+        return Ok(None);
+    }
+    let dir = cfg.data.join(format!("rank-{rank}"));
+    let replica = Replica::open(&dir)
+        .map_err(|e| format!("cannot open store replica '{}': {e}", dir.display()))?;
+    let count = replica.inventory().map_or(0, |docs| docs.len());
+    log::info!(
+        "store replica rank {rank} (pid {}) at {}: {count} documents",
+        std::process::id(),
+        dir.display()
+    );
+    let replica = Arc::new(replica);
+    Ok(Some(Arc::new(move |frame, rx: &_, out: &_| {
+        store::replica::serve(&replica, frame, rx, out)
+    })))
 }
 
 /// The exit code for a server that stopped serving.

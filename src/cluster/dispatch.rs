@@ -12,6 +12,7 @@ use mpi::topology::SimpleCommunicator;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often rank 0 pings every worker.
@@ -22,7 +23,8 @@ const STALL_AFTER: Duration = Duration::from_millis(1000);
 
 /// What connection threads ask of the dispatcher.
 pub enum Cmd {
-    Open(Frame, Sender<Vec<Frame>>),
+    /// A new stream, for the least-loaded worker or for the rank given.
+    Open(Frame, Sender<Vec<Frame>>, Option<usize>),
     Frame(Frame),
     Close(u64, bool),
 }
@@ -30,19 +32,55 @@ pub enum Cmd {
 /// The connection threads' end: a `Transport` over a channel.
 pub struct Link {
     cmds: Sender<Cmd>,
+    live: Arc<Membership>,
 }
 
-/// A link and the dispatcher's end of it.
-pub fn link() -> (Link, Receiver<Cmd>) {
+/// Which workers are in rotation, as the dispatcher's heartbeats found;
+/// read by anyone who places work on a given rank (the store).
+pub struct Membership {
+    /// By rank; rank 0 is never a worker here.
+    live: Vec<AtomicBool>,
+}
+
+impl Membership {
+    fn set(&self, rank: usize, live: bool) {
+        if let Some(flag) = self.live.get(rank) {
+            flag.store(live, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A link for a world of `size` ranks, and the dispatcher's end of it.
+pub fn link(size: usize) -> (Link, Receiver<Cmd>, Arc<Membership>) {
     let (cmds, rx) = channel();
-    (Link { cmds }, rx)
+    let live = Arc::new(Membership {
+        live: (0..size).map(|rank| AtomicBool::new(rank > 0)).collect(),
+    });
+    let link = Link {
+        cmds,
+        live: Arc::clone(&live),
+    };
+    (link, rx, live)
 }
 
 impl Transport for Link {
     fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<(), Error> {
         self.cmds
-            .send(Cmd::Open(open, tx))
+            .send(Cmd::Open(open, tx, None))
             .map_err(|_| Error::Overloaded)
+    }
+    fn open_at(&self, rank: usize, open: Frame, tx: Sender<Vec<Frame>>) -> Result<(), Error> {
+        self.cmds
+            .send(Cmd::Open(open, tx, Some(rank)))
+            .map_err(|_| Error::Overloaded)
+    }
+    fn live_workers(&self) -> Vec<usize> {
+        (1..self.live.live.len())
+            .filter(|&r| self.live.live[r].load(Ordering::Relaxed))
+            .collect()
+    }
+    fn workers(&self) -> Vec<usize> {
+        (1..self.live.live.len()).collect()
     }
     fn send(&self, frame: Frame) {
         let _ = self.cmds.send(Cmd::Frame(frame));
@@ -72,10 +110,13 @@ struct Flow {
     /// here rather than wake the thread for nothing.
     wants_ack: bool,
     tunnel: bool,
+    /// Runs on this worker or nowhere: a stall ends it rather than moving it.
+    pinned: bool,
 }
 
 struct Dispatcher<'w> {
     world: &'w SimpleCommunicator,
+    membership: Arc<Membership>,
     out: Outbox,
     peers: Vec<Peer>,
     flows: HashMap<u64, Flow>,
@@ -89,10 +130,17 @@ struct Dispatcher<'w> {
 }
 
 /// Run the dispatcher until `stop` is set or every link is gone.
-pub fn run(world: &SimpleCommunicator, size: usize, cmds: Receiver<Cmd>, stop: &AtomicBool) {
+pub fn run(
+    world: &SimpleCommunicator,
+    size: usize,
+    cmds: Receiver<Cmd>,
+    membership: Arc<Membership>,
+    stop: &AtomicBool,
+) {
     let now = Instant::now();
     let mut d = Dispatcher {
         world,
+        membership,
         out: Outbox::new(size),
         peers: (1..size)
             .map(|rank| Peer {
@@ -154,7 +202,31 @@ pub fn run(world: &SimpleCommunicator, size: usize, cmds: Receiver<Cmd>, stop: &
 impl Dispatcher<'_> {
     fn command(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Open(frame, tx) => {
+            Cmd::Open(frame, tx, Some(rank)) => {
+                let id = frame.id();
+                let peer = self.peers.iter().position(|p| p.rank == rank && p.live);
+                let Some(peer) = peer else {
+                    let _ = tx.send(vec![Frame::Abort {
+                        id,
+                        reason: AbortReason::Refused,
+                    }]);
+                    return;
+                };
+                self.peers[peer].in_flight += 1;
+                self.out.push(self.world, rank, &frame);
+                self.flows.insert(
+                    id,
+                    Flow {
+                        peer,
+                        tx,
+                        open: None,
+                        wants_ack: false,
+                        tunnel: false,
+                        pinned: true,
+                    },
+                );
+            }
+            Cmd::Open(frame, tx, None) => {
                 let id = frame.id();
                 let Some(peer) = self.pick() else {
                     let _ = tx.send(vec![Frame::Abort {
@@ -175,6 +247,7 @@ impl Dispatcher<'_> {
                         open: Some(frame),
                         wants_ack,
                         tunnel,
+                        pinned: false,
                     },
                 );
             }
@@ -221,6 +294,7 @@ impl Dispatcher<'_> {
         self.peers[peer].last_pong = Instant::now();
         if !self.peers[peer].live {
             self.peers[peer].live = true;
+            self.membership.set(from, true);
             log::warn!("worker rank {from} answers again: back in rotation");
         }
         if let Frame::Pong { .. } = frame {
@@ -270,6 +344,7 @@ impl Dispatcher<'_> {
                 continue;
             }
             p.live = false;
+            self.membership.set(p.rank, false);
             log::warn!(
                 "worker rank {} silent for {} ms: out of rotation",
                 p.rank,
@@ -280,6 +355,28 @@ impl Dispatcher<'_> {
     }
 
     fn resend_from(&mut self, stalled: usize) {
+        // Streams that must run on this rank end here: their owner picks
+        // another rank itself.
+        let pinned: Vec<u64> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.peer == stalled && f.pinned)
+            .map(|(&id, _)| id)
+            .collect();
+        let rank = self.peers[stalled].rank;
+        for id in pinned {
+            let Some(flow) = self.flows.remove(&id) else {
+                continue;
+            };
+            let abort = Frame::Abort {
+                id,
+                reason: AbortReason::Refused,
+            };
+            let _ = flow.tx.send(vec![abort.clone()]);
+            self.out.push(self.world, rank, &abort);
+            let p = &mut self.peers[stalled];
+            p.in_flight = p.in_flight.saturating_sub(1);
+        }
         let waiting: Vec<u64> = self
             .flows
             .iter()

@@ -6,12 +6,14 @@ mod dispatch;
 mod outbox;
 mod worker_loop;
 
-pub use dispatch::{link, Cmd, Link};
+use crate::proxy::worker::Side;
+pub use dispatch::{link, Cmd, Link, Membership};
 use mpi::point_to_point::Destination;
 use mpi::topology::Communicator;
 use mpi::Threading;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Tag of the exit code rank 0 sends to end a worker.
@@ -67,21 +69,22 @@ impl Cluster {
     }
 
     /// The worker loop of ranks > 0. Returns the exit code rank 0 sent.
-    pub fn run_worker(&self, upstream_timeout: Duration) -> i32 {
+    /// `side` runs the store's streams when this rank keeps a replica.
+    pub fn run_worker(&self, upstream_timeout: Duration, side: Option<Side>) -> i32 {
         let Cluster::Mpi { universe } = self else {
             return 0;
         };
-        worker_loop::run(&universe.world(), upstream_timeout)
+        worker_loop::run(&universe.world(), upstream_timeout, side)
     }
 
     /// Rank 0's dispatcher, on the calling (main) thread, until `stop` is
     /// set or every `Link` is dropped.
-    pub fn dispatch(&self, cmds: Receiver<Cmd>, stop: &AtomicBool) {
+    pub fn dispatch(&self, cmds: Receiver<Cmd>, membership: Arc<Membership>, stop: &AtomicBool) {
         let Cluster::Mpi { universe } = self else {
             return;
         };
         let world = universe.world();
-        dispatch::run(&world, world.size() as usize, cmds, stop);
+        dispatch::run(&world, world.size() as usize, cmds, membership, stop);
     }
 
     /// From rank 0: tell every worker to exit with `code`.

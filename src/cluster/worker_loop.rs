@@ -5,7 +5,7 @@
 use super::outbox::{is_heartbeat, receive, Backoff, Outbox};
 use super::TAG_SHUTDOWN;
 use crate::proxy::wire::Frame;
-use crate::proxy::worker::Worker;
+use crate::proxy::worker::{Side, Worker};
 use mpi::point_to_point::Source;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use std::collections::HashSet;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Serve rank 0 until it sends the exit code.
-pub fn run(world: &SimpleCommunicator, upstream_timeout: Duration) -> i32 {
+pub fn run(world: &SimpleCommunicator, upstream_timeout: Duration, side: Option<Side>) -> i32 {
     let (tx, outgoing) = channel::<Vec<Frame>>();
     let worker = Worker::new(
         upstream_timeout,
@@ -22,6 +22,7 @@ pub fn run(world: &SimpleCommunicator, upstream_timeout: Duration) -> i32 {
             let _ = tx.send(batch); // only fails once the loop has ended
         }),
         true,
+        side,
     );
     let root = world.process_at_rank(0);
     let mut out = Outbox::new(world.size() as usize);

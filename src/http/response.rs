@@ -172,6 +172,7 @@ pub fn error_page(err: &Error) -> Response {
         Error::MethodNotAllowed(allow) => resp.with("Allow", *allow),
         Error::RangeNotSatisfiable(len) => resp.with("Content-Range", format!("bytes */{len}")),
         Error::NoHealthyUpstream(secs) => resp.with("Retry-After", secs.to_string()),
+        Error::Unauthorized => resp.with("WWW-Authenticate", "Bearer realm=\"mpiweb-store\""),
         _ => resp,
     }
 }
@@ -571,6 +572,9 @@ mod tests {
         assert_eq!(r.header("Content-Range"), Some("bytes */10"));
         let r = error_page(&Error::NoHealthyUpstream(3));
         assert_eq!((r.status, r.header("Retry-After")), (503, Some("3")));
+        let r = error_page(&Error::Unauthorized);
+        let want = Some("Bearer realm=\"mpiweb-store\"");
+        assert_eq!((r.status, r.header("www-authenticate")), (401, want));
         assert!(r.header("content-type").unwrap().starts_with("text/html"));
     }
 

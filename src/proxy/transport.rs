@@ -5,7 +5,7 @@
 
 use super::tunnel::Frames;
 use super::wire::{AbortReason, Frame};
-use super::worker::Worker;
+use super::worker::{Side, Worker};
 use crate::error::Error;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +44,14 @@ pub trait Transport: Send + Sync {
     fn send(&self, frame: Frame);
     /// Forget stream `id`; unless it `finished`, its runner is told to stop.
     fn close(&self, id: u64, finished: bool);
+    /// Start a stream on worker `rank` itself (a store replica). If that
+    /// rank stalls or leaves the rotation, the stream ends with an `Abort`
+    /// (`Refused`) instead of moving to another rank.
+    fn open_at(&self, rank: usize, open: Frame, tx: Sender<Vec<Frame>>) -> Result<(), Error>;
+    /// The ranks that run streams and answer heartbeats now, in order.
+    fn live_workers(&self) -> Vec<usize>;
+    /// Every rank that runs streams, live or not.
+    fn workers(&self) -> Vec<usize>;
 }
 
 /// Stream ids are unique within rank 0's life.
@@ -67,11 +75,31 @@ impl Stream {
         transport: &Arc<dyn Transport>,
         make: impl FnOnce(u64) -> Frame,
     ) -> Result<Stream, Error> {
+        Stream::start(transport, None, make)
+    }
+
+    /// Open a stream on worker `rank` (see `Transport::open_at`).
+    pub fn open_at(
+        transport: &Arc<dyn Transport>,
+        rank: usize,
+        make: impl FnOnce(u64) -> Frame,
+    ) -> Result<Stream, Error> {
+        Stream::start(transport, Some(rank), make)
+    }
+
+    fn start(
+        transport: &Arc<dyn Transport>,
+        rank: Option<usize>,
+        make: impl FnOnce(u64) -> Frame,
+    ) -> Result<Stream, Error> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = channel();
         let open = make(id);
         let tunnel = is_tunnel(&open);
-        transport.open(open, tx)?;
+        match rank {
+            Some(rank) => transport.open_at(rank, open, tx)?,
+            None => transport.open(open, tx)?,
+        }
         Ok(Stream {
             id,
             rx,
@@ -178,7 +206,8 @@ pub struct Local {
 type Routes = Arc<Mutex<HashMap<u64, (Sender<Vec<Frame>>, bool)>>>;
 
 impl Local {
-    pub fn new(upstream_timeout: Duration) -> Local {
+    /// `side` runs the streams that are not proxied requests (the store's).
+    pub fn new(upstream_timeout: Duration, side: Option<Side>) -> Local {
         let routes: Routes = Arc::default();
         let back = Arc::clone(&routes);
         let out = move |batch: Vec<Frame>| {
@@ -195,7 +224,7 @@ impl Local {
             }
         };
         // In one process nothing needs a stream acknowledged.
-        let worker = Worker::new(upstream_timeout, Arc::new(out), false);
+        let worker = Worker::new(upstream_timeout, Arc::new(out), false, side);
         Local { worker, routes }
     }
 }
@@ -213,6 +242,19 @@ impl Transport for Local {
 
     fn send(&self, frame: Frame) {
         self.worker.deliver(frame);
+    }
+
+    fn open_at(&self, _rank: usize, open: Frame, tx: Sender<Vec<Frame>>) -> Result<(), Error> {
+        self.open(open, tx)
+    }
+
+    /// Alone, rank 0 is its own worker.
+    fn live_workers(&self) -> Vec<usize> {
+        vec![0]
+    }
+
+    fn workers(&self) -> Vec<usize> {
+        vec![0]
     }
 
     fn close(&self, id: u64, finished: bool) {

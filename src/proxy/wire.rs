@@ -115,6 +115,64 @@ pub enum Frame {
     Pong {
         id: u64,
     },
+    /// A document store operation on the replica of one rank: `Put` is
+    /// followed by the body's `Data` frames and `End`; every answer is a
+    /// `Head` (its status says what happened), `Data` frames for a read or
+    /// a list, and `End`.
+    Store {
+        id: u64,
+        op: StoreOp,
+        path: Vec<u8>,
+        meta: DocMeta,
+    },
+}
+
+/// What a `Store` frame asks of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Keep this version of the document, unless a newer one is there.
+    Put,
+    /// Send `meta.version` of the document (404 if another is there).
+    Read,
+    /// Send every document's path and metadata (`encode_inventory`).
+    List,
+    /// Remove the copy if it is `meta.version`.
+    Drop,
+}
+
+impl StoreOp {
+    fn code(self) -> u8 {
+        match self {
+            StoreOp::Put => 1,
+            StoreOp::Read => 2,
+            StoreOp::List => 3,
+            StoreOp::Drop => 4,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<StoreOp> {
+        Some(match c {
+            1 => StoreOp::Put,
+            2 => StoreOp::Read,
+            3 => StoreOp::List,
+            4 => StoreOp::Drop,
+            _ => return None,
+        })
+    }
+}
+
+/// One version of a stored document, as every replica and rank 0 know it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DocMeta {
+    /// Rank 0 numbers every write; a larger version is a later write.
+    pub version: u64,
+    /// When it was written, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub content_type: String,
+    /// Body bytes.
+    pub length: u64,
+    /// A tombstone: the document was deleted by this version.
+    pub deleted: bool,
 }
 
 /// A buffer that is not a frame.
@@ -137,6 +195,7 @@ const ABORT: u8 = 5;
 const CREDIT: u8 = 6;
 const PING: u8 = 7;
 const PONG: u8 = 8;
+const STORE: u8 = 9;
 
 impl Frame {
     pub fn id(&self) -> u64 {
@@ -148,7 +207,8 @@ impl Frame {
             | Frame::Abort { id, .. }
             | Frame::Credit { id, .. }
             | Frame::Ping { id }
-            | Frame::Pong { id } => *id,
+            | Frame::Pong { id }
+            | Frame::Store { id, .. } => *id,
         }
     }
 }
@@ -197,6 +257,7 @@ fn encode_into(frame: &Frame, out: &mut Vec<u8>) {
         Frame::Credit { .. } => CREDIT,
         Frame::Ping { .. } => PING,
         Frame::Pong { .. } => PONG,
+        Frame::Store { .. } => STORE,
     };
     out.push(kind);
     out.extend_from_slice(&frame.id().to_le_bytes());
@@ -231,7 +292,43 @@ fn encode_into(frame: &Frame, out: &mut Vec<u8>) {
         Frame::End { .. } | Frame::Ping { .. } | Frame::Pong { .. } => {}
         Frame::Abort { reason, .. } => out.push(reason.code()),
         Frame::Credit { bytes, .. } => out.extend_from_slice(&bytes.to_le_bytes()),
+        Frame::Store { op, path, meta, .. } => {
+            out.push(op.code());
+            put_bytes(out, path);
+            put_meta(out, meta);
+        }
     }
+}
+
+fn put_meta(out: &mut Vec<u8>, meta: &DocMeta) {
+    out.extend_from_slice(&meta.version.to_le_bytes());
+    out.extend_from_slice(&meta.time_ms.to_le_bytes());
+    put_bytes(out, meta.content_type.as_bytes());
+    out.extend_from_slice(&meta.length.to_le_bytes());
+    out.push(u8::from(meta.deleted));
+}
+
+/// A replica's list of documents: each path and its metadata.
+pub type Inventory = Vec<(Vec<u8>, DocMeta)>;
+
+/// The bytes of (part of) an inventory, for `Data` frames.
+pub fn encode_inventory(entries: &[(Vec<u8>, DocMeta)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (path, meta) in entries {
+        put_bytes(&mut out, path);
+        put_meta(&mut out, meta);
+    }
+    out
+}
+
+/// The entries in `buf`, made by `encode_inventory`.
+pub fn decode_inventory(buf: &[u8]) -> Result<Inventory, WireError> {
+    let mut r = Reader { buf };
+    let mut entries = Vec::new();
+    while !r.buf.is_empty() {
+        entries.push((r.bytes(MAX_STRING)?, r.meta()?));
+    }
+    Ok(entries)
 }
 
 fn put_length(out: &mut Vec<u8>, length: Option<u64>) {
@@ -280,6 +377,12 @@ pub fn decode(buf: &[u8]) -> Result<Frame, WireError> {
         },
         PING => Frame::Ping { id },
         PONG => Frame::Pong { id },
+        STORE => Frame::Store {
+            id,
+            op: StoreOp::from_code(r.u8()?).ok_or(WireError("unknown store operation"))?,
+            path: r.bytes(MAX_STRING)?,
+            meta: r.meta()?,
+        },
         _ => return Err(WireError("unknown kind")),
     };
     if !r.buf.is_empty() {
@@ -358,6 +461,17 @@ impl Reader<'_> {
         Ok(self.take(len)?.to_vec())
     }
 
+    fn meta(&mut self) -> Result<DocMeta, WireError> {
+        Ok(DocMeta {
+            version: self.u64()?,
+            time_ms: self.u64()?,
+            content_type: String::from_utf8(self.bytes(MAX_STRING)?)
+                .map_err(|_| WireError("content type not UTF-8"))?,
+            length: self.u64()?,
+            deleted: self.flag()?,
+        })
+    }
+
     fn fields(&mut self) -> Result<Fields, WireError> {
         let count = self.u32()? as usize;
         if count > MAX_FIELDS {
@@ -434,7 +548,49 @@ mod tests {
             },
             Frame::Ping { id: 3 },
             Frame::Pong { id: 3 },
+            Frame::Store {
+                id: 4,
+                op: StoreOp::Put,
+                path: b"/store/a b".to_vec(),
+                meta: meta(),
+            },
+            Frame::Store {
+                id: 5,
+                op: StoreOp::Drop,
+                path: Vec::new(),
+                meta: DocMeta::default(),
+            },
         ]
+    }
+
+    fn meta() -> DocMeta {
+        DocMeta {
+            version: 0x1234_5678_9abc,
+            time_ms: 1_795_000_000_000,
+            content_type: "text/plain; charset=utf-8".into(),
+            length: 5 << 30,
+            deleted: true,
+        }
+    }
+
+    #[test]
+    fn store_ops_keep_their_codes_and_inventories_round_trip() {
+        for code in 1..=4 {
+            assert_eq!(StoreOp::from_code(code).unwrap().code(), code);
+        }
+        assert_eq!(StoreOp::from_code(5), None);
+        let entries = vec![
+            (b"/store/a".to_vec(), meta()),
+            (b"/x".to_vec(), DocMeta::default()),
+        ];
+        let bytes = encode_inventory(&entries);
+        assert_eq!(decode_inventory(&bytes), Ok(entries));
+        assert_eq!(decode_inventory(&[]), Ok(Vec::new()));
+        for cut in 1..bytes.len() {
+            let r = decode_inventory(&bytes[..cut]);
+            // A cut between two entries is a shorter inventory, never garbage.
+            assert!(r.is_err() || r.unwrap().len() == 1, "cut at {cut}");
+        }
     }
 
     #[test]

@@ -30,6 +30,10 @@ use std::time::Duration;
 /// and end wake its connection thread once).
 pub type Out = Arc<dyn Fn(Vec<Frame>) + Send + Sync>;
 
+/// Runs a stream that is not a proxied request (a store operation): its
+/// first frame, the later frames of the stream, and where answers go.
+pub type Side = Arc<dyn Fn(Frame, &Receiver<Frame>, &Out) + Send + Sync>;
+
 /// How long a runner waits for the rank-0 side (body pieces, credit)
 /// before it gives up: past the send timeout, rank 0 has given up too.
 const DOWNSTREAM_WAIT: Duration = Duration::from_secs(config::SEND_TIMEOUT.as_secs() + 10);
@@ -79,10 +83,16 @@ pub struct Worker {
     /// needs it to know which streams a stalled worker had taken), not only
     /// those that carry a body.
     ack_all: bool,
+    side: Option<Side>,
 }
 
 impl Worker {
-    pub fn new(upstream_timeout: Duration, out: Out, ack_all: bool) -> Arc<Worker> {
+    pub fn new(
+        upstream_timeout: Duration,
+        out: Out,
+        ack_all: bool,
+        side: Option<Side>,
+    ) -> Arc<Worker> {
         Arc::new(Worker {
             streams: Mutex::new(HashMap::new()),
             ctx: Arc::new(Ctx {
@@ -92,31 +102,49 @@ impl Worker {
             }),
             threads: Threads::new(),
             ack_all,
+            side,
         })
+    }
+
+    /// Run `first` on a pool thread with its stream's later frames.
+    fn spawn(
+        self: &Arc<Self>,
+        first: Frame,
+        run: impl FnOnce(Frame, &Receiver<Frame>, &Ctx) + Send + 'static,
+    ) {
+        let id = first.id();
+        let (tx, rx) = channel();
+        if let Ok(mut streams) = self.streams.lock() {
+            streams.insert(id, tx);
+        }
+        let me = Arc::clone(self);
+        self.threads.run(move || {
+            run(first, &rx, &me.ctx);
+            me.ctx.unwatch(id);
+            if let Ok(mut streams) = me.streams.lock() {
+                streams.remove(&id);
+            }
+        });
     }
 
     /// Take one frame from rank 0.
     pub fn deliver(self: &Arc<Self>, frame: Frame) {
         match frame {
             Frame::Open { id, has_body, .. } => {
-                let (tx, rx) = channel();
-                if let Ok(mut streams) = self.streams.lock() {
-                    streams.insert(id, tx);
-                }
                 // The first credit says the request was taken; it also
                 // opens the window for the request body (or a tunnel).
                 if self.ack_all || has_body || is_tunnel(&frame) {
                     self.ctx.send(Frame::Credit { id, bytes: WINDOW });
                 }
-                let me = Arc::clone(self);
-                self.threads.run(move || {
-                    run(frame, &rx, &me.ctx);
-                    me.ctx.unwatch(id);
-                    if let Ok(mut streams) = me.streams.lock() {
-                        streams.remove(&id);
-                    }
-                });
+                self.spawn(frame, run);
             }
+            Frame::Store { id, .. } => match self.side.clone() {
+                Some(side) => self.spawn(frame, move |f, rx, ctx| side(f, rx, &ctx.out)),
+                None => self.ctx.send(Frame::Abort {
+                    id,
+                    reason: AbortReason::Refused,
+                }),
+            },
             Frame::Ping { id } => self.ctx.send(Frame::Pong { id }),
             other => {
                 let id = other.id();

@@ -169,10 +169,10 @@ fn redirect_page(location: &str) -> String {
 /// What the headers say about one version of a file.
 #[derive(Debug, Clone)]
 pub struct FileInfo {
-    len: u64,
-    validators: Validators,
-    last_modified: String,
-    content_type: String,
+    pub len: u64,
+    pub validators: Validators,
+    pub last_modified: String,
+    pub content_type: String,
 }
 
 impl FileInfo {
@@ -231,8 +231,9 @@ fn serve_file(
 }
 
 /// Preconditions, range and headers for a file described by `info`;
-/// `body` makes the body for a byte range of it.
-fn respond(
+/// `body` makes the body for a byte range of it. Stored documents are
+/// answered the same way.
+pub fn respond(
     req: &Request<'_>,
     info: &FileInfo,
     body: impl FnOnce(u64, u64) -> ResponseBody,

@@ -8,10 +8,10 @@ use crate::hash::rendezvous_score;
 /// Every worker in `workers`, ordered for `path`: the first `replicas` keep
 /// it, and the ones after them stand in, in turn, for any that are down
 /// (the "next rank in the ring" of that document).
-pub fn ranking(path: &str, workers: &[usize]) -> Vec<usize> {
+pub fn ranking(path: &[u8], workers: &[usize]) -> Vec<usize> {
     let mut scored: Vec<(f64, usize)> = workers
         .iter()
-        .map(|&rank| (rendezvous_score(path.as_bytes(), rank as u64, 1), rank))
+        .map(|&rank| (rendezvous_score(path, rank as u64, 1), rank))
         .collect();
     // Highest first; equal scores (never seen in practice) by rank.
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -20,7 +20,7 @@ pub fn ranking(path: &str, workers: &[usize]) -> Vec<usize> {
 
 /// The ranks that keep `path`: its first `replicas` in `ranking`, or every
 /// worker when there are fewer.
-pub fn replicas(path: &str, workers: &[usize], replicas: usize) -> Vec<usize> {
+pub fn replicas(path: &[u8], workers: &[usize], replicas: usize) -> Vec<usize> {
     let mut ranks = ranking(path, workers);
     ranks.truncate(replicas);
     ranks
@@ -40,10 +40,14 @@ mod tests {
         let workers = [1, 2, 3, 4];
         let mut load: HashMap<usize, usize> = HashMap::new();
         for p in paths(4000) {
-            let r = replicas(&p, &workers, 2);
+            let r = replicas(p.as_bytes(), &workers, 2);
             assert_eq!(r.len(), 2);
             assert_ne!(r[0], r[1]);
-            assert_eq!(r, replicas(&p, &[4, 3, 2, 1], 2), "order of the list");
+            assert_eq!(
+                r,
+                replicas(p.as_bytes(), &[4, 3, 2, 1], 2),
+                "order of the list"
+            );
             for rank in r {
                 *load.entry(rank).or_default() += 1;
             }
@@ -52,8 +56,8 @@ mod tests {
         for (rank, n) in &load {
             assert!((1700..2300).contains(n), "rank {rank}: {n}");
         }
-        assert_eq!(replicas("/x", &[1], 2), [1], "fewer workers than replicas");
-        assert!(replicas("/x", &[], 2).is_empty());
+        assert_eq!(replicas(b"/x", &[1], 2), [1], "fewer workers than replicas");
+        assert!(replicas(b"/x", &[], 2).is_empty());
     }
 
     #[test]
@@ -63,7 +67,10 @@ mod tests {
         let docs = paths(4000);
         let mut moved = 0;
         for p in &docs {
-            let (a, b) = (replicas(p, &before, 2), replicas(p, &after, 2));
+            let (a, b) = (
+                replicas(p.as_bytes(), &before, 2),
+                replicas(p.as_bytes(), &after, 2),
+            );
             moved += a.iter().filter(|r| !b.contains(r)).count();
             // Whatever stays keeps its place: only rank 5 comes in.
             assert!(
@@ -77,10 +84,10 @@ mod tests {
 
         // Rank 3 down: the stand-in is the next in its ranking.
         for p in &docs {
-            let full = ranking(p, &before);
+            let full = ranking(p.as_bytes(), &before);
             let without: Vec<usize> = before.iter().copied().filter(|&r| r != 3).collect();
             let expected: Vec<usize> = full.iter().copied().filter(|&r| r != 3).take(2).collect();
-            assert_eq!(replicas(p, &without, 2), expected, "{p}");
+            assert_eq!(replicas(p.as_bytes(), &without, 2), expected, "{p}");
         }
     }
 }

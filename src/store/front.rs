@@ -1,0 +1,423 @@
+//! The store as rank 0 serves it: PUT, GET, HEAD and DELETE of documents
+//! under the prefix, and listings. Requests outside the prefix, and reads
+//! of paths not stored, go to the next handler (files or the proxy).
+
+use super::state::State;
+use crate::error::Error;
+use crate::handler::{Handler, Request};
+use crate::http::body::unwrap_io;
+use crate::http::date::fmt_http_date;
+use crate::http::response::BodySource;
+use crate::http::{html_escape, Method, Response, ResponseBody, Target};
+use crate::proxy::wire::DocMeta;
+use crate::static_files::cond::Validators;
+use crate::static_files::path::{map_url_path, percent_encode_segment};
+use crate::static_files::{respond, FileInfo};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Methods on a document.
+const ALLOW_DOC: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
+/// Methods on a listing (a path ending in `/`).
+const ALLOW_LIST: &str = "GET, HEAD, OPTIONS";
+/// Type of a document stored without one.
+const DEFAULT_TYPE: &str = "application/octet-stream";
+
+/// The store's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// Where it is mounted; starts and ends with `/`.
+    pub prefix: String,
+    pub replicas: usize,
+    /// Writes need `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+    /// Largest document (413 beyond).
+    pub max_size: u64,
+}
+
+/// The store's handler on rank 0.
+pub struct Store {
+    cfg: StoreConfig,
+    state: Arc<State>,
+    next: Arc<dyn Handler>,
+}
+
+/// A request path under the prefix, as the store names it.
+enum Place {
+    /// The prefix without its slash: redirect to it.
+    Bare,
+    /// A path ending in `/`: a listing.
+    List(Vec<u8>),
+    Doc(Vec<u8>),
+}
+
+impl Store {
+    pub fn new(cfg: StoreConfig, state: Arc<State>, next: Arc<dyn Handler>) -> Store {
+        Store { cfg, state, next }
+    }
+
+    /// Where `path_query` is in the store, if it is.
+    fn place(&self, path_query: &str) -> Result<Option<Place>, Error> {
+        let path = path_query.split('?').next().unwrap_or_default();
+        let prefix = self.cfg.prefix.as_str();
+        if path == prefix.trim_end_matches('/') && prefix != "/" {
+            return Ok(Some(Place::Bare));
+        }
+        if !path.starts_with(prefix) {
+            return Ok(None);
+        }
+        // The static rules: decoded once, no `..`, no NUL.
+        let mapped = map_url_path(path)?;
+        let mut key = b"/".to_vec();
+        key.extend_from_slice(mapped.rel.as_os_str().as_bytes());
+        if mapped.trailing_slash && key.len() > 1 {
+            key.push(b'/');
+        }
+        let mut as_dir = key.clone();
+        if !as_dir.ends_with(b"/") {
+            as_dir.push(b'/');
+        }
+        Ok(Some(if as_dir == prefix.as_bytes() {
+            Place::List(as_dir)
+        } else if !key.starts_with(prefix.as_bytes()) {
+            return Ok(None);
+        } else if key.ends_with(b"/") {
+            Place::List(key)
+        } else {
+            Place::Doc(key)
+        }))
+    }
+
+    fn authorize(&self, req: &Request<'_>) -> Result<(), Error> {
+        let Some(token) = &self.cfg.token else {
+            return Ok(()); // listening on loopback only (checked at start)
+        };
+        let given = req.head.header("authorization").and_then(|v| {
+            let v = v.strip_prefix(b" ").unwrap_or(v);
+            let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ')?);
+            scheme
+                .eq_ignore_ascii_case(b"bearer")
+                .then(|| rest.trim_ascii())
+        });
+        match given {
+            Some(t) if same(t, token.as_bytes()) => Ok(()),
+            _ => Err(Error::Unauthorized),
+        }
+    }
+
+    fn put(&self, req: &mut Request<'_>, key: &[u8]) -> Result<Response, Error> {
+        self.authorize(req)?;
+        let max = self.cfg.max_size;
+        let expected = match req.head.framing {
+            crate::http::body::BodyFraming::Length(n) if n > max => {
+                return Err(Error::BodyTooLarge)
+            }
+            crate::http::body::BodyFraming::Length(n) => n as usize,
+            _ => 0,
+        };
+        self.state.wait_ready()?;
+        let mut hold = self.state.hold(expected)?;
+        let mut body = Vec::with_capacity(expected);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = req.body.read(&mut buf).map_err(unwrap_io)?;
+            if n == 0 {
+                break;
+            }
+            if body.len() + n > max as usize {
+                return Err(Error::BodyTooLarge);
+            }
+            if body.len() + n > expected.max(body.capacity()) {
+                hold.grow(n)?;
+            }
+            body.extend_from_slice(&buf[..n]);
+        }
+        let content_type = req
+            .head
+            .header_str("content-type")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .unwrap_or(DEFAULT_TYPE);
+        let meta = DocMeta {
+            version: self.state.next_version(),
+            time_ms: now_ms(),
+            content_type: content_type.to_string(),
+            length: body.len() as u64,
+            deleted: false,
+        };
+        let ranks = self.state.write(key, &meta, &body)?;
+        let before = self.state.catalog_mut().commit(key, &meta, &ranks);
+        let etag = etag(meta.version);
+        Ok(match before {
+            None => {
+                let location = req.head.path_query().split('?').next().unwrap_or("/");
+                Response::new(201, ResponseBody::Bytes(Vec::new()))
+                    .with("Location", location.to_string())
+                    .with("ETag", etag)
+            }
+            Some(_) => Response::new(204, ResponseBody::None).with("ETag", etag),
+        })
+    }
+
+    fn delete(&self, req: &Request<'_>, key: &[u8]) -> Result<Response, Error> {
+        self.authorize(req)?;
+        self.state.wait_ready()?;
+        let live = self
+            .state
+            .catalog()
+            .get(key)
+            .is_some_and(|e| !e.meta.deleted);
+        if !live {
+            return Err(Error::NotFound);
+        }
+        let meta = DocMeta {
+            version: self.state.next_version(),
+            time_ms: now_ms(),
+            content_type: String::new(),
+            length: 0,
+            deleted: true,
+        };
+        let ranks = self.state.write(key, &meta, &[])?;
+        self.state.catalog_mut().commit(key, &meta, &ranks);
+        Ok(Response::new(204, ResponseBody::None))
+    }
+
+    fn get(&self, req: &mut Request<'_>, key: &[u8]) -> Result<Response, Error> {
+        self.state.wait_ready()?;
+        let entry = self
+            .state
+            .catalog()
+            .get(key)
+            .filter(|e| !e.meta.deleted)
+            .cloned();
+        let Some(entry) = entry else {
+            return self.next.handle(req);
+        };
+        let meta = &entry.meta;
+        let modified = UNIX_EPOCH + Duration::from_secs(meta.time_ms / 1000);
+        let info = FileInfo {
+            len: meta.length,
+            validators: Validators {
+                etag: etag(meta.version),
+                modified,
+            },
+            last_modified: fmt_http_date(modified),
+            content_type: meta.content_type.clone(),
+        };
+        let mut range = None;
+        let mut resp = respond(req, &info, |offset, len| {
+            range = Some((offset, len));
+            ResponseBody::Bytes(Vec::new())
+        })?;
+        if let Some((offset, len)) = range {
+            resp.body = match (req.head.method, len) {
+                (Method::Get, 1..) => ResponseBody::Stream {
+                    source: Box::new(self.state.fetch(key, &entry, offset, len)?),
+                    length: Some(len),
+                },
+                // HEAD: the length, without asking a replica.
+                _ => ResponseBody::Stream {
+                    source: Box::new(Nothing),
+                    length: Some(len),
+                },
+            };
+        }
+        Ok(resp)
+    }
+
+    fn list(&self, req: &mut Request<'_>, under: &[u8]) -> Result<Response, Error> {
+        self.state.wait_ready()?;
+        let docs: Vec<(Vec<u8>, DocMeta, Vec<usize>)> = self
+            .state
+            .catalog()
+            .under(under)
+            .map(|(p, e)| {
+                let mut ranks: Vec<usize> = e.holders().collect();
+                ranks.sort_unstable();
+                (p.to_vec(), e.meta.clone(), ranks)
+            })
+            .collect();
+        if docs.is_empty() && under != self.cfg.prefix.as_bytes() {
+            return self.next.handle(req);
+        }
+        let html = req
+            .head
+            .header_str("accept")
+            .is_some_and(|a| a.contains("text/html"));
+        let mut resp = match html {
+            true => Response::html(200, list_html(under, &docs)),
+            false => Response::new(
+                200,
+                ResponseBody::Bytes(list_json(under, &docs).into_bytes()),
+            )
+            .with("Content-Type", "application/json"),
+        };
+        resp = resp
+            .with("Cache-Control", "no-cache")
+            .with("Vary", "Accept");
+        Ok(resp)
+    }
+}
+
+impl Handler for Store {
+    fn handle(&self, req: &mut Request<'_>) -> Result<Response, Error> {
+        // An absolute-form target may be for another host (a forward
+        // proxy's): only origin-form requests reach the store.
+        if req.head.target != Target::Origin {
+            return self.next.handle(req);
+        }
+        let Some(place) = self.place(req.head.path_query())? else {
+            return self.next.handle(req);
+        };
+        let method = req.head.method;
+        match (place, method) {
+            (_, Method::Options) => {
+                Ok(Response::new(200, ResponseBody::Bytes(Vec::new())).with("Allow", ALLOW_DOC))
+            }
+            (Place::Bare, Method::Get | Method::Head) => {
+                let to = self.cfg.prefix.clone();
+                Ok(
+                    Response::html(301, format!("<a href=\"{to}\">{to}</a>\n"))
+                        .with("Location", to),
+                )
+            }
+            (Place::Bare | Place::List(_), _) if !matches!(method, Method::Get | Method::Head) => {
+                Err(Error::MethodNotAllowed(ALLOW_LIST))
+            }
+            (Place::List(under), _) => self.list(req, &under),
+            (Place::Doc(key), Method::Get | Method::Head) => self.get(req, &key),
+            (Place::Doc(key), Method::Put) => self.put(req, &key),
+            (Place::Doc(key), Method::Delete) => self.delete(req, &key),
+            (_, _) => Err(Error::MethodNotAllowed(ALLOW_DOC)),
+        }
+    }
+}
+
+/// A body that is never read (HEAD).
+struct Nothing;
+
+impl BodySource for Nothing {
+    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        Ok(None)
+    }
+}
+
+/// Compare secrets without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A version as a strong entity tag.
+fn etag(version: u64) -> String {
+    format!("\"{version:x}\"")
+}
+
+/// A document path as a link: each segment percent-encoded.
+fn href(path: &[u8]) -> String {
+    path.split(|&b| b == b'/')
+        .map(percent_encode_segment)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `s` as a JSON string.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn list_json(under: &[u8], docs: &[(Vec<u8>, DocMeta, Vec<usize>)]) -> String {
+    let mut out = format!(
+        "{{\"prefix\":{},\"count\":{},\"documents\":[",
+        json_string(&String::from_utf8_lossy(under)),
+        docs.len()
+    );
+    for (i, (path, meta, ranks)) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let ranks: Vec<String> = ranks.iter().map(usize::to_string).collect();
+        out.push_str(&format!(
+            "\n{{\"path\":{},\"size\":{},\"content_type\":{},\"etag\":{},\"last_modified\":{},\"version\":{},\"replicas\":[{}]}}",
+            json_string(&String::from_utf8_lossy(path)),
+            meta.length,
+            json_string(&meta.content_type),
+            json_string(&etag(meta.version)),
+            json_string(&fmt_http_date(UNIX_EPOCH + Duration::from_millis(meta.time_ms))),
+            meta.version,
+            ranks.join(",")
+        ));
+    }
+    out.push_str("\n]}\n");
+    out
+}
+
+fn list_html(under: &[u8], docs: &[(Vec<u8>, DocMeta, Vec<usize>)]) -> String {
+    let title = html_escape(&String::from_utf8_lossy(under));
+    let mut page = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Store: {title}</title>\
+         <style>body{{font-family:system-ui,sans-serif;margin:2em}}td{{padding:0 1em}}</style>\
+         </head><body><h1>Store: {title}</h1><p>{} documents</p><table>\n\
+         <tr><th>Path</th><th>Size</th><th>Type</th><th>Last modified</th><th>Ranks</th></tr>\n",
+        docs.len()
+    );
+    for (path, meta, ranks) in docs {
+        let ranks: Vec<String> = ranks.iter().map(usize::to_string).collect();
+        page.push_str(&format!(
+            "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            html_escape(&href(path)),
+            html_escape(&String::from_utf8_lossy(path)),
+            meta.length,
+            html_escape(&meta.content_type),
+            fmt_http_date(UNIX_EPOCH + Duration::from_millis(meta.time_ms)),
+            ranks.join(", ")
+        ));
+    }
+    page.push_str("</table></body></html>\n");
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_escape_what_they_must() {
+        assert_eq!(json_string("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\u0001é\"");
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same(b"s3cret", b"s3cret"));
+        assert!(!same(b"s3cret", b"s3creT"));
+        assert!(!same(b"s3cret", b"s3cre"));
+        assert!(!same(b"", b"x"));
+    }
+
+    #[test]
+    fn links_encode_each_segment() {
+        assert_eq!(href(b"/store/a b/c?d"), "/store/a%20b/c%3Fd");
+    }
+}

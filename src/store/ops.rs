@@ -1,0 +1,230 @@
+//! Rank 0's side of the store's frames: one operation on one replica,
+//! through the `Transport` (a worker rank, or this process when alone).
+
+use crate::error::Error;
+use crate::http::response::BodySource;
+use crate::proxy::transport::{take_grant, Stream, Transport, CHUNK};
+use crate::proxy::wire::{decode_inventory, DocMeta, Frame, Inventory, StoreOp};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long one operation may take on a replica: long enough to fsync
+/// the largest document on a slow disk. A replica that stalls is noticed
+/// by the heartbeats well before, and its operations end at once.
+pub const OP_WAIT: Duration = Duration::from_secs(30);
+
+fn open(
+    t: &Arc<dyn Transport>,
+    rank: usize,
+    op: StoreOp,
+    path: &[u8],
+    meta: &DocMeta,
+) -> Result<Stream, Error> {
+    Stream::open_at(t, rank, |id| Frame::Store {
+        id,
+        op,
+        path: path.to_vec(),
+        meta: meta.clone(),
+    })
+}
+
+/// The status of the `Head` that answers `stream`.
+fn status(stream: &mut Stream) -> Result<u16, Error> {
+    loop {
+        match stream.recv(OP_WAIT)? {
+            Frame::Head { status, .. } => return Ok(status),
+            Frame::Abort { .. } => return Err(Error::Overloaded),
+            _ => {}
+        }
+    }
+}
+
+/// Wait for the stream's `End`.
+fn end(stream: &mut Stream) -> Result<(), Error> {
+    loop {
+        match stream.recv(OP_WAIT)? {
+            Frame::End { .. } => return Ok(()),
+            Frame::Abort { .. } => return Err(Error::Overloaded),
+            _ => {}
+        }
+    }
+}
+
+/// Send a version of a document to `rank`; `finish_put` waits for it.
+pub fn start_put(
+    t: &Arc<dyn Transport>,
+    rank: usize,
+    path: &[u8],
+    meta: &DocMeta,
+    body: &[u8],
+) -> Result<Stream, Error> {
+    let stream = open(t, rank, StoreOp::Put, path, meta)?;
+    for piece in body.chunks(CHUNK) {
+        stream.send(Frame::Data {
+            id: stream.id,
+            bytes: piece.to_vec(),
+        });
+    }
+    stream.send(Frame::End { id: stream.id });
+    Ok(stream)
+}
+
+/// The replica has the version on disk (or a newer one).
+pub fn finish_put(mut stream: Stream) -> Result<(), Error> {
+    match status(&mut stream)? {
+        200 | 201 => end(&mut stream),
+        _ => Err(Error::Internal("replica refused a write".into())),
+    }
+}
+
+/// Write a version to `rank` and wait until it is on disk.
+pub fn put(
+    t: &Arc<dyn Transport>,
+    rank: usize,
+    path: &[u8],
+    meta: &DocMeta,
+    body: &[u8],
+) -> Result<(), Error> {
+    finish_put(start_put(t, rank, path, meta, body)?)
+}
+
+/// Remove `version` of `path` from `rank`; whether that copy was there.
+pub fn drop_copy(
+    t: &Arc<dyn Transport>,
+    rank: usize,
+    path: &[u8],
+    version: u64,
+) -> Result<bool, Error> {
+    let meta = DocMeta {
+        version,
+        ..DocMeta::default()
+    };
+    let mut stream = open(t, rank, StoreOp::Drop, path, &meta)?;
+    let found = status(&mut stream)? == 200;
+    end(&mut stream)?;
+    Ok(found)
+}
+
+/// Every document on `rank`.
+pub fn inventory(t: &Arc<dyn Transport>, rank: usize) -> Result<Inventory, Error> {
+    let mut stream = open(t, rank, StoreOp::List, b"", &DocMeta::default())?;
+    status(&mut stream)?;
+    let mut all = Vec::new();
+    loop {
+        match stream.recv(OP_WAIT)? {
+            Frame::Data { bytes, .. } => {
+                all.extend(decode_inventory(&bytes).map_err(|e| Error::Internal(e.to_string()))?)
+            }
+            Frame::End { .. } => return Ok(all),
+            Frame::Abort { .. } => return Err(Error::Overloaded),
+            _ => {}
+        }
+    }
+}
+
+/// Start reading `version` of `path` on `rank`: the body as it streams,
+/// or `None` if the replica has another version (or none).
+pub fn read(
+    t: &Arc<dyn Transport>,
+    rank: usize,
+    path: &[u8],
+    version: u64,
+) -> Result<Option<DocBody>, Error> {
+    let meta = DocMeta {
+        version,
+        ..DocMeta::default()
+    };
+    let mut stream = open(t, rank, StoreOp::Read, path, &meta)?;
+    loop {
+        match stream.recv(OP_WAIT)? {
+            Frame::Head { status: 200, .. } => break,
+            Frame::Head { .. } => return Ok(None),
+            Frame::Abort { .. } => return Err(Error::Overloaded),
+            _ => {}
+        }
+    }
+    Ok(Some(DocBody {
+        stream,
+        skip: 0,
+        left: None,
+        consumed: 0,
+    }))
+}
+
+/// A whole document read into memory (for copies between replicas).
+pub fn read_all(
+    t: &Arc<dyn Transport>,
+    rank: usize,
+    path: &[u8],
+    version: u64,
+) -> Result<Option<Vec<u8>>, Error> {
+    let Some(mut body) = read(t, rank, path, version)? else {
+        return Ok(None);
+    };
+    let mut all = Vec::new();
+    while let Some(piece) = body.next_chunk()? {
+        all.extend_from_slice(&piece);
+    }
+    Ok(Some(all))
+}
+
+/// A stored body as it comes from a replica, cut to a byte range.
+pub struct DocBody {
+    stream: Stream,
+    /// Bytes still to skip before the range.
+    skip: u64,
+    /// Bytes of the range still to hand out (`None`: all there is).
+    left: Option<u64>,
+    /// Bytes handed out and not yet granted back.
+    consumed: u64,
+}
+
+impl DocBody {
+    /// Only `len` bytes from `offset`.
+    pub fn range(mut self, offset: u64, len: u64) -> DocBody {
+        self.skip = offset;
+        self.left = Some(len);
+        self
+    }
+
+    fn take(&mut self, frame: Frame) -> Result<Option<Option<Vec<u8>>>, Error> {
+        match frame {
+            Frame::Data { mut bytes, .. } => {
+                self.consumed += bytes.len() as u64;
+                let skip = self.skip.min(bytes.len() as u64) as usize;
+                self.skip -= skip as u64;
+                bytes.drain(..skip);
+                if let Some(left) = &mut self.left {
+                    bytes.truncate((*left).min(bytes.len() as u64) as usize);
+                    *left -= bytes.len() as u64;
+                }
+                Ok((!bytes.is_empty()).then_some(Some(bytes)))
+            }
+            Frame::End { .. } if self.left.is_none_or(|l| l == 0) => Ok(Some(None)),
+            Frame::End { .. } | Frame::Abort { .. } => {
+                Err(Error::UpstreamBroken("stored document cut short"))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+impl BodySource for DocBody {
+    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        if self.left == Some(0) {
+            return Ok(None); // the rest is not wanted: dropping aborts it
+        }
+        if let Some(bytes) = take_grant(&mut self.consumed) {
+            self.stream.send(Frame::Credit {
+                id: self.stream.id,
+                bytes,
+            });
+        }
+        loop {
+            let frame = self.stream.recv(OP_WAIT)?;
+            if let Some(piece) = self.take(frame)? {
+                return Ok(piece);
+            }
+        }
+    }
+}

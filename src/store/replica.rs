@@ -1,0 +1,434 @@
+//! One rank's replica of the store: a directory of document files, each
+//! written to a temporary name, fsync'd, then renamed, and the worker side
+//! of the store's frames (`serve`).
+//!
+//! A replica keeps the newest version it was given of each document: a
+//! `Put` older than what is on disk is acknowledged and thrown away, so
+//! writes that arrive late (a rank that stalled and woke up) never undo a
+//! later one.
+
+use super::doc::{file_name, header, parse_header, MAX_HEADER};
+use crate::proxy::transport::{CHUNK, WINDOW};
+use crate::proxy::wire::{encode_inventory, AbortReason, DocMeta, Frame, Inventory, StoreOp};
+use crate::proxy::worker::Out;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Locks over document names: two writes of one document take turns to
+/// compare versions and rename; writes of others do not wait.
+const STRIPES: usize = 64;
+/// How long a replica waits for the next frame of a stream from rank 0.
+const FRAME_WAIT: Duration = Duration::from_secs(60);
+/// Inventory bytes in one `Data` frame.
+const INVENTORY_PIECE: usize = 512 * 1024;
+
+/// The documents of one rank, under `DIR/rank-N/`.
+pub struct Replica {
+    docs: PathBuf,
+    tmp: PathBuf,
+    stripes: Vec<Mutex<()>>,
+    next_tmp: AtomicU64,
+}
+
+/// A document file open for reading, positioned after its header.
+pub struct Opened {
+    pub file: File,
+    pub body_at: u64,
+    pub meta: DocMeta,
+}
+
+impl Replica {
+    /// Open (creating it if needed) the replica in `dir`. Temporary files a
+    /// crash left behind are removed: they were never acknowledged.
+    pub fn open(dir: &Path) -> io::Result<Replica> {
+        let docs = dir.join("docs");
+        let tmp = dir.join("tmp");
+        fs::create_dir_all(&docs)?;
+        fs::create_dir_all(&tmp)?;
+        for entry in fs::read_dir(&tmp)? {
+            let _ = fs::remove_file(entry?.path());
+        }
+        Ok(Replica {
+            docs,
+            tmp,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            next_tmp: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self, name: &str) -> MutexGuard<'_, ()> {
+        let i = crate::hash::hash64(&[name.as_bytes()]) as usize % STRIPES;
+        // A poisoned stripe only means a writer panicked; the files are whole.
+        self.stripes[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Start writing a version of `path`: its header goes to a new
+    /// temporary file.
+    pub fn begin(&self, path: &[u8], meta: &DocMeta) -> io::Result<Pending> {
+        let name = file_name(path);
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.tmp.join(format!("{name}.{n}"));
+        let mut file = File::create(&tmp)?;
+        file.write_all(&header(path, meta))?;
+        Ok(Pending {
+            file,
+            tmp,
+            name,
+            path: path.to_vec(),
+            meta: meta.clone(),
+            written: 0,
+        })
+    }
+
+    /// Finish a write: sync the file and rename it over the document,
+    /// unless the replica has the same or a newer version. Returns whether
+    /// this version is now on disk.
+    pub fn commit(&self, mut p: Pending) -> io::Result<bool> {
+        if p.written != p.meta.length {
+            let _ = fs::remove_file(&p.tmp);
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("body of {} bytes, {} expected", p.written, p.meta.length),
+            ));
+        }
+        p.file.flush()?;
+        p.file.sync_all()?;
+        let _guard = self.lock(&p.name);
+        let current = self.current(&p.path)?;
+        if current.is_some_and(|c| c.version >= p.meta.version) {
+            let _ = fs::remove_file(&p.tmp);
+            return Ok(false);
+        }
+        fs::rename(&p.tmp, self.docs.join(&p.name))?;
+        sync_dir(&self.docs)?;
+        Ok(true)
+    }
+
+    /// Write a whole version at once.
+    pub fn put(&self, path: &[u8], meta: &DocMeta, body: &[u8]) -> io::Result<bool> {
+        let mut p = self.begin(path, meta)?;
+        p.write(body)?;
+        self.commit(p)
+    }
+
+    /// The version of `path` on disk, if any.
+    pub fn current(&self, path: &[u8]) -> io::Result<Option<DocMeta>> {
+        Ok(self.open_doc(path)?.map(|o| o.meta))
+    }
+
+    /// The file of `path`, positioned after its header.
+    pub fn open_doc(&self, path: &[u8]) -> io::Result<Option<Opened>> {
+        let file = match File::open(self.docs.join(file_name(path))) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some((stored, meta, body_at)) = read_header(&file)? else {
+            return Err(broken("unreadable document header"));
+        };
+        if stored != path {
+            // Two paths with one 128-bit name: never seen, never served.
+            return Err(broken("document file of another path"));
+        }
+        Ok(Some(Opened {
+            file,
+            body_at: body_at as u64,
+            meta,
+        }))
+    }
+
+    /// Remove the copy of `path` if it is `version`. Returns whether it was.
+    pub fn remove(&self, path: &[u8], version: u64) -> io::Result<bool> {
+        let name = file_name(path);
+        let _guard = self.lock(&name);
+        match self.current(path)? {
+            Some(m) if m.version == version => {
+                fs::remove_file(self.docs.join(&name))?;
+                sync_dir(&self.docs)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Every document here (tombstones too). Files that are not whole
+    /// documents (cut short by a disk error) are reported and skipped.
+    pub fn inventory(&self) -> io::Result<Inventory> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.docs)? {
+            let path = entry?.path();
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            let whole = match (read_header(&file), file.metadata()) {
+                (Ok(Some((doc, meta, at))), Ok(m)) if m.len() == at as u64 + meta.length => {
+                    Some((doc, meta))
+                }
+                _ => None,
+            };
+            match whole {
+                Some(doc) => out.push(doc),
+                None => log::warn!("store: skipping broken file {}", path.display()),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A version being written.
+pub struct Pending {
+    file: File,
+    tmp: PathBuf,
+    name: String,
+    path: Vec<u8>,
+    meta: DocMeta,
+    written: u64,
+}
+
+impl Pending {
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.written += bytes.len() as u64;
+        if self.written > self.meta.length {
+            return Err(broken("body longer than announced"));
+        }
+        self.file.write_all(bytes)
+    }
+
+    /// Give up: the temporary file goes.
+    pub fn discard(self) {
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+fn broken(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why.to_string())
+}
+
+/// A rename is durable once its directory is synced.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The header at the start of `file`, read in growing pieces.
+fn read_header(file: &File) -> io::Result<Option<(Vec<u8>, DocMeta, usize)>> {
+    let mut buf = vec![0u8; 4096];
+    let mut have = 0;
+    loop {
+        let n = file.read_at(&mut buf[have..], have as u64)?;
+        have += n;
+        if let Some(parsed) = parse_header(&buf[..have]) {
+            return Ok(Some(parsed));
+        }
+        if n == 0 || have >= MAX_HEADER {
+            return Ok(None);
+        }
+        if have == buf.len() {
+            buf.resize((buf.len() * 2).min(MAX_HEADER), 0);
+        }
+    }
+}
+
+/// Run one store stream on this replica: `first` is its `Store` frame,
+/// `rx` brings the rest, answers go to `out`.
+pub fn serve(replica: &Replica, first: Frame, rx: &Receiver<Frame>, out: &Out) {
+    let Frame::Store { id, op, path, meta } = first else {
+        return;
+    };
+    let answer = |status: u16, length: Option<u64>| Frame::Head {
+        id,
+        status,
+        fields: Vec::new(),
+        length,
+    };
+    let result = match op {
+        StoreOp::Put => receive_put(replica, &path, &meta, rx)
+            .map(|written| vec![answer(if written { 201 } else { 200 }, None)]),
+        StoreOp::Drop => replica
+            .remove(&path, meta.version)
+            .map(|gone| vec![answer(if gone { 200 } else { 404 }, None)]),
+        StoreOp::List => replica.inventory().map(|inv| {
+            let mut frames = vec![answer(200, None)];
+            let mut piece = Vec::new();
+            for doc in inv {
+                piece.push(doc);
+                if piece.len() * 64 >= INVENTORY_PIECE {
+                    let bytes = encode_inventory(&std::mem::take(&mut piece));
+                    frames.push(Frame::Data { id, bytes });
+                }
+            }
+            frames.push(Frame::Data {
+                id,
+                bytes: encode_inventory(&piece),
+            });
+            frames
+        }),
+        StoreOp::Read => match replica.open_doc(&path) {
+            Ok(Some(doc)) if doc.meta.version == meta.version => {
+                return send_doc(doc, id, rx, out);
+            }
+            Ok(_) => Ok(vec![answer(404, None)]),
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(mut frames) => {
+            frames.push(Frame::End { id });
+            out(frames);
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {} // rank 0 gave up
+        Err(e) => {
+            log::warn!("store: {op:?} {}: {e}", String::from_utf8_lossy(&path));
+            out(vec![Frame::Abort {
+                id,
+                reason: AbortReason::BadUpstream,
+            }]);
+        }
+    }
+}
+
+/// Write a `Put`'s body as it comes, then commit it.
+fn receive_put(
+    replica: &Replica,
+    path: &[u8],
+    meta: &DocMeta,
+    rx: &Receiver<Frame>,
+) -> io::Result<bool> {
+    let mut pending = replica.begin(path, meta)?;
+    loop {
+        let step = match rx.recv_timeout(FRAME_WAIT) {
+            Ok(Frame::Data { bytes, .. }) => pending.write(&bytes),
+            Ok(Frame::End { .. }) => return replica.commit(pending),
+            Ok(Frame::Abort { .. }) | Err(RecvTimeoutError::Disconnected) => {
+                Err(io::Error::from(io::ErrorKind::Interrupted))
+            }
+            Ok(_) => Ok(()),
+            Err(RecvTimeoutError::Timeout) => Err(io::Error::from(io::ErrorKind::TimedOut)),
+        };
+        if let Err(e) = step {
+            pending.discard();
+            return Err(e);
+        }
+    }
+}
+
+/// Send a document's body within the credit rank 0 grants.
+fn send_doc(doc: Opened, id: u64, rx: &Receiver<Frame>, out: &Out) {
+    let length = doc.meta.length;
+    let mut batch = vec![Frame::Head {
+        id,
+        status: 200,
+        fields: Vec::new(),
+        length: Some(length),
+    }];
+    let mut credit = u64::from(WINDOW);
+    let mut at = 0u64;
+    while at < length {
+        // Take the credit and aborts waiting; wait when out of credit.
+        loop {
+            let frame = match credit {
+                0 => match rx.recv_timeout(FRAME_WAIT) {
+                    Ok(f) => f,
+                    Err(_) => return, // rank 0 stopped reading
+                },
+                _ => match rx.try_recv() {
+                    Ok(f) => f,
+                    Err(_) => break,
+                },
+            };
+            match frame {
+                Frame::Credit { bytes, .. } => credit += u64::from(bytes),
+                Frame::Abort { .. } => return,
+                _ => {}
+            }
+        }
+        let want = (length - at).min(credit).min(CHUNK as u64) as usize;
+        let mut bytes = vec![0u8; want];
+        if let Err(e) = doc.file.read_exact_at(&mut bytes, doc.body_at + at) {
+            log::warn!("store: reading a document: {e}");
+            batch.clear();
+            batch.push(Frame::Abort {
+                id,
+                reason: AbortReason::BadUpstream,
+            });
+            out(batch);
+            return;
+        }
+        at += want as u64;
+        credit -= want as u64;
+        batch.push(Frame::Data { id, bytes });
+        if at < length {
+            out(std::mem::take(&mut batch));
+        }
+    }
+    batch.push(Frame::End { id });
+    out(batch);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(version: u64, body: &[u8]) -> DocMeta {
+        DocMeta {
+            version,
+            time_ms: 1,
+            content_type: "text/plain".into(),
+            length: body.len() as u64,
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn newest_version_wins_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path()).unwrap();
+        assert!(r.put(b"/s/a", &meta(5, b"five"), b"five").unwrap());
+        assert!(!r.put(b"/s/a", &meta(3, b"three"), b"three").unwrap());
+        assert!(!r.put(b"/s/a", &meta(5, b"again"), b"again").unwrap());
+        assert!(r.put(b"/s/a", &meta(7, b"seven!"), b"seven!").unwrap());
+        assert!(r.put(b"/s/a/b", &meta(1, b""), b"").unwrap());
+        // A crash left a temporary file: it goes at the next start.
+        fs::write(dir.path().join("tmp/junk"), b"x").unwrap();
+        let r = Replica::open(dir.path()).unwrap();
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        let doc = r.open_doc(b"/s/a").unwrap().unwrap();
+        assert_eq!(doc.meta, meta(7, b"seven!"));
+        let mut body = [0u8; 6];
+        doc.file.read_exact_at(&mut body, doc.body_at).unwrap();
+        assert_eq!(&body, b"seven!");
+        let mut inv = r.inventory().unwrap();
+        inv.sort_by(|a, b| a.0.cmp(&b.0));
+        let paths: Vec<&[u8]> = inv.iter().map(|(p, _)| p.as_slice()).collect();
+        assert_eq!(paths, [&b"/s/a"[..], b"/s/a/b"]);
+        // Only the named version is removed.
+        assert!(!r.remove(b"/s/a", 5).unwrap());
+        assert!(r.remove(b"/s/a", 7).unwrap());
+        assert!(r.open_doc(b"/s/a").unwrap().is_none());
+    }
+
+    #[test]
+    fn short_bodies_and_torn_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path()).unwrap();
+        let mut p = r.begin(b"/x", &meta(1, b"abcd")).unwrap();
+        p.write(b"ab").unwrap();
+        assert!(r.commit(p).is_err());
+        let mut p = r.begin(b"/x", &meta(1, b"abcd")).unwrap();
+        assert!(p.write(b"abcde").is_err());
+        p.discard();
+        assert!(r.open_doc(b"/x").unwrap().is_none());
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        // A document file cut short is left out of the inventory.
+        r.put(b"/y", &meta(2, b"whole"), b"whole").unwrap();
+        let file = dir.path().join("docs").join(file_name(b"/y"));
+        let bytes = fs::read(&file).unwrap();
+        fs::write(&file, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(r.inventory().unwrap().is_empty());
+    }
+}
