@@ -62,6 +62,11 @@ pub const DEFAULT_STORE_MAX_SIZE: u64 = 64 << 20;
 /// Stored document bytes rank 0 holds at once on their way to replicas:
 /// beyond it, a PUT gets 503 rather than memory growing with the load.
 pub const STORE_BUDGET: usize = 256 << 20;
+/// Memory rank 0 gives the bodies of small stored documents, so that
+/// reading them again needs no replica.
+pub const DEFAULT_STORE_CACHE: usize = 64 << 20;
+/// Largest stored document kept in that memory.
+pub const STORE_CACHE_MAX_DOC: u64 = 64 * 1024;
 
 /// Everything a running server needs to know.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +93,7 @@ pub struct Config {
     pub replicas: usize,
     pub store_token: Option<String>,
     pub store_max_size: u64,
+    pub store_cache: usize,
 }
 
 impl Default for Config {
@@ -110,6 +116,7 @@ impl Default for Config {
             replicas: DEFAULT_REPLICAS,
             store_token: None,
             store_max_size: DEFAULT_STORE_MAX_SIZE,
+            store_cache: DEFAULT_STORE_CACHE,
         }
     }
 }
@@ -169,6 +176,9 @@ Document store (documents live on --replicas worker ranks, on disk):
       --store-token TOKEN       PUT and DELETE need `Authorization: Bearer TOKEN`;
                                 without it, --store needs a loopback --listen
       --store-max-size BYTES    largest document; beyond it 413 [default: 67108864]
+      --store-cache BYTES       memory on rank 0 for documents up to 64 KiB, read
+                                again without a replica; 0 turns it off
+                                [default: 67108864]
 Static files:
       --no-listing              answer 403 for directories without index.html
 Other:
@@ -181,7 +191,7 @@ MPIWEB_MAX_BODY, MPIWEB_ACCESS_LOG, MPIWEB_NO_LISTING=1, MPIWEB_DOCROOT,
 MPIWEB_ROUTE (routes separated by `;`, or short-form routes by spaces),
 MPIWEB_FORWARD_PROXY=1, MPIWEB_CONNECT_PORTS, MPIWEB_UPSTREAM_TIMEOUT,
 MPIWEB_STORE, MPIWEB_DATA, MPIWEB_REPLICAS, MPIWEB_STORE_TOKEN,
-MPIWEB_STORE_MAX_SIZE, MPIWEB_CONFIG (read before the flags).
+MPIWEB_STORE_MAX_SIZE, MPIWEB_STORE_CACHE, MPIWEB_CONFIG (read before the flags).
 Flags win.
 The access log goes to stderr at level info; RUST_LOG=warn silences it.
 ";
@@ -201,7 +211,7 @@ where
 /// Options that take no value.
 const FLAGS: [&str; 2] = ["forward-proxy", "no-listing"];
 /// Options that take one.
-const VALUED: [&str; 15] = [
+const VALUED: [&str; 16] = [
     "listen",
     "max-connections",
     "header-timeout",
@@ -217,6 +227,7 @@ const VALUED: [&str; 15] = [
     "replicas",
     "store-token",
     "store-max-size",
+    "store-cache",
 ];
 
 /// `parse_args`, reading `--config` files through `read`.
@@ -245,6 +256,7 @@ where
         ("MPIWEB_REPLICAS", "replicas"),
         ("MPIWEB_STORE_TOKEN", "store-token"),
         ("MPIWEB_STORE_MAX_SIZE", "store-max-size"),
+        ("MPIWEB_STORE_CACHE", "store-cache"),
     ] {
         if let Some(v) = env(var) {
             p.option(name, Some(&v))
@@ -435,6 +447,8 @@ fn set(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
         }
         "store-token" => c.store_token = Some(v.to_string()),
         "store-max-size" => c.store_max_size = parse_count(v)? as u64,
+        "store-cache" if v == "0" => c.store_cache = 0,
+        "store-cache" => c.store_cache = parse_count(v)?,
         _ => return Err(format!("unknown option {name}")),
     }
     Ok(())
@@ -599,12 +613,13 @@ mod tests {
                 "s3cret",
                 "--store-max-size",
                 "4096",
+                "--store-cache=0",
             ],
             &[],
         );
         assert_eq!(c.store.as_deref(), Some("/store/"));
         assert_eq!(c.data, PathBuf::from("/tmp/d"));
-        assert_eq!((c.replicas, c.store_max_size), (3, 4096));
+        assert_eq!((c.replicas, c.store_max_size, c.store_cache), (3, 4096, 0));
         assert_eq!(c.store_token.as_deref(), Some("s3cret"));
         let env = [("MPIWEB_STORE", "/"), ("MPIWEB_STORE_TOKEN", "t")];
         let c = config(&[], &env);

@@ -165,7 +165,11 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
                 "store at {prefix}: {} copies of each document on {workers} worker rank(s)",
                 cfg.replicas.min(workers)
             );
-            let state = Arc::new(store::State::new(Arc::clone(&transport), cfg.replicas));
+            let state = Arc::new(store::State::new(
+                Arc::clone(&transport),
+                cfg.replicas,
+                cfg.store_cache,
+            ));
             store::repair::start(Arc::clone(&state));
             let store = StoreConfig {
                 prefix: prefix.clone(),

@@ -2,6 +2,7 @@
 //! under the prefix, and listings. Requests outside the prefix, and reads
 //! of paths not stored, go to the next handler (files or the proxy).
 
+use super::catalog::Entry;
 use super::state::State;
 use crate::error::Error;
 use crate::handler::{Handler, Request};
@@ -118,6 +119,7 @@ impl Store {
         };
         self.state.wait_ready()?;
         let mut hold = self.state.hold(expected)?;
+        let mut held = expected;
         let mut body = Vec::with_capacity(expected);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -128,8 +130,9 @@ impl Store {
             if body.len() + n > max as usize {
                 return Err(Error::BodyTooLarge);
             }
-            if body.len() + n > expected.max(body.capacity()) {
-                hold.grow(n)?;
+            if body.len() + n > held {
+                hold.grow(body.len() + n - held)?;
+                held = body.len() + n;
             }
             body.extend_from_slice(&buf[..n]);
         }
@@ -148,6 +151,10 @@ impl Store {
         };
         let ranks = self.state.write(key, &meta, &body)?;
         let before = self.state.catalog_mut().commit(key, &meta, &ranks);
+        if self.state.caches(meta.length) {
+            self.state
+                .remember(key, meta.version, Some(Arc::from(body)));
+        }
         let etag = etag(meta.version);
         Ok(match before {
             None => {
@@ -180,6 +187,7 @@ impl Store {
         };
         let ranks = self.state.write(key, &meta, &[])?;
         self.state.catalog_mut().commit(key, &meta, &ranks);
+        self.state.remember(key, meta.version, None);
         Ok(Response::new(204, ResponseBody::None))
     }
 
@@ -212,6 +220,10 @@ impl Store {
         })?;
         if let Some((offset, len)) = range {
             resp.body = match (req.head.method, len) {
+                (Method::Get, 1..) if self.state.caches(meta.length) => {
+                    let data = self.small_body(key, &entry)?;
+                    ResponseBody::Shared { data, offset, len }
+                }
                 (Method::Get, 1..) => ResponseBody::Stream {
                     source: Box::new(self.state.fetch(key, &entry, offset, len)?),
                     length: Some(len),
@@ -224,6 +236,26 @@ impl Store {
             };
         }
         Ok(resp)
+    }
+
+    /// The whole body of a small document: from memory, or read from a
+    /// replica once and kept.
+    fn small_body(&self, key: &[u8], entry: &Entry) -> Result<Arc<[u8]>, Error> {
+        let version = entry.meta.version;
+        if let Some(body) = self.state.cached(key, version) {
+            return Ok(body);
+        }
+        let mut source = self.state.fetch(key, entry, 0, entry.meta.length)?;
+        let mut body = Vec::with_capacity(entry.meta.length as usize);
+        while let Some(piece) = source.next_chunk()? {
+            body.extend_from_slice(&piece);
+        }
+        if body.len() as u64 != entry.meta.length {
+            return Err(Error::UpstreamBroken("stored document cut short"));
+        }
+        let body: Arc<[u8]> = Arc::from(body);
+        self.state.remember(key, version, Some(Arc::clone(&body)));
+        Ok(body)
     }
 
     fn list(&self, req: &mut Request<'_>, under: &[u8]) -> Result<Response, Error> {

@@ -9,7 +9,7 @@ use crate::config;
 use crate::error::Error;
 use crate::proxy::wire::DocMeta;
 use crate::proxy::Transport;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,10 +31,66 @@ pub struct State {
     held: AtomicUsize,
     /// Where reads start among a document's holders.
     turn: AtomicUsize,
+    cache: Cache,
+}
+
+/// Bodies of small documents on rank 0, each for one version: a read of
+/// the newest version is served from memory, and a newer write makes the
+/// old body useless by its version alone (it is also removed then).
+struct Cache {
+    limit: usize,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    docs: HashMap<Vec<u8>, (u64, Arc<[u8]>)>,
+    bytes: usize,
+}
+
+impl Cache {
+    fn get(&self, path: &[u8], version: u64) -> Option<Arc<[u8]>> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match inner.docs.get(path) {
+            Some((v, body)) if *v == version => Some(Arc::clone(body)),
+            _ => None,
+        }
+    }
+
+    fn put(&self, path: &[u8], version: u64, body: Arc<[u8]>) {
+        if body.len() as u64 > config::STORE_CACHE_MAX_DOC || body.len() > self.limit {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.docs.get(path).is_some_and(|(v, _)| *v > version) {
+            return; // a newer version is here already
+        }
+        // Make room: drop entries in the map's (arbitrary) order.
+        while inner.bytes + body.len() > self.limit {
+            let Some(victim) = inner.docs.keys().next().cloned() else {
+                break;
+            };
+            if let Some((_, old)) = inner.docs.remove(&victim) {
+                inner.bytes -= old.len();
+            }
+        }
+        inner.bytes += body.len();
+        if let Some((_, old)) = inner.docs.insert(path.to_vec(), (version, body)) {
+            inner.bytes -= old.len();
+        }
+    }
+
+    fn forget(&self, path: &[u8]) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, old)) = inner.docs.remove(path) {
+            inner.bytes -= old.len();
+        }
+    }
 }
 
 impl State {
-    pub fn new(transport: Arc<dyn Transport>, replicas: usize) -> State {
+    /// `cache_bytes`: memory for small documents' bodies (0: none).
+    pub fn new(transport: Arc<dyn Transport>, replicas: usize, cache_bytes: usize) -> State {
         State {
             transport,
             replicas: replicas.max(1),
@@ -44,7 +100,30 @@ impl State {
             clock: Mutex::new(0),
             held: AtomicUsize::new(0),
             turn: AtomicUsize::new(0),
+            cache: Cache {
+                limit: cache_bytes,
+                inner: Mutex::default(),
+            },
         }
+    }
+
+    /// The body of `version` of `path`, if it is in memory.
+    pub fn cached(&self, path: &[u8], version: u64) -> Option<Arc<[u8]>> {
+        self.cache.get(path, version)
+    }
+
+    /// Keep the body of `version` of `path` in memory, if it is small; or
+    /// forget the one there (`None`: deleted).
+    pub fn remember(&self, path: &[u8], version: u64, body: Option<Arc<[u8]>>) {
+        match body {
+            Some(body) => self.cache.put(path, version, body),
+            None => self.cache.forget(path),
+        }
+    }
+
+    /// Whether a body of `len` bytes would be kept in memory.
+    pub fn caches(&self, len: u64) -> bool {
+        len <= config::STORE_CACHE_MAX_DOC && len as usize <= self.cache.limit
     }
 
     pub fn catalog(&self) -> RwLockReadGuard<'_, Catalog> {
@@ -218,5 +297,37 @@ impl Hold {
 impl Drop for Hold {
     fn drop(&mut self) {
         self.state.held.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_keeps_one_version_within_its_limit() {
+        let c = Cache {
+            limit: 10,
+            inner: Mutex::default(),
+        };
+        let body = |s: &str| Arc::<[u8]>::from(s.as_bytes());
+        c.put(b"/a", 2, body("abcd"));
+        assert_eq!(c.get(b"/a", 2).as_deref(), Some(&b"abcd"[..]));
+        assert!(c.get(b"/a", 1).is_none() && c.get(b"/a", 3).is_none());
+        c.put(b"/a", 1, body("old")); // older than what is there: ignored
+        assert!(c.get(b"/a", 2).is_some());
+        c.put(b"/b", 1, body("efgh"));
+        c.put(b"/c", 1, body("ijkl")); // 12 bytes > 10: one goes
+        let kept = [&b"/a"[..], b"/b", b"/c"]
+            .iter()
+            .filter(|p| c.get(p, if **p == b"/a" { 2 } else { 1 }).is_some())
+            .count();
+        assert_eq!(kept, 2);
+        c.put(b"/d", 1, body("far too long")); // over the limit: never kept
+        assert!(c.get(b"/d", 1).is_none());
+        c.forget(b"/c");
+        c.forget(b"/b");
+        c.forget(b"/a");
+        assert_eq!(c.inner.lock().unwrap().bytes, 0);
     }
 }
