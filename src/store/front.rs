@@ -11,7 +11,7 @@ use crate::http::date::fmt_http_date;
 use crate::http::response::BodySource;
 use crate::http::{html_escape, Method, Response, ResponseBody, Target};
 use crate::proxy::wire::DocMeta;
-use crate::static_files::cond::Validators;
+use crate::static_files::cond::{self, Conditions, Outcome, Validators};
 use crate::static_files::path::{map_url_path, percent_encode_segment};
 use crate::static_files::{respond, FileInfo};
 use std::os::unix::ffi::OsStrExt;
@@ -142,6 +142,12 @@ impl Store {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .unwrap_or(DEFAULT_TYPE);
+        // A conditional write is checked and made under its path's lock,
+        // so two of them cannot both see the same version.
+        let turn = conditional(req).then(|| self.state.path_lock(key));
+        if turn.is_some() {
+            check_write(req, self.current(key).as_ref())?;
+        }
         let meta = DocMeta {
             version: self.state.next_version(),
             time_ms: now_ms(),
@@ -170,14 +176,11 @@ impl Store {
     fn delete(&self, req: &Request<'_>, key: &[u8]) -> Result<Response, Error> {
         self.authorize(req)?;
         self.state.wait_ready()?;
-        let live = self
-            .state
-            .catalog()
-            .get(key)
-            .is_some_and(|e| !e.meta.deleted);
-        if !live {
+        let _turn = conditional(req).then(|| self.state.path_lock(key));
+        let Some(current) = self.current(key) else {
             return Err(Error::NotFound);
-        }
+        };
+        check_write(req, Some(&current))?;
         let meta = DocMeta {
             version: self.state.next_version(),
             time_ms: now_ms(),
@@ -203,16 +206,7 @@ impl Store {
             return self.next.handle(req);
         };
         let meta = &entry.meta;
-        let modified = UNIX_EPOCH + Duration::from_secs(meta.time_ms / 1000);
-        let info = FileInfo {
-            len: meta.length,
-            validators: Validators {
-                etag: etag(meta.version),
-                modified,
-            },
-            last_modified: fmt_http_date(modified),
-            content_type: meta.content_type.clone(),
-        };
+        let info = file_info(meta);
         let mut range = None;
         let mut resp = respond(req, &info, |offset, len| {
             range = Some((offset, len));
@@ -236,6 +230,15 @@ impl Store {
             };
         }
         Ok(resp)
+    }
+
+    /// The newest version of a document, unless it is deleted.
+    fn current(&self, key: &[u8]) -> Option<DocMeta> {
+        let catalog = self.state.catalog();
+        catalog
+            .get(key)
+            .filter(|e| !e.meta.deleted)
+            .map(|e| e.meta.clone())
     }
 
     /// The whole body of a small document: from memory, or read from a
@@ -324,6 +327,48 @@ impl Handler for Store {
             (_, _) => Err(Error::MethodNotAllowed(ALLOW_DOC)),
         }
     }
+}
+
+/// What the headers say about a stored version.
+fn file_info(meta: &DocMeta) -> FileInfo {
+    let modified = UNIX_EPOCH + Duration::from_secs(meta.time_ms / 1000);
+    FileInfo {
+        len: meta.length,
+        validators: Validators {
+            etag: etag(meta.version),
+            modified,
+        },
+        last_modified: fmt_http_date(modified),
+        content_type: meta.content_type.clone(),
+    }
+}
+
+/// RFC 9110 §13.2 for a write: `If-Match` and `If-Unmodified-Since` need
+/// the document as it is now, `If-None-Match: *` needs it absent.
+fn check_write(req: &Request<'_>, current: Option<&DocMeta>) -> Result<(), Error> {
+    let head = req.head;
+    let conditions = Conditions {
+        if_match: head.header("if-match"),
+        if_none_match: head.header("if-none-match"),
+        if_modified_since: None,
+        if_unmodified_since: head.header_str("if-unmodified-since"),
+    };
+    let outcome = match current {
+        Some(meta) => cond::evaluate(&conditions, &file_info(meta).validators, false),
+        None if conditions.if_match.is_some() => Outcome::PreconditionFailed,
+        None => Outcome::Proceed,
+    };
+    match outcome {
+        Outcome::Proceed => Ok(()),
+        _ => Err(Error::PreconditionFailed),
+    }
+}
+
+/// Whether a write is conditional.
+fn conditional(req: &Request<'_>) -> bool {
+    ["if-match", "if-none-match", "if-unmodified-since"]
+        .iter()
+        .any(|h| req.head.header(h).is_some())
 }
 
 /// A body that is never read (HEAD).

@@ -32,6 +32,8 @@ pub struct State {
     /// Where reads start among a document's holders.
     turn: AtomicUsize,
     cache: Cache,
+    /// Conditional writes take their path's stripe.
+    stripes: Vec<Mutex<()>>,
 }
 
 /// Bodies of small documents on rank 0, each for one version: a read of
@@ -104,7 +106,14 @@ impl State {
                 limit: cache_bytes,
                 inner: Mutex::default(),
             },
+            stripes: (0..64).map(|_| Mutex::new(())).collect(),
         }
+    }
+
+    /// Held while a conditional write checks and writes `path`.
+    pub fn path_lock(&self, path: &[u8]) -> std::sync::MutexGuard<'_, ()> {
+        let i = crate::hash::hash64(&[path]) as usize % self.stripes.len();
+        self.stripes[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The body of `version` of `path`, if it is in memory.
