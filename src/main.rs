@@ -22,38 +22,18 @@ const EXIT_USAGE: i32 = 2;
 fn main() {
     // Everything that can be checked without MPI is checked first, so a bad
     // start fails the same way on every rank.
-    let cfg = match config::parse_args(std::env::args().skip(1), |k| std::env::var(k).ok()) {
-        Ok(Command::Run(cfg)) => cfg,
-        Ok(Command::Help) => {
-            print!("{}", config::USAGE);
-            return;
-        }
-        Ok(Command::Version) => {
-            println!("mpiweb {}", env!("CARGO_PKG_VERSION"));
-            return;
-        }
+    let cfg = match checked_config() {
+        Ok(Some(cfg)) => cfg,
+        Ok(None) => return, // help or version, printed
         Err(msg) => {
-            eprintln!("mpiweb: {msg} (see mpiweb --help)");
+            eprintln!("mpiweb: {msg}");
+            // Under mpirun, finish MPI's start-up before exiting: ranks
+            // that all exit before it can make MPICH's launcher die of
+            // SIGPIPE (exit 141) instead of reporting our exit code 2.
+            drop(Cluster::init());
             exit(EXIT_USAGE);
         }
     };
-    if !cfg.docroot.is_dir() {
-        eprintln!(
-            "mpiweb: document root '{}' is not a directory",
-            cfg.docroot.display()
-        );
-        exit(EXIT_USAGE);
-    }
-    if let Err(msg) = check_store(&cfg) {
-        eprintln!("mpiweb: {msg}");
-        exit(EXIT_USAGE);
-    }
-    if let Some(path) = &cfg.access_log {
-        if let Err(e) = access::to_file(path) {
-            eprintln!("mpiweb: cannot open access log '{}': {e}", path.display());
-            exit(EXIT_USAGE);
-        }
-    }
     let cluster = match Cluster::init() {
         Ok(c) => c,
         Err(msg) => {
@@ -107,12 +87,14 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
         .canonicalize()
         .unwrap_or_else(|_| cfg.docroot.clone());
     // This line is a contract: tests and benchmarks read the port from it.
-    eprintln!(
-        "mpiweb: rank 0 of {} listening on http://{addr}/ (pid {}, docroot {})",
+    // One write, so that no other rank's line lands in the middle of it.
+    let banner = format!(
+        "mpiweb: rank 0 of {} listening on http://{addr}/ (pid {}, docroot {})\n",
         cluster.size(),
         std::process::id(),
         root.display()
     );
+    let _ = std::io::stderr().write_all(banner.as_bytes());
     let conn = ConnConfig {
         header_timeout: cfg.header_timeout,
         keepalive_timeout: cfg.keepalive_timeout,
@@ -202,6 +184,34 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
         Ok(result) => stopped(result),
         Err(_) => 1,
     }
+}
+
+/// The command line, checked: `None` after printing help or the version.
+fn checked_config() -> Result<Option<Config>, String> {
+    let cfg = match config::parse_args(std::env::args().skip(1), |k| std::env::var(k).ok()) {
+        Ok(Command::Run(cfg)) => cfg,
+        Ok(Command::Help) => {
+            print!("{}", config::USAGE);
+            return Ok(None);
+        }
+        Ok(Command::Version) => {
+            println!("mpiweb {}", env!("CARGO_PKG_VERSION"));
+            return Ok(None);
+        }
+        Err(msg) => return Err(format!("{msg} (see mpiweb --help)")),
+    };
+    if !cfg.docroot.is_dir() {
+        return Err(format!(
+            "document root '{}' is not a directory",
+            cfg.docroot.display()
+        ));
+    }
+    check_store(&cfg)?;
+    if let Some(path) = &cfg.access_log {
+        access::to_file(path)
+            .map_err(|e| format!("cannot open access log '{}': {e}", path.display()))?;
+    }
+    Ok(Some(*cfg))
 }
 
 /// The store's start-up rules, checked on every rank before MPI starts:

@@ -142,12 +142,12 @@ impl Store {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .unwrap_or(DEFAULT_TYPE);
-        // A conditional write is checked and made under its path's lock,
-        // so two of them cannot both see the same version.
-        let turn = conditional(req).then(|| self.state.path_lock(key));
-        if turn.is_some() {
-            check_write(req, self.current(key).as_ref())?;
-        }
+        // Writes to one path take turns: each is numbered, checked and
+        // made against the version before it, so a conditional write sees
+        // what it replaces, and only the first of concurrent PUTs creates.
+        let _turn = self.state.path_lock(key);
+        let current = self.current(key);
+        check_write(req, current.as_ref())?;
         let meta = DocMeta {
             version: self.state.next_version(),
             time_ms: now_ms(),
@@ -156,13 +156,13 @@ impl Store {
             deleted: false,
         };
         let ranks = self.state.write(key, &meta, &body)?;
-        let before = self.state.catalog_mut().commit(key, &meta, &ranks);
+        self.state.catalog_mut().commit(key, &meta, &ranks);
         if self.state.caches(meta.length) {
             self.state
                 .remember(key, meta.version, Some(Arc::from(body)));
         }
         let etag = etag(meta.version);
-        Ok(match before {
+        Ok(match current {
             None => {
                 let location = req.head.path_query().split('?').next().unwrap_or("/");
                 Response::new(201, ResponseBody::Bytes(Vec::new()))
@@ -176,7 +176,7 @@ impl Store {
     fn delete(&self, req: &Request<'_>, key: &[u8]) -> Result<Response, Error> {
         self.authorize(req)?;
         self.state.wait_ready()?;
-        let _turn = conditional(req).then(|| self.state.path_lock(key));
+        let _turn = self.state.path_lock(key);
         let Some(current) = self.current(key) else {
             return Err(Error::NotFound);
         };
@@ -362,13 +362,6 @@ fn check_write(req: &Request<'_>, current: Option<&DocMeta>) -> Result<(), Error
         Outcome::Proceed => Ok(()),
         _ => Err(Error::PreconditionFailed),
     }
-}
-
-/// Whether a write is conditional.
-fn conditional(req: &Request<'_>) -> bool {
-    ["if-match", "if-none-match", "if-unmodified-since"]
-        .iter()
-        .any(|h| req.head.header(h).is_some())
 }
 
 /// A body that is never read (HEAD).

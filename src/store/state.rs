@@ -32,7 +32,8 @@ pub struct State {
     /// Where reads start among a document's holders.
     turn: AtomicUsize,
     cache: Cache,
-    /// Conditional writes take their path's stripe.
+    /// Writes take their path's stripe, so that writes to one path are
+    /// numbered and made one after the other.
     stripes: Vec<Mutex<()>>,
 }
 
@@ -106,11 +107,12 @@ impl State {
                 limit: cache_bytes,
                 inner: Mutex::default(),
             },
-            stripes: (0..64).map(|_| Mutex::new(())).collect(),
+            // Enough that unrelated paths rarely share one.
+            stripes: (0..1024).map(|_| Mutex::new(())).collect(),
         }
     }
 
-    /// Held while a conditional write checks and writes `path`.
+    /// Held while a write to `path` is checked, numbered and made.
     pub fn path_lock(&self, path: &[u8]) -> std::sync::MutexGuard<'_, ()> {
         let i = crate::hash::hash64(&[path]) as usize % self.stripes.len();
         self.stripes[i].lock().unwrap_or_else(|e| e.into_inner())

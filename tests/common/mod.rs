@@ -80,13 +80,21 @@ impl Server {
             .nth(1)
             .and_then(|s| s.split('/').next())
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {banner}"));
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no address in {banner}")
+            });
         let rank0_pid = banner
             .split("(pid ")
             .nth(1)
             .and_then(|s| s.split(',').next())
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no pid in {banner}"));
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no pid in {banner}")
+            });
         Server {
             child,
             addr,
