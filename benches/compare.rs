@@ -11,11 +11,12 @@
 //! - `BENCH_ONLY`: words separated by commas or spaces. `nginx` or `mpiweb`
 //!   measures one server only (the other column shows `-`); a row name runs
 //!   only the rows named: `static` (rows 1-2), `many` (row 3), `proxy-small`,
-//!   `proxy-solo`, `proxy-big`, `proxy-idle`, `proxy` (those four), or `pool`
-//!   (the pool rows). Example: `BENCH_ONLY=proxy-small,mpiweb`. Without a row
-//!   name every row runs.
+//!   `proxy-solo`, `proxy-big`, `proxy-idle`, `proxy` (those four), `pool`
+//!   (the pool rows) or `store` (the document store rows). Example:
+//!   `BENCH_ONLY=proxy-small,mpiweb`. Without a row name every row runs.
 //! - `MPIWEB_BENCH_SOLO=1`: start the mpiweb binary alone instead of `mpirun -np 3`
-//!   (every row but `proxy-solo`, which always runs it alone).
+//!   (every row but `proxy-solo`, which always runs it alone, and `store`,
+//!   which always runs under `mpirun -np 4`).
 //! - `MPIWEB_BIN`: path of the mpiweb binary (default `<crate>/target/release/mpiweb`).
 //!
 //! Rows: (1) 512-byte file, wrk, 50 keep-alive connections, req/s; (2) 1 GiB
@@ -59,6 +60,22 @@
 //! access log of `$msec $http_x_bench`, so the proxies' health checks and the
 //! readiness probe do not count. Both proxies' pool runs come first, then
 //! both failover runs; before each of those B is started afresh, unlogged.
+//!
+//! Store rows (`store`, issue 5): 4 KiB documents at STORE_DOCS paths,
+//! `/store/doc-0` to `/store/doc-999`. nginx serves them with `dav_methods PUT
+//! DELETE; create_full_put_path on;` from a directory of the temp dir (one
+//! copy, written to a temp file and renamed, never fsync'd); mpiweb runs under
+//! `mpirun -np 4` (3 worker ranks) with `--store /store/ --data DIR
+//! --replicas 2`, and acknowledges a PUT once 2 ranks each wrote it to a temp
+//! file, fsync'd and renamed it (the report's notes say so beside the
+//! figures). Each server in a fresh start: a PUT then GET of one document
+//! must give back the same 4 KiB; the STORE_DOCS documents are then written
+//! one at a time (pre-fill); then wrk with a Lua script (written to the temp
+//! dir) that PUTs the 4 KiB body to the paths in turn, 50 connections,
+//! BENCH_SECS, req/s, and at one connection for the median latency; then the
+//! same with GETs of those paths. Last, the document files on disk are
+//! counted (every copy: 2 per document for mpiweb). wrk's errors (non-2xx
+//! responses, socket errors) go to the errors cells.
 
 use std::collections::{BTreeMap, HashMap};
 use std::env;
@@ -117,6 +134,18 @@ const FAILOVER_KILL_AT: Duration = Duration::from_secs(5);
 const FAILOVER_RESTART_AT: Duration = Duration::from_secs(12);
 /// The value of the `X-Bench` header wrk sends in the failover run, which the restarted B logs.
 const FAILOVER_MARK: &str = "failover";
+/// Store rows: the size of a document, how many paths the PUTs and GETs go over, wrk connections.
+const STORE_DOC_SIZE: usize = 4096;
+const STORE_DOCS: usize = 1000;
+const STORE_CONNS: u32 = SMALL_CONNS;
+/// Store rows: where both servers keep documents, and mpiweb's ranks and copies per document.
+const STORE_PREFIX: &str = "/store/";
+const STORE_RANKS: &str = "4";
+const STORE_REPLICAS: u32 = 2;
+/// Store rows: how long the first store request may take (mpiweb's store waits up to
+/// 30 s for its replicas to report), and the whole pre-fill of STORE_DOCS documents.
+const STORE_READY_TIMEOUT: Duration = Duration::from_secs(40);
+const STORE_PREFILL_LIMIT: Duration = Duration::from_secs(120);
 
 fn main() -> ExitCode {
     // `cargo bench` passes --bench. Without it (`cargo test --bench compare`) only the
@@ -193,8 +222,18 @@ fn run() -> BoxResult<ExitCode> {
         }
     }
 
+    // Store rows: each server in turn, in a fresh start, with the same scripts.
+    let mut store_failed = false;
+    if cfg.runs(Row::Store) {
+        if let Err(e) = measure_store_rows(&cfg, &site, &mut report, &mut failed) {
+            eprintln!("bench: store rows: {e}");
+            report.notes.push(format!("store rows: {e}"));
+            store_failed = true;
+        }
+    }
+
     report.print(&cfg);
-    Ok(if !failed.is_empty() || origin_failed {
+    Ok(if !failed.is_empty() || origin_failed || store_failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -233,10 +272,12 @@ enum Row {
     ProxyIdle,
     /// The pool rows: a pool of three origins, and failover when one dies and comes back.
     Pool,
+    /// The store rows: PUT and GET of 4 KiB documents, nginx's WebDAV against mpiweb's store.
+    Store,
 }
 
 impl Row {
-    const ALL: [Row; 7] = [
+    const ALL: [Row; 8] = [
         Row::Static,
         Row::Many,
         Row::ProxySmall,
@@ -244,6 +285,7 @@ impl Row {
         Row::ProxyBig,
         Row::ProxyIdle,
         Row::Pool,
+        Row::Store,
     ];
     const PROXY: [Row; 4] = [
         Row::ProxySmall,
@@ -261,6 +303,7 @@ impl Row {
             Row::ProxyBig => "proxy-big",
             Row::ProxyIdle => "proxy-idle",
             Row::Pool => "pool",
+            Row::Store => "store",
         }
     }
 
@@ -272,9 +315,16 @@ impl Row {
             | Row::ProxySmall
             | Row::ProxyBig
             | Row::ProxyIdle
-            | Row::Pool => true,
+            | Row::Pool
+            | Row::Store => true,
             Row::ProxySolo => false,
         }
+    }
+
+    /// Whether mpiweb runs under mpirun for this row even with MPIWEB_BENCH_SOLO=1:
+    /// the store rows measure replicas on worker ranks, which a world of one has not.
+    fn needs_mpirun(self) -> bool {
+        self == Row::Store
     }
 }
 
@@ -393,11 +443,19 @@ impl Config {
             )
             .into());
         }
-        let mpirun = self.rows.iter().any(|r| r.uses_mpirun());
-        if mpirun && !self.solo && find_program("mpirun").is_none() {
-            return Err("mpirun not found (Debian: apt-get install -y mpich), \
-                        or set MPIWEB_BENCH_SOLO=1"
-                .into());
+        let mpirun = self
+            .rows
+            .iter()
+            .any(|r| r.needs_mpirun() || (r.uses_mpirun() && !self.solo));
+        if mpirun && find_program("mpirun").is_none() {
+            let hint = if self.runs(Row::Store) {
+                "the store rows always need it"
+            } else {
+                "or set MPIWEB_BENCH_SOLO=1"
+            };
+            return Err(
+                format!("mpirun not found (Debian: apt-get install -y mpich), {hint}").into(),
+            );
         }
         Ok(())
     }
@@ -563,6 +621,7 @@ impl Server {
                 let launch = MpiwebLaunch {
                     solo: solo || cfg.solo,
                     route: Some(format!("/=http://127.0.0.1:{origin_port}")),
+                    store: None,
                 };
                 start_mpiweb(cfg, site, &launch)
             }
@@ -584,6 +643,43 @@ impl Server {
                         "/ {} health=/small.html interval=1s timeout=1s",
                         urls.join(" ")
                     )),
+                    store: None,
+                };
+                start_mpiweb(cfg, site, &launch)
+            }
+        }
+    }
+
+    /// Starts a server for the store rows, on an empty store: nginx with WebDAV
+    /// PUT and DELETE under STORE_PREFIX, mpiweb with `--store` under `mpirun -np 4`.
+    fn start_store(cfg: &Config, site: &Site, kind: Kind) -> BoxResult<Server> {
+        match kind {
+            Kind::Nginx => {
+                let root = store_nginx_root(site);
+                if root.exists() {
+                    fs::remove_dir_all(&root)?;
+                }
+                // Its worker runs as nobody when started as root: it creates the documents.
+                let dir = root.join(STORE_PREFIX.trim_matches('/'));
+                fs::create_dir_all(&dir)?;
+                for (d, mode) in [
+                    (NginxRole::Store.dir(site), 0o755),
+                    (root, 0o755),
+                    (dir, 0o777),
+                ] {
+                    fs::set_permissions(d, fs::Permissions::from_mode(mode))?;
+                }
+                start_nginx(cfg, site, NginxRole::Store)
+            }
+            Kind::Mpiweb => {
+                let data = store_mpiweb_data(site);
+                if data.exists() {
+                    fs::remove_dir_all(&data)?;
+                }
+                let launch = MpiwebLaunch {
+                    solo: false,
+                    route: None,
+                    store: Some(data),
                 };
                 start_mpiweb(cfg, site, &launch)
             }
@@ -748,6 +844,8 @@ enum NginxRole {
     PoolOrigin { member: Member, logged: bool },
     /// The pool rows' nginx: passes every request to the pool of the origins on `upstreams`.
     PoolProxy { upstreams: [u16; 3] },
+    /// The store rows' nginx: WebDAV PUT and DELETE under STORE_PREFIX, in its own root.
+    Store,
 }
 
 /// The three origins of the pool rows; B is the one killed and started again.
@@ -780,6 +878,7 @@ impl NginxRole {
                 Member::C => "origin nginx C",
             },
             NginxRole::PoolProxy { .. } => "nginx pool proxy",
+            NginxRole::Store => "nginx dav",
         }
     }
 
@@ -793,6 +892,7 @@ impl NginxRole {
                 site.tmp().join(format!("pool-{}", member.letter()))
             }
             NginxRole::PoolProxy { .. } => site.tmp().join("pool-proxy"),
+            NginxRole::Store => site.tmp().join("store-nginx"),
         }
     }
 }
@@ -803,9 +903,10 @@ fn nginx_conf(site: &Site, role: NginxRole, dir: &Path, port: u16) -> String {
     // The origin logs nothing: its log would cost both proxies' rows the same,
     // and only the proxies' own logging is compared (mpiweb's --access-log).
     let access_log = match role {
-        NginxRole::Static | NginxRole::Proxy { .. } | NginxRole::PoolProxy { .. } => {
-            format!("access_log {tmp}/access.log;")
-        }
+        NginxRole::Static
+        | NginxRole::Proxy { .. }
+        | NginxRole::PoolProxy { .. }
+        | NginxRole::Store => format!("access_log {tmp}/access.log;"),
         NginxRole::Origin | NginxRole::PoolOrigin { logged: false, .. } => {
             "access_log off;".to_string()
         }
@@ -822,7 +923,8 @@ fn nginx_conf(site: &Site, role: NginxRole, dir: &Path, port: u16) -> String {
         NginxRole::Static
         | NginxRole::Origin
         | NginxRole::Proxy { .. }
-        | NginxRole::PoolProxy { .. } => "on",
+        | NginxRole::PoolProxy { .. }
+        | NginxRole::Store => "on",
     };
     let server = match role {
         NginxRole::Static | NginxRole::Origin | NginxRole::PoolOrigin { .. } => {
@@ -867,6 +969,22 @@ fn nginx_conf(site: &Site, role: NginxRole, dir: &Path, port: u16) -> String {
              \x20           proxy_max_temp_file_size 0;\n\
              \x20       }}\n\
              \x20   }}"
+        ),
+        // WebDAV's PUT writes the body to a file under client_body_temp_path (on
+        // the same file system), then renames it into place: no fsync anywhere.
+        // The docroot elsewhere, so that the readiness probe finds the small file.
+        NginxRole::Store => format!(
+            "server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       root {root};\n\
+             \x20       location {STORE_PREFIX} {{\n\
+             \x20           root {store_root};\n\
+             \x20           dav_methods PUT DELETE;\n\
+             \x20           create_full_put_path on;\n\
+             \x20           client_max_body_size 1m;\n\
+             \x20       }}\n\
+             \x20   }}",
+            store_root = store_nginx_root(site).display()
         ),
     };
     format!(
@@ -955,8 +1073,13 @@ fn spawn_mpiweb(
     let mut cmd = if launch.solo {
         Command::new(&cfg.mpiweb)
     } else {
+        let ranks = if launch.store.is_some() {
+            STORE_RANKS
+        } else {
+            RANKS
+        };
         let mut c = Command::new("mpirun");
-        c.arg("-np").arg(RANKS).arg(&cfg.mpiweb);
+        c.arg("-np").arg(ranks).arg(&cfg.mpiweb);
         c
     };
     let (reader, writer) = io::pipe()?;
@@ -968,6 +1091,15 @@ fn spawn_mpiweb(
         .arg(site.docroot.with_file_name("mpiweb-access.log"));
     if let Some(route) = &launch.route {
         cmd.arg("--route").arg(route);
+    }
+    // On loopback, so writes need no --store-token.
+    if let Some(data) = &launch.store {
+        cmd.arg("--store")
+            .arg(STORE_PREFIX)
+            .arg("--data")
+            .arg(data)
+            .arg("--replicas")
+            .arg(STORE_REPLICAS.to_string());
     }
     cmd.arg(&site.docroot)
         .stdin(Stdio::null())
@@ -985,6 +1117,9 @@ struct MpiwebLaunch {
     solo: bool,
     /// A `--route` value; None serves the docroot only.
     route: Option<String>,
+    /// The store rows: `--store STORE_PREFIX --data DIR --replicas STORE_REPLICAS`
+    /// with this DIR, under `mpirun -np STORE_RANKS`.
+    store: Option<PathBuf>,
 }
 
 impl MpiwebLaunch {
@@ -992,10 +1127,14 @@ impl MpiwebLaunch {
         MpiwebLaunch {
             solo: cfg.solo,
             route: None,
+            store: None,
         }
     }
 
     fn label(&self) -> String {
+        if self.store.is_some() {
+            return "mpiweb store".to_string();
+        }
         match (&self.route, self.solo) {
             (None, _) => "mpiweb".to_string(),
             (Some(_), false) => "mpiweb proxy".to_string(),
@@ -1403,6 +1542,131 @@ fn http_get(port: u16, path: &str, want_body: bool, timeout: Duration) -> BoxRes
     }
 }
 
+/// A whole response of `http_request`.
+struct FullReply {
+    status: u16,
+    /// Header fields in the order received, names as sent.
+    headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    body: Vec<u8>,
+}
+
+impl FullReply {
+    /// The first header field of that name (any case).
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`), with a body by Content-Length
+/// when given; reads the whole response, within `timeout`.
+fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> BoxResult<FullReply> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = TcpStream::connect_timeout(&loopback(port), timeout)?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: mpiweb-bench\r\n\
+         Connection: close\r\n"
+    );
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/octet-stream\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body.unwrap_or_default());
+    stream.write_all(&bytes)?;
+    let mut buf = Vec::new();
+    let mut block = [0u8; 16 * 1024];
+    loop {
+        if let Some(reply) = complete_reply(method, &buf, false) {
+            return Ok(reply);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("{method} {path}: no complete response within {timeout:?}").into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut block) {
+            Ok(0) => {
+                return complete_reply(method, &buf, true).ok_or_else(|| {
+                    format!("{method} {path}: connection closed before a complete response").into()
+                });
+            }
+            Ok(n) => buf.extend_from_slice(&block[..n]),
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("{method} {path}: {e}").into()),
+        }
+    }
+}
+
+/// The response in `buf` once it is complete (`eof`: the connection has closed).
+fn complete_reply(method: &str, buf: &[u8], eof: bool) -> Option<FullReply> {
+    let head = parse_head(buf)?;
+    let rest = &buf[head.len..];
+    let no_body =
+        method == "HEAD" || matches!(head.status, 100..=199 | 204 | 304) || head.status == 0;
+    let body = if no_body {
+        Vec::new()
+    } else if let Some(len) = head.content_length {
+        let len = usize::try_from(len).ok()?;
+        rest.get(..len)?.to_vec()
+    } else if head.chunked {
+        dechunk(rest)?
+    } else if eof {
+        rest.to_vec()
+    } else {
+        return None;
+    };
+    let text = String::from_utf8_lossy(&buf[..head.len]);
+    let headers = text
+        .split("\r\n")
+        .skip(1)
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            Some((name.trim().to_string(), value.trim().to_string()))
+        })
+        .collect();
+    Some(FullReply {
+        status: head.status,
+        headers,
+        body,
+    })
+}
+
+/// The body of a chunked message once it is whole (None while more is needed, or malformed).
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let line = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = line.split(';').next()?.trim();
+        let size = usize::from_str_radix(size, 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            // The trailer section: empty, or fields up to a blank line.
+            let done = data.starts_with(b"\r\n") || data.windows(4).any(|w| w == b"\r\n\r\n");
+            return done.then_some(body);
+        }
+        if data.len() < size + 2 || &data[size..size + 2] != b"\r\n" {
+            return None;
+        }
+        body.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
 /// Checks that the small file (and with `with_big` the head of the big one) is
 /// served as expected; returns what is wrong, if anything.
 fn sanity_check(port: u16, with_big: bool) -> Vec<String> {
@@ -1469,7 +1733,19 @@ fn run_wrk(
 
 /// One connection, one request at a time, for cfg.secs: the figures with the median latency.
 fn run_wrk_one_conn(cfg: &Config, port: u16, path: &str) -> BoxResult<WrkFigures> {
-    let w = run_wrk_with(cfg, port, path, 1, 5, &["--latency"])?;
+    run_wrk_one_conn_with(cfg, port, path, &[])
+}
+
+/// The same with more arguments for wrk (a Lua script).
+fn run_wrk_one_conn_with(
+    cfg: &Config,
+    port: u16,
+    path: &str,
+    extra: &[&str],
+) -> BoxResult<WrkFigures> {
+    let mut args = extra.to_vec();
+    args.push("--latency");
+    let w = run_wrk_with(cfg, port, path, 1, 5, &args)?;
     if w.p50_us.is_none() {
         return Err("wrk --latency printed no median".into());
     }
@@ -2137,6 +2413,14 @@ struct Figures {
     /// The small file through the pool of three origins.
     pool: Option<WrkFigures>,
     failover: Option<FailoverFigures>,
+    /// The store rows: PUT, then GET, of 4 KiB documents, wrk at STORE_CONNS connections,
+    /// and at one (with the median latency).
+    store_put: Option<WrkFigures>,
+    store_put_one: Option<WrkFigures>,
+    store_get: Option<WrkFigures>,
+    store_get_one: Option<WrkFigures>,
+    /// Document files on disk after the store rows, every copy counted.
+    store_files: Option<String>,
 }
 
 fn measure_rows12(
@@ -2809,6 +3093,370 @@ fn sleep_until(deadline: Instant) {
 }
 
 // ---------------------------------------------------------------------------
+// Store rows
+// ---------------------------------------------------------------------------
+
+/// The store rows' nginx keeps its documents under this root (STORE_PREFIX is a directory in it).
+fn store_nginx_root(site: &Site) -> PathBuf {
+    NginxRole::Store.dir(site).join("root")
+}
+
+/// mpiweb's `--data` in the store rows: each worker rank keeps its replica in `rank-N/` under it.
+fn store_mpiweb_data(site: &Site) -> PathBuf {
+    site.tmp().join("data")
+}
+
+/// Exactly STORE_DOC_SIZE bytes: lines of 63 letters.
+fn store_body() -> Vec<u8> {
+    (0..STORE_DOC_SIZE)
+        .map(|i| match i % 64 {
+            63 => b'\n',
+            k => b'a' + (k % 26) as u8,
+        })
+        .collect()
+}
+
+/// The path of the store rows' document `n` (0 to STORE_DOCS - 1).
+fn store_doc_path(n: usize) -> String {
+    format!("{STORE_PREFIX}doc-{n}")
+}
+
+/// The store rows' wrk scripts, written to the temp dir with the body the PUTs send.
+struct StoreScripts {
+    put: String,
+    get: String,
+}
+
+impl StoreScripts {
+    fn write(site: &Site, body: &[u8]) -> BoxResult<StoreScripts> {
+        let dir = site.tmp();
+        let body_path = dir.join("store-body.bin");
+        fs::write(&body_path, body)?;
+        let mut paths = Vec::new();
+        for (method, body) in [("PUT", Some(body_path.as_path())), ("GET", None)] {
+            let path = dir.join(format!("store-{}.lua", method.to_ascii_lowercase()));
+            fs::write(&path, store_script(method, body))?;
+            let path = path
+                .to_str()
+                .ok_or_else(|| format!("{} is not UTF-8", path.display()))?;
+            paths.push(path.to_string());
+        }
+        let get = paths.pop().unwrap_or_default();
+        let put = paths.pop().unwrap_or_default();
+        Ok(StoreScripts { put, get })
+    }
+}
+
+/// A wrk script that sends `method` to the STORE_DOCS document paths in turn, from the
+/// first (a counter per wrk thread), with the bytes of the file `body` when given.
+/// The requests are formatted once, in `init`, so that wrk spends little time in Lua.
+fn store_script(method: &str, body: Option<&Path>) -> String {
+    let body = match body {
+        Some(path) => format!(
+            "local f = assert(io.open([==[{}]==], \"rb\"))\n\
+             local body = f:read(\"*a\")\n\
+             f:close()\n",
+            path.display()
+        ),
+        None => "local body = nil\n".to_string(),
+    };
+    let first = store_doc_path(0);
+    let last = store_doc_path(STORE_DOCS - 1);
+    format!(
+        "-- mpiweb bench, store rows: {method} {first} to {last} in turn.\n\
+         {body}\
+         local docs = {STORE_DOCS}\n\
+         local requests = {{}}\n\
+         local n = 0\n\
+         \n\
+         function init(args)\n\
+         \x20 for i = 1, docs do\n\
+         \x20   local headers = {{}}\n\
+         \x20   if body then headers[\"Content-Type\"] = \"application/octet-stream\" end\n\
+         \x20   requests[i] = wrk.format(\"{method}\", \"{STORE_PREFIX}doc-\" .. (i - 1), headers, body)\n\
+         \x20 end\n\
+         end\n\
+         \n\
+         function request()\n\
+         \x20 n = n % docs + 1\n\
+         \x20 return requests[n]\n\
+         end\n"
+    )
+}
+
+/// Checks one document's round trip before measuring: a PUT of `body` (201 or 204), then a
+/// GET that must give back the same bytes (and the PUT's ETag, when both have one). A store
+/// still starting (503, or no answer yet) is waited for, up to STORE_READY_TIMEOUT.
+/// Returns what is wrong, if anything.
+fn store_sanity_check(port: u16, body: &[u8]) -> Vec<String> {
+    let path = format!("{STORE_PREFIX}bench-check");
+    let deadline = Instant::now() + STORE_READY_TIMEOUT;
+    let put = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let put = http_request(
+            port,
+            "PUT",
+            &path,
+            Some(body),
+            left.max(Duration::from_secs(1)),
+        );
+        let starting = match &put {
+            Ok(r) => r.status == 503,
+            Err(_) => true,
+        };
+        if !starting || Instant::now() >= deadline {
+            break put;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    let put = match put {
+        Ok(r) if matches!(r.status, 201 | 204) => r,
+        Ok(r) => {
+            return vec![format!(
+                "PUT {path} gave status {} (expected 201 or 204)",
+                r.status
+            )]
+        }
+        Err(e) => return vec![format!("PUT {path} failed: {e}")],
+    };
+    let get = match http_request(port, "GET", &path, None, Duration::from_secs(10)) {
+        Ok(r) => r,
+        Err(e) => return vec![format!("GET {path} after its PUT failed: {e}")],
+    };
+    let mut problems = Vec::new();
+    if get.status != 200 {
+        problems.push(format!(
+            "GET {path} after its PUT gave status {}",
+            get.status
+        ));
+    } else if get.body != body {
+        problems.push(format!(
+            "GET {path} gave back {} bytes that differ from the {} PUT",
+            get.body.len(),
+            body.len()
+        ));
+    }
+    if let (Some(a), Some(b)) = (put.header("etag"), get.header("etag")) {
+        if a != b {
+            problems.push(format!("PUT {path} gave ETag {a}, its GET {b}"));
+        }
+    }
+    problems
+}
+
+/// Writes the STORE_DOCS documents one at a time, within STORE_PREFILL_LIMIT: how many were
+/// stored, and the first failure (which ends it).
+fn store_prefill(port: u16, body: &[u8]) -> (usize, Option<String>) {
+    let deadline = Instant::now() + STORE_PREFILL_LIMIT;
+    for n in 0..STORE_DOCS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (n, Some(format!("out of time ({STORE_PREFILL_LIMIT:?})")));
+        }
+        let path = store_doc_path(n);
+        let timeout = left.min(Duration::from_secs(10));
+        match http_request(port, "PUT", &path, Some(body), timeout) {
+            Ok(r) if matches!(r.status, 201 | 204) => {}
+            Ok(r) => return (n, Some(format!("PUT {path} gave status {}", r.status))),
+            Err(e) => return (n, Some(format!("PUT {path}: {e}"))),
+        }
+    }
+    (STORE_DOCS, None)
+}
+
+/// Regular files below `dir` (all depths) whose name ends with `suffix`; None when unreadable.
+fn count_files(dir: &Path, suffix: &str) -> Option<usize> {
+    let mut count = 0;
+    for entry in fs::read_dir(dir).ok()? {
+        let entry = entry.ok()?;
+        let kind = entry.file_type().ok()?;
+        if kind.is_dir() {
+            count += count_files(&entry.path(), suffix)?;
+        } else if kind.is_file() && entry.file_name().to_string_lossy().ends_with(suffix) {
+            count += 1;
+        }
+    }
+    Some(count)
+}
+
+/// Document files on disk after the store rows, every copy counted: nginx's files under its
+/// root; mpiweb's `*.doc` files under `rank-N/docs/`, with the count of each rank.
+fn store_files_on_disk(site: &Site, kind: Kind) -> Option<String> {
+    match kind {
+        Kind::Nginx => count_files(&store_nginx_root(site), "").map(|n| n.to_string()),
+        Kind::Mpiweb => {
+            let mut ranks: Vec<(String, usize)> = fs::read_dir(store_mpiweb_data(site))
+                .ok()?
+                .filter_map(|e| {
+                    let e = e.ok()?;
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if !name.starts_with("rank-") {
+                        return None;
+                    }
+                    let docs = count_files(&e.path().join("docs"), ".doc").unwrap_or(0);
+                    Some((name, docs))
+                })
+                .collect();
+            ranks.sort();
+            let total: usize = ranks.iter().map(|(_, n)| n).sum();
+            let each: Vec<String> = ranks.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            Some(format!("{total} ({})", each.join(", ")))
+        }
+    }
+}
+
+/// The file system type of the mount holding `path`, from the text of /proc/mounts: the
+/// longest mount point that contains it (the last listed, when mounts are stacked).
+fn mount_fs_type(mounts: &str, path: &Path) -> Option<String> {
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let point = Path::new(fields.nth(1)?);
+            let fs_type = fields.next()?;
+            path.starts_with(point)
+                .then_some((point.as_os_str().len(), fs_type))
+        })
+        .max_by_key(|&(len, _)| len)
+        .map(|(_, fs_type)| fs_type.to_string())
+}
+
+/// What the store figures are to be read with: who replicates and who fsyncs, and where.
+fn store_note(site: &Site) -> String {
+    let dir = fs::canonicalize(site.tmp()).unwrap_or_else(|_| site.tmp().to_path_buf());
+    let fs_type = fs::read_to_string("/proc/mounts")
+        .ok()
+        .and_then(|m| mount_fs_type(&m, &dir))
+        .unwrap_or_else(|| "an unknown file system".to_string());
+    let workers = STORE_RANKS.parse::<u32>().map_or(0, |n| n - 1);
+    format!(
+        "store: nginx (WebDAV PUT) neither replicates nor fsyncs: one copy, written to a \
+         temp file and renamed; mpiweb (mpirun -np {STORE_RANKS}, {workers} worker ranks, \
+         --replicas {STORE_REPLICAS}) answers a PUT once {STORE_REPLICAS} ranks have each \
+         written it to a temp file, fsync'd and renamed it. Both write to {fs_type} under {}.",
+        dir.display()
+    )
+}
+
+/// Writes the scripts, then measures each server in turn, each in a fresh start.
+/// Fails only when the scripts cannot be written.
+fn measure_store_rows(
+    cfg: &Config,
+    site: &Site,
+    report: &mut Report,
+    failed: &mut Vec<Kind>,
+) -> BoxResult<()> {
+    let body = store_body();
+    let scripts = StoreScripts::write(site, &body)?;
+    report.notes.push(store_note(site));
+    for kind in cfg.kinds() {
+        if failed.contains(&kind) {
+            continue;
+        }
+        if let Err(e) = measure_store_kind(cfg, site, kind, &scripts, &body, report) {
+            report.note(kind, format!("store: failed to start: {e}"));
+            failed.push(kind);
+        }
+    }
+    Ok(())
+}
+
+/// The store rows of one server: round trip check, pre-fill, then PUT and GET with wrk.
+fn measure_store_kind(
+    cfg: &Config,
+    site: &Site,
+    kind: Kind,
+    scripts: &StoreScripts,
+    body: &[u8],
+    report: &mut Report,
+) -> BoxResult<()> {
+    let mut server = Server::start_store(cfg, site, kind)?;
+    let (label, port) = (server.label.clone(), server.port);
+    eprintln!("bench: {label}: store, PUT then GET of one document");
+    for problem in store_sanity_check(port, body) {
+        report.note(kind, format!("store: {problem}"));
+    }
+    eprintln!("bench: {label}: store, pre-fill: {STORE_DOCS} documents, one PUT at a time");
+    let started = Instant::now();
+    let (stored, failure) = store_prefill(port, body);
+    eprintln!(
+        "bench: {label}:   {stored} stored in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(failure) = failure {
+        report.note(
+            kind,
+            format!("store pre-fill: {failure} ({stored}/{STORE_DOCS} stored)"),
+        );
+    }
+    let (put, put_one) = store_wrk(cfg, &label, port, "PUT", &scripts.put, kind, report);
+    let (get, get_one) = store_wrk(cfg, &label, port, "GET", &scripts.get, kind, report);
+    let files = store_files_on_disk(site, kind);
+    eprintln!(
+        "bench: {label}:   document files on disk: {}",
+        files.as_deref().unwrap_or("unknown")
+    );
+    let figures = report.figures_mut(kind);
+    figures.store_put = put;
+    figures.store_put_one = put_one;
+    figures.store_get = get;
+    figures.store_get_one = get_one;
+    figures.store_files = files;
+    finish_run(&mut server, kind, "store", report);
+    Ok(())
+}
+
+/// One method's wrk runs with its script: STORE_CONNS connections for req/s, then one
+/// connection for the median latency.
+fn store_wrk(
+    cfg: &Config,
+    label: &str,
+    port: u16,
+    method: &str,
+    script: &str,
+    kind: Kind,
+    report: &mut Report,
+) -> (Option<WrkFigures>, Option<WrkFigures>) {
+    // The script sets every request's path: the URL's is not used.
+    let path = store_doc_path(0);
+    let extra = ["-s", script];
+    let secs = cfg.secs;
+    eprintln!("bench: {label}: store {method}, wrk, {STORE_CONNS} connections, {secs} s");
+    let many = match run_wrk_with(cfg, port, &path, STORE_CONNS, 5, &extra) {
+        Ok(w) => {
+            eprintln!(
+                "bench: {label}:   {:.0} req/s, {:.1} MiB/s read, errors: {}",
+                w.req_per_sec,
+                w.mib_per_sec,
+                w.errors_cell()
+            );
+            Some(w)
+        }
+        Err(e) => {
+            report.note(kind, format!("store {method}: {e}"));
+            None
+        }
+    };
+    eprintln!("bench: {label}: store {method}, wrk --latency, 1 connection, {secs} s");
+    let one = match run_wrk_one_conn_with(cfg, port, &path, &extra) {
+        Ok(w) => {
+            eprintln!(
+                "bench: {label}:   median {:.0} µs, {:.0} req/s, errors: {}",
+                w.p50_us.unwrap_or_default(),
+                w.req_per_sec,
+                w.errors_cell()
+            );
+            Some(w)
+        }
+        Err(e) => {
+            report.note(kind, format!("store {method}, 1 connection: {e}"));
+            None
+        }
+    };
+    (many, one)
+}
+
+// ---------------------------------------------------------------------------
 // Report
 // ---------------------------------------------------------------------------
 
@@ -2861,6 +3509,9 @@ impl Report {
         }
         if cfg.runs(Row::Pool) {
             rows.extend(self.pool_rows());
+        }
+        if cfg.runs(Row::Store) {
+            rows.extend(self.store_rows());
         }
         rows
     }
@@ -3184,12 +3835,83 @@ impl Report {
         ]
     }
 
+    fn store_rows(&self) -> Vec<[String; 5]> {
+        let (n, m) = (&self.nginx, &self.mpiweb);
+        let rps = |w: &Option<WrkFigures>| w.as_ref().map(|w| w.req_per_sec);
+        let p50 = |w: &Option<WrkFigures>| w.as_ref().and_then(|w| w.p50_us);
+        // The errors of the run at STORE_CONNS connections, then of the run at one.
+        let errors = |many: &Option<WrkFigures>, one: &Option<WrkFigures>| {
+            let cell = |w: &Option<WrkFigures>| {
+                w.as_ref()
+                    .map_or_else(|| "-".to_string(), WrkFigures::errors_cell)
+            };
+            (many.is_some() || one.is_some()).then(|| format!("{} / {}", cell(many), cell(one)))
+        };
+        let kib = STORE_DOC_SIZE / 1024;
+        let mut rows = Vec::new();
+        for (method, (n_many, n_one), (m_many, m_one)) in [
+            (
+                "PUT",
+                (&n.store_put, &n.store_put_one),
+                (&m.store_put, &m.store_put_one),
+            ),
+            (
+                "GET",
+                (&n.store_get, &n.store_get_one),
+                (&m.store_get, &m.store_get_one),
+            ),
+        ] {
+            rows.push(number_row(
+                format!(
+                    "store: {method} {kib} KiB, {STORE_DOCS} docs, {STORE_CONNS} conns (req/s)"
+                ),
+                rps(n_many),
+                rps(m_many),
+                0,
+                "-",
+            ));
+            rows.push(number_row(
+                format!("  median {method} latency, 1 conn (µs)"),
+                p50(n_one),
+                p50(m_one),
+                0,
+                "-",
+            ));
+            rows.push(text_row(
+                &format!("  wrk errors, {STORE_CONNS} conns / 1 conn"),
+                errors(n_many, n_one),
+                errors(m_many, m_one),
+                "none / none",
+            ));
+        }
+        rows.push(text_row(
+            "  copies per document, on disk",
+            Some("1, no fsync".to_string()),
+            Some(format!("{STORE_REPLICAS}, each fsync'd")),
+            "-",
+        ));
+        // The pre-fill's documents and the round trip check's one.
+        let docs = STORE_DOCS + 1;
+        rows.push(text_row(
+            "  document files after the runs",
+            n.store_files.clone(),
+            m.store_files.clone(),
+            &format!("{docs} / {}", docs * STORE_REPLICAS as usize),
+        ));
+        rows
+    }
+
     fn print(&self, cfg: &Config) {
-        let launch = match (cfg.only, cfg.solo) {
+        let store_only = cfg.rows.iter().all(|&r| r == Row::Store);
+        let mut launch = match (cfg.only, cfg.solo) {
             (Some(Kind::Nginx), _) => "nginx only (BENCH_ONLY=nginx)".to_string(),
+            (_, _) if store_only => format!("mpiweb under mpirun -np {STORE_RANKS}"),
             (_, true) => "mpiweb alone (MPIWEB_BENCH_SOLO=1)".to_string(),
             (_, false) => format!("mpiweb under mpirun -np {RANKS}"),
         };
+        if cfg.runs(Row::Store) && !store_only && cfg.wants(Kind::Mpiweb) {
+            launch.push_str(&format!(" (store rows: mpirun -np {STORE_RANKS})"));
+        }
         println!();
         println!(
             "mpiweb vs nginx on 127.0.0.1: {} s per run, {launch}, {} CPUs",
@@ -3339,6 +4061,11 @@ mod tests {
         ("parse_wrk_error_count", parse_wrk_error_count),
         ("parse_failover_log", parse_failover_log_table),
         ("parse_only_pool", parse_only_pool),
+        ("parse_only_store", parse_only_store),
+        ("store_body_and_scripts", store_body_and_scripts),
+        ("dechunk", dechunk_table),
+        ("complete_reply", complete_reply_table),
+        ("mount_fs_type", mount_fs_type_table),
     ];
 
     pub(super) fn run_all() -> ExitCode {
@@ -3480,5 +4207,103 @@ Transfer/sec:      8.77MB
         let (_, rows) = parse_only("").expect("all");
         assert!(rows.contains(&Row::Pool));
         assert!(parse_only("pools").is_err());
+    }
+
+    fn parse_only_store() {
+        let (only, rows) = parse_only("store,nginx").expect("store,nginx");
+        assert_eq!((only, rows), (Some(Kind::Nginx), vec![Row::Store]));
+        let (_, rows) = parse_only("").expect("all");
+        assert!(rows.contains(&Row::Store));
+        assert!(Row::Store.needs_mpirun() && Row::Store.uses_mpirun());
+        assert!(!Row::Pool.needs_mpirun());
+    }
+
+    fn store_body_and_scripts() {
+        let body = store_body();
+        assert_eq!(body.len(), STORE_DOC_SIZE);
+        assert_eq!(&body[..3], b"abc");
+        assert_eq!(body[63], b'\n');
+        assert!(body.iter().all(|b| b.is_ascii_lowercase() || *b == b'\n'));
+        let put = store_script("PUT", Some(Path::new("/tmp/x/store-body.bin")));
+        assert!(put.contains("io.open([==[/tmp/x/store-body.bin]==], \"rb\")"));
+        assert!(put.contains("wrk.format(\"PUT\", \"/store/doc-\" .. (i - 1), headers, body)"));
+        assert!(put.contains("local docs = 1000\n"));
+        assert!(put.contains("-- mpiweb bench, store rows: PUT /store/doc-0 to /store/doc-999"));
+        let get = store_script("GET", None);
+        assert!(get.contains("local body = nil\n") && !get.contains("io.open"));
+        assert!(get.contains("wrk.format(\"GET\""));
+    }
+
+    fn dechunk_table() {
+        let table: &[(&[u8], Option<&[u8]>)] = &[
+            (b"0\r\n\r\n", Some(b"")),
+            (b"3\r\nabc\r\n0\r\n\r\n", Some(b"abc")),
+            (
+                b"3;x=1\r\nabc\r\nA\r\n0123456789\r\n0\r\n\r\n",
+                Some(b"abc0123456789"),
+            ),
+            (b"3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n", Some(b"abc")),
+            (b"3\r\nabc\r\n0\r\n", None),
+            (b"3\r\nab", None),
+            (b"3\r\nabcd\r\n0\r\n\r\n", None),
+            (b"zz\r\n", None),
+            (b"", None),
+        ];
+        for &(data, want) in table {
+            let got = dechunk(data);
+            assert_eq!(got.as_deref(), want, "{:?}", String::from_utf8_lossy(data));
+        }
+    }
+
+    fn complete_reply_table() {
+        let ok = b"HTTP/1.1 200 OK\r\nETag: \"5f\"\r\nContent-Length: 3\r\n\r\nabc";
+        let r = complete_reply("GET", ok, false).expect("complete");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"abc"[..]));
+        assert_eq!(r.header("etag"), Some("\"5f\""));
+        assert!(complete_reply("GET", &ok[..ok.len() - 1], false).is_none());
+        // No body for 204, nor for HEAD whatever Content-Length says.
+        let created = b"HTTP/1.1 204 No Content\r\nETag: \"60\"\r\n\r\n";
+        let r = complete_reply("PUT", created, false).expect("204");
+        assert_eq!((r.status, r.body.len()), (204, 0));
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
+        assert!(complete_reply("HEAD", head, false).is_some());
+        // A body to the end of the connection is complete only at EOF.
+        let to_eof = b"HTTP/1.1 200 OK\r\n\r\nabc";
+        assert!(complete_reply("GET", to_eof, false).is_none());
+        assert_eq!(
+            complete_reply("GET", to_eof, true).map(|r| r.body),
+            Some(b"abc".to_vec())
+        );
+        let chunked =
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+        assert_eq!(
+            complete_reply("PUT", chunked, false).map(|r| r.body),
+            Some(b"ok".to_vec())
+        );
+    }
+
+    fn mount_fs_type_table() {
+        let mounts = "\
+/dev/vda / ext4 rw,relatime 0 0
+proc /proc proc rw 0 0
+tmpfs /tmp tmpfs rw 0 0
+tmpfs /tmpx tmpfs rw 0 0
+overlay /tmp overlay rw 0 0
+";
+        let table: &[(&str, Option<&str>)] = &[
+            ("/work/main", Some("ext4")),
+            ("/tmp/mpiweb-bench-1", Some("overlay")),
+            ("/tmpfoo/a", Some("ext4")),
+            ("/proc/1", Some("proc")),
+            ("/", Some("ext4")),
+        ];
+        for &(path, want) in table {
+            assert_eq!(
+                mount_fs_type(mounts, Path::new(path)).as_deref(),
+                want,
+                "{path}"
+            );
+        }
+        assert_eq!(mount_fs_type("", Path::new("/a")), None);
     }
 }
