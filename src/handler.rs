@@ -15,6 +15,8 @@ pub struct Request<'a> {
     /// Whether the client has closed its connection, for a handler that
     /// waits a long time (a proxy waiting for its upstream gives up then).
     pub client_gone: &'a dyn Fn() -> bool,
+    /// What the request goes by (`X-Request-Id`), sent on to upstreams.
+    pub id: &'a str,
 }
 
 /// Anything that turns a request into a response. An `Err` becomes an

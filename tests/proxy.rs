@@ -76,6 +76,48 @@ fn reverse_proxy_header_and_framing_rules() {
 }
 
 #[test]
+fn request_ids_are_passed_on_or_made_logged_and_returned() {
+    let up = Upstream::start();
+    let route = format!("/app/={}/", up.url());
+    both(&["--route", &route], |srv| {
+        // A sensible id goes upstream and comes back, whatever the upstream
+        // answers with.
+        let r = send(
+            srv,
+            "GET /app/echo HTTP/1.1\r\nHost: a\r\nX-Request-Id: trace-42\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-request-id"), Some("trace-42"));
+        let seen = up.requests().pop().expect("upstream saw the request");
+        assert_eq!(seen.headers_named("x-request-id"), ["trace-42"]);
+        assert!(srv
+            .wait_log(|l| l.contains("\"GET /app/echo HTTP/1.1\" 200")
+                && l.contains(" id=trace-42 rank=")));
+
+        // None, or one that is not a token: a new id, the same one upstream,
+        // on the answer and in the log.
+        for given in ["", "X-Request-Id: has space\r\n", "X-Request-Id: a\"b\r\n"] {
+            let req =
+                format!("GET /app/echo HTTP/1.1\r\nHost: a\r\n{given}Connection: close\r\n\r\n");
+            let r = send(srv, &req);
+            let id = r.header("x-request-id").expect("an id").to_string();
+            assert_eq!(id.len(), 16, "{id}");
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+            let seen = up.requests().pop().expect("upstream saw the request");
+            assert_eq!(seen.headers_named("x-request-id"), [id.as_str()]);
+            assert!(srv.wait_log(|l| l.contains(&format!(" id={id} rank="))));
+        }
+
+        // Files and errors carry one too; two requests never share one.
+        let a = srv.get("/hello.txt", "");
+        let b = srv.get("/missing", "");
+        assert_eq!((a.status, b.status), (200, 404));
+        let (a, b) = (a.header("x-request-id"), b.header("x-request-id"));
+        assert!(a.is_some() && b.is_some() && a != b, "{a:?} {b:?}");
+    });
+}
+
+#[test]
 fn every_framing_is_relayed_and_the_connection_stays_usable() {
     let up = Upstream::start();
     let route = format!("/={}", up.url());

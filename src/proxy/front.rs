@@ -176,6 +176,7 @@ impl Proxy {
             proto: "http",
             host: head.header_str("host"),
             minor: head.minor,
+            request_id: req.id,
         };
         let mut fields: Vec<(Vec<u8>, Vec<u8>)> = forward_request_fields(head.headers(), &origin)
             .into_iter()

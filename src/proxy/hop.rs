@@ -35,6 +35,8 @@ pub struct Origin<'a> {
     pub host: Option<&'a str>,
     /// The HTTP minor version of the message received (`Via: 1.x mpiweb`).
     pub minor: u8,
+    /// The request's id (`X-Request-Id`).
+    pub request_id: &'a str,
 }
 
 /// The end-to-end fields of a request, in order, with the proxy's own
@@ -58,6 +60,9 @@ where
     if let Some(host) = origin.host {
         out.push(("X-Forwarded-Host".into(), host.as_bytes().to_vec()));
     }
+    // One id, the one this request goes by (the client's, if sensible).
+    out.retain(|(n, _)| !n.eq_ignore_ascii_case("x-request-id"));
+    out.push(("X-Request-Id".into(), origin.request_id.as_bytes().to_vec()));
     out
 }
 
@@ -144,6 +149,7 @@ mod tests {
         proto: "http",
         host: Some("shop.example"),
         minor: 1,
+        request_id: "rid-7",
     };
 
     #[test]
@@ -173,9 +179,11 @@ mod tests {
                 "via",
                 "x-forwarded-for",
                 "x-forwarded-proto",
-                "x-forwarded-host"
+                "x-forwarded-host",
+                "x-request-id"
             ]
         );
+        assert_eq!(value(&out, "x-request-id"), Some("rid-7"));
         assert_eq!(value(&out, "via"), Some("1.1 mpiweb"));
         assert_eq!(value(&out, "x-forwarded-for"), Some("127.0.0.9"));
         assert_eq!(value(&out, "x-forwarded-proto"), Some("http"));
@@ -190,6 +198,7 @@ mod tests {
             ("x-forwarded-for", " 127.0.0.3 "),
             ("X-Forwarded-Proto", "https"),
             ("X-Forwarded-Host", "spoofed.example"),
+            ("X-Request-Id", "from-the-client"),
         ]);
         let mut origin = ORIGIN;
         origin.minor = 0;
@@ -208,6 +217,12 @@ mod tests {
         );
         assert_eq!(value(&out, "x-forwarded-host"), None);
         assert_eq!(value(&out, "x-forwarded-proto"), Some("http"));
+        // The id the request goes by replaces the client's field.
+        assert_eq!(
+            names(&out).iter().filter(|n| *n == "x-request-id").count(),
+            1
+        );
+        assert_eq!(value(&out, "x-request-id"), Some("rid-7"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `sendfile`, since `&TcpStream` is what `io::copy` is handed.
 
 use super::log;
+use super::request_id;
 use crate::config;
 use crate::error::Error;
 use crate::handler::{Handler, Request};
@@ -195,18 +196,21 @@ pub fn serve<S>(
                     peer,
                     cfg,
                     scratch: &mut scratch,
+                    id: None,
                 };
                 respond(sock, None, Err(e), false, accepted, out, &[]);
                 return linger(sock, &mut input);
             }
         };
         let t0 = Instant::now();
-        let (result, body_close) = run_handler(sock, &mut input, &head, peer, cfg, handler);
+        let id = request_id::for_request(head.header("x-request-id"));
+        let (result, body_close) = run_handler(sock, &mut input, &head, peer, cfg, handler, &id);
         let keep = head.keep_alive && !body_close;
         let out = Out {
             peer,
             cfg,
             scratch: &mut scratch,
+            id: Some(&id),
         };
         let pending = input.buf.pending();
         match respond(sock, Some(&head), result, keep, t0, out, pending) {
@@ -227,6 +231,7 @@ fn run_handler<S: Socket>(
     peer: SocketAddr,
     cfg: &ConnConfig,
     handler: &dyn Handler,
+    id: &str,
 ) -> (Result<Response, Error>, bool)
 where
     for<'a> &'a S: Read + Write,
@@ -247,6 +252,7 @@ where
         body: &mut body,
         peer,
         client_gone: &client_gone,
+        id,
     });
     if body.is_done() {
         return (result, false);
@@ -272,11 +278,12 @@ where
 }
 
 /// Where a response goes besides the socket: the log's peer and rank, and
-/// a buffer to build it in.
+/// a buffer to build it in; the request's id, for the log and the answer.
 struct Out<'a> {
     peer: SocketAddr,
     cfg: &'a ConnConfig,
     scratch: &'a mut Vec<u8>,
+    id: Option<&'a str>,
 }
 
 /// Write the response for `result` and log it. Returns whether the
@@ -296,7 +303,12 @@ where
     S: Socket,
     for<'a> &'a S: SendFile,
 {
-    let Out { peer, cfg, scratch } = out;
+    let Out {
+        peer,
+        cfg,
+        scratch,
+        id,
+    } = out;
     let (mut resp, keep) = match result {
         Ok(resp) => (resp, keep),
         Err(Error::PeerGone) => return None,
@@ -305,6 +317,12 @@ where
             (error_page(&e), keep && !e.closes_connection())
         }
     };
+    if let Some(id) = id {
+        // Ours, whatever an upstream said.
+        resp.headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("x-request-id"));
+        resp = resp.with("X-Request-Id", id.to_string());
+    }
     let http10 = head.is_some_and(|h| h.minor == 0);
     let keep = keep && !resp.ends_connection(http10);
     let date = http_date_bytes(unix_secs(SystemTime::now()));
@@ -336,6 +354,7 @@ where
         referer: head.and_then(|h| h.header("referer")),
         user_agent: head.and_then(|h| h.header("user-agent")),
         duration: t0.elapsed(),
+        id,
         rank: cfg.rank,
     });
     match sent {

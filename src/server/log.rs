@@ -25,6 +25,8 @@ pub struct Entry<'a> {
     pub referer: Option<&'a [u8]>,
     pub user_agent: Option<&'a [u8]>,
     pub duration: Duration,
+    /// The request's `X-Request-Id`, when a head was read.
+    pub id: Option<&'a str>,
     pub rank: usize,
 }
 
@@ -150,6 +152,10 @@ pub fn format_entry(e: &Entry<'_>, now: SystemTime) -> String {
     for div in [100_000, 10_000, 1_000, 100, 10, 1] {
         out.push((b'0' + (frac / div % 10) as u8) as char);
     }
+    if let Some(id) = e.id {
+        out.push_str(" id=");
+        escape_into(&mut out, id.as_bytes());
+    }
     out.push_str(" rank=");
     push_num(&mut out, e.rank as u64);
     out
@@ -200,6 +206,7 @@ mod tests {
             referer: None,
             user_agent: Some(&ua),
             duration: Duration::ZERO,
+            id: None,
             rank: 0,
         };
         let line = format_entry(&e, UNIX_EPOCH);
@@ -217,12 +224,13 @@ mod tests {
             referer: None,
             user_agent: Some(b"curl/8\x01"),
             duration: Duration::from_micros(1500),
+            id: Some("r-1"),
             rank: 0,
         };
         let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
         assert_eq!(
             format_entry(&e, now),
-            "127.0.0.1 - - [06/Nov/1994:08:49:37 +0000] \"GET /a\\x22b HTTP/1.1\" 200 12 \"-\" \"curl/8\\x01\" 0.001500 rank=0"
+            "127.0.0.1 - - [06/Nov/1994:08:49:37 +0000] \"GET /a\\x22b HTTP/1.1\" 200 12 \"-\" \"curl/8\\x01\" 0.001500 id=r-1 rank=0"
         );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod conn;
 pub mod log;
+pub mod request_id;
 mod sys;
 
 use crate::config;
