@@ -53,6 +53,8 @@ pub const REPLAY_LIMIT: usize = 1 << 20;
 /// Such copies kept at once, all requests together: beyond it, a body is
 /// not kept (and not retried) rather than memory growing with the load.
 pub const REPLAY_BUDGET: usize = 64 << 20;
+/// Time connections get to finish their requests after SIGTERM or SIGINT.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// Where each rank keeps its store replica (under `rank-N/`).
 pub const DEFAULT_DATA_DIR: &str = "data";
 /// Copies of each stored document.
@@ -94,6 +96,7 @@ pub struct Config {
     pub store_token: Option<String>,
     pub store_max_size: u64,
     pub store_cache: usize,
+    pub grace: Duration,
 }
 
 impl Default for Config {
@@ -117,6 +120,7 @@ impl Default for Config {
             store_token: None,
             store_max_size: DEFAULT_STORE_MAX_SIZE,
             store_cache: DEFAULT_STORE_CACHE,
+            grace: DEFAULT_GRACE,
         }
     }
 }
@@ -143,6 +147,10 @@ Server:
       --keepalive-timeout SECS  idle time before a keep-alive connection closes [default: 30]
       --max-body BYTES          largest request body; beyond it 413 [default: 1073741824]
       --access-log FILE         append access lines to FILE instead of stderr
+                                (SIGHUP reopens it, for log rotation)
+      --grace SECS              after SIGTERM or SIGINT, time for requests in
+                                flight to finish; a second signal exits at
+                                once [default: 10]
       --config FILE             read options from FILE: one per line, without
                                 dashes (`route /api http://127.0.0.1:5000`),
                                 `#` comments; later flags override it
@@ -191,7 +199,7 @@ MPIWEB_MAX_BODY, MPIWEB_ACCESS_LOG, MPIWEB_NO_LISTING=1, MPIWEB_DOCROOT,
 MPIWEB_ROUTE (routes separated by `;`, or short-form routes by spaces),
 MPIWEB_FORWARD_PROXY=1, MPIWEB_CONNECT_PORTS, MPIWEB_UPSTREAM_TIMEOUT,
 MPIWEB_STORE, MPIWEB_DATA, MPIWEB_REPLICAS, MPIWEB_STORE_TOKEN,
-MPIWEB_STORE_MAX_SIZE, MPIWEB_STORE_CACHE, MPIWEB_CONFIG (read before the flags).
+MPIWEB_STORE_MAX_SIZE, MPIWEB_STORE_CACHE, MPIWEB_GRACE, MPIWEB_CONFIG (read before the flags).
 Flags win.
 The access log goes to stderr at level info; RUST_LOG=warn silences it.
 ";
@@ -211,7 +219,7 @@ where
 /// Options that take no value.
 const FLAGS: [&str; 2] = ["forward-proxy", "no-listing"];
 /// Options that take one.
-const VALUED: [&str; 16] = [
+const VALUED: [&str; 17] = [
     "listen",
     "max-connections",
     "header-timeout",
@@ -228,6 +236,7 @@ const VALUED: [&str; 16] = [
     "store-token",
     "store-max-size",
     "store-cache",
+    "grace",
 ];
 
 /// `parse_args`, reading `--config` files through `read`.
@@ -257,6 +266,7 @@ where
         ("MPIWEB_STORE_TOKEN", "store-token"),
         ("MPIWEB_STORE_MAX_SIZE", "store-max-size"),
         ("MPIWEB_STORE_CACHE", "store-cache"),
+        ("MPIWEB_GRACE", "grace"),
     ] {
         if let Some(v) = env(var) {
             p.option(name, Some(&v))
@@ -449,6 +459,7 @@ fn set(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
         "store-max-size" => c.store_max_size = parse_count(v)? as u64,
         "store-cache" if v == "0" => c.store_cache = 0,
         "store-cache" => c.store_cache = parse_count(v)?,
+        "grace" => c.grace = parse_secs(v)?,
         _ => return Err(format!("unknown option {name}")),
     }
     Ok(())
@@ -555,6 +566,10 @@ mod tests {
         assert_eq!(c.docroot, PathBuf::from("site"));
         let c = config(&["--access-log", "a.log"], &[]);
         assert_eq!(c.access_log, Some(PathBuf::from("a.log")));
+        assert_eq!(c.grace, Duration::from_secs(10));
+        let c = config(&["--grace", "2.5"], &[]);
+        assert_eq!(c.grace, Duration::from_millis(2500));
+        assert!(run(&["--grace", "0"], &[]).is_err());
     }
 
     #[test]

@@ -42,6 +42,9 @@ fn main() {
         }
     };
     init_logging(cluster.rank());
+    // After MPI's start-up, so that these handlers are the ones in place.
+    // Workers only note a stop signal: rank 0 tells them when to exit.
+    mpiweb::server::signals::install();
     let code = if cluster.rank() == 0 {
         let code = run_front(&cfg, &cluster);
         cluster.shutdown_workers(code);
@@ -162,7 +165,7 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
             Arc::new(Store::new(store, state, handler))
         }
     };
-    let server = Server::new(listener, conn, handler, max_connections);
+    let server = Server::new(listener, conn, handler, max_connections, cfg.grace);
     let Some((cmds, membership)) = cmds else {
         return stopped(server.run());
     };

@@ -2,8 +2,11 @@
 
 mod common;
 
-use common::{cpu_ticks, descendants, mpiweb_pids, wait_for, Server, Site, BIN};
-use std::net::TcpListener;
+use common::{
+    cpu_ticks, descendants, mpiweb_pids, read_one, read_to_close, wait_for, Server, Site, BIN,
+};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
@@ -172,4 +175,136 @@ fn a_stalled_worker_leaves_the_rotation_and_rejoins() {
         thread::sleep(Duration::from_millis(20));
     }
     requests_for(&srv, 1, Duration::ZERO);
+}
+
+/// A request for `path` on a new connection, its head and the first bytes
+/// of its body read.
+fn start_download(srv: &Server, path: &str) -> (TcpStream, Vec<u8>) {
+    let mut s = srv.connect();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut got = vec![0u8; 64 * 1024];
+    let n = s.read(&mut got).unwrap();
+    got.truncate(n);
+    (s, got)
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish_and_every_rank_exit_0() {
+    let site = Site::new();
+    let big: Vec<u8> = (0..(12u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(site.root().join("big.bin"), &big).unwrap();
+    // Through mpirun (it passes the signal on), to rank 0 itself, and alone.
+    for (np, to_mpirun) in [(3, true), (3, false), (1, false)] {
+        let mut srv = match np {
+            1 => Server::start(&site.root(), &[]),
+            _ => Server::start_mpi(np, &site.root(), &[]),
+        };
+        let ranks = mpiweb_pids(&descendants(srv.pid()));
+        // An idle keep-alive connection, and a download read slowly.
+        let mut idle = srv.connect();
+        idle.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_one(&mut idle, false).status, 200);
+        let (mut dl, first) = start_download(&srv, "/big.bin");
+        assert!(!first.is_empty());
+
+        let target = if to_mpirun { srv.pid() } else { srv.rank0_pid };
+        signal("TERM", target);
+        let case = format!("{np} ranks, signal to mpirun: {to_mpirun}");
+        assert!(
+            srv.wait_log(|l| l.contains("stop signal")),
+            "{case}: {}",
+            srv.log_text()
+        );
+        // No new connections; the idle one is closed.
+        let refused = (0..100).any(|_| {
+            thread::sleep(Duration::from_millis(50));
+            TcpStream::connect(srv.addr).is_err()
+        });
+        assert!(refused, "still accepting after SIGTERM");
+        idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(
+            idle.read(&mut [0u8; 16]).unwrap_or(1),
+            0,
+            "idle one kept open"
+        );
+        // The download finishes, whole.
+        thread::sleep(Duration::from_millis(300));
+        let mut rest = read_to_close(&mut dl);
+        // Closed on our side too, so the server need not linger for it.
+        drop((dl, idle));
+        let mut all = first;
+        all.append(&mut rest);
+        let at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(
+            all[at..] == big[..],
+            "download cut: {} bytes",
+            all.len() - at
+        );
+        // Every rank exits 0.
+        let status = srv.wait_exit(Duration::from_secs(30)).expect("exited");
+        assert_eq!(status.code(), Some(0), "{case}: {status:?}");
+        // (Under load MPICH's launcher may drop what a rank prints just
+        // before it exits: the last line is looked for when alone.)
+        assert!(
+            np > 1 || srv.wait_log(|l| l.contains("stopped: every connection finished")),
+            "{case}: {}",
+            srv.log_text()
+        );
+        for pid in ranks {
+            let gone = !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "));
+            assert!(gone, "rank {pid} outlived the stop");
+        }
+    }
+}
+
+#[test]
+fn a_second_signal_exits_at_once_and_sighup_reopens_the_access_log() {
+    let site = Site::new();
+    // Sparse: larger than the socket buffers, nothing on disk.
+    let big = std::fs::File::create(site.root().join("big.bin")).unwrap();
+    big.set_len(64 << 20).unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("access.log");
+    let mut srv = Server::start(&site.root(), &["--access-log", log.to_str().unwrap()]);
+    assert_eq!(srv.get("/hello.txt", "").status, 200);
+    // Rotation: the file is renamed, SIGHUP makes a new one.
+    let poll = |pred: &dyn Fn() -> bool| {
+        (0..200).any(|_| {
+            thread::sleep(Duration::from_millis(25));
+            pred()
+        })
+    };
+    assert!(poll(
+        &|| std::fs::read_to_string(&log).is_ok_and(|t| t.contains("/hello.txt"))
+    ));
+    let rotated = logs.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    signal("HUP", srv.rank0_pid);
+    assert!(srv.wait_log(|l| l.contains("access log reopened")));
+    assert_eq!(srv.get("/style.css", "").status, 200);
+    assert!(poll(
+        &|| std::fs::read_to_string(&log).is_ok_and(|t| t.contains("/style.css"))
+    ));
+    assert!(!std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("/style.css"));
+
+    // A download held open (never read): the first SIGTERM waits for it,
+    // the second ends the process at once.
+    let (_dl, _) = start_download(&srv, "/big.bin");
+    signal("TERM", srv.rank0_pid);
+    assert!(srv.wait_log(|l| l.contains("stopping: 1 connection")));
+    assert!(
+        srv.wait_exit(Duration::from_millis(500)).is_none(),
+        "did not wait"
+    );
+    signal("TERM", srv.rank0_pid);
+    let status = srv
+        .wait_exit(Duration::from_secs(5))
+        .expect("exited at once");
+    assert_eq!(status.code(), Some(143), "{status:?}");
 }

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 /// Tag of the exit code rank 0 sends to end a worker.
 const TAG_SHUTDOWN: mpi::Tag = 1;
+/// How long rank 0 takes the workers' last frames before it exits.
+const SHUTDOWN_DRAIN: Duration = Duration::from_millis(300);
 
 /// The MPI world this process belongs to; a lone process is a world of one.
 pub enum Cluster {
@@ -97,6 +99,13 @@ impl Cluster {
             world
                 .process_at_rank(rank)
                 .send_with_tag(&code, TAG_SHUTDOWN);
+        }
+        // Frames the workers sent before they stopped (heartbeat answers)
+        // are taken and dropped: left unreceived, MPI complains at exit.
+        let until = std::time::Instant::now() + SHUTDOWN_DRAIN;
+        while std::time::Instant::now() < until {
+            outbox::receive(&world, |_, _| {});
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

@@ -160,10 +160,12 @@ const RECENT_SLEEP: Duration = Duration::from_micros(250);
 const QUIET_AFTER: Duration = Duration::from_secs(1);
 
 impl Backoff {
+    /// A rank starts idle: nothing has happened yet to poll eagerly for.
     pub fn new(idle: Duration) -> Backoff {
+        let now = Instant::now();
         Backoff {
             rounds: 0,
-            last_work: Instant::now(),
+            last_work: now.checked_sub(QUIET_AFTER).unwrap_or(now),
             idle,
         }
     }
@@ -201,6 +203,13 @@ mod tests {
     fn backoff_spins_only_when_nearly_idle_and_lately_busy() {
         let idle = Duration::from_millis(50);
         let mut b = Backoff::new(idle);
+        // Idle from the start: no spin, and soon the idle sleep.
+        assert_eq!(b.next(0), FIRST_SLEEP);
+        for _ in 0..20 {
+            b.next(0);
+        }
+        assert_eq!(b.next(0), idle);
+        b.reset();
         assert_eq!(b.next(0), Duration::ZERO);
         assert_eq!(b.next(SPIN_MAX_IN_FLIGHT), Duration::ZERO);
         // Busy: sleep, doubling up to the in-flight cap.

@@ -23,6 +23,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// First size of a connection's input buffer; it grows only for big heads.
 const INITIAL_BUFFER: usize = 4096;
+/// An idle keep-alive connection looks whether the server is stopping
+/// this often (only connections idle this long wake up for it).
+const IDLE_SLICE: Duration = Duration::from_secs(1);
 /// How long a closing connection keeps reading what the client still sends,
 /// so that its last response is not destroyed by a TCP reset.
 const LINGER: Duration = Duration::from_secs(2);
@@ -110,6 +113,7 @@ where
     ) -> Result<Option<RequestHead>, Error> {
         self.skip_blank_lines();
         let mut started = since.or_else(|| (!self.buf.pending().is_empty()).then(Instant::now));
+        let idle_since = Instant::now();
         loop {
             if !self.buf.pending().is_empty() {
                 if let Some((n, head)) = parse_request_head(self.buf.pending(), &cfg.limits)? {
@@ -122,7 +126,11 @@ where
                 }
             }
             let timeout = match started {
-                None => cfg.keepalive_timeout,
+                // Idle: wait in slices, to notice a graceful stop.
+                None => match cfg.keepalive_timeout.checked_sub(idle_since.elapsed()) {
+                    Some(left) if !left.is_zero() && !super::draining() => left.min(IDLE_SLICE),
+                    _ => return Ok(None),
+                },
                 Some(t) => match cfg.header_timeout.checked_sub(t.elapsed()) {
                     Some(left) if !left.is_zero() => left,
                     _ => return Err(Error::HeadTimeout),
@@ -147,10 +155,10 @@ where
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return match started {
-                        None => Ok(None),
-                        Some(_) => Err(Error::HeadTimeout),
-                    };
+                    match started {
+                        None => continue, // the next slice, or the end
+                        Some(_) => return Err(Error::HeadTimeout),
+                    }
                 }
                 Err(e) => return Err(Error::from_downstream_io(e)),
             }
@@ -324,7 +332,7 @@ where
         resp = resp.with("X-Request-Id", id.to_string());
     }
     let http10 = head.is_some_and(|h| h.minor == 0);
-    let keep = keep && !resp.ends_connection(http10);
+    let keep = keep && !resp.ends_connection(http10) && !super::draining();
     let date = http_date_bytes(unix_secs(SystemTime::now()));
     let opts = WriteOpts {
         head_only: head.is_some_and(|h| h.method == Method::Head),

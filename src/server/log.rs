@@ -8,7 +8,7 @@ use std::io::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
@@ -37,7 +37,8 @@ const QUEUE_LINES: usize = 8192;
 
 /// The `--access-log` file and the queue to its writer thread.
 struct FileLog {
-    file: Arc<File>,
+    /// The open file; replaced when SIGHUP reopens it (log rotation).
+    file: RwLock<Arc<File>>,
     queue: SyncSender<String>,
 }
 
@@ -51,21 +52,49 @@ static FILE_LOG: OnceLock<FileLog> = OnceLock::new();
 /// thread, which sleeps between batches so that queueing a line never
 /// wakes anybody: a request costs no log syscall. A full queue makes the
 /// request write its own line: nothing is dropped.
+///
+/// After SIGHUP the file is opened again by its name, so that a rotated
+/// log (renamed away) is followed by a new file.
 pub fn to_file(path: &Path) -> io::Result<()> {
-    let file = Arc::new(OpenOptions::new().create(true).append(true).open(path)?);
+    let file = Arc::new(open(path)?);
     let (queue, lines) = sync_channel::<String>(QUEUE_LINES);
-    let out = Arc::clone(&file);
+    let path = path.to_path_buf();
     thread::Builder::new()
         .name("access-log".into())
-        .spawn(move || write_batches(&out, &lines))?;
-    let _ = FILE_LOG.set(FileLog { file, queue });
+        .spawn(move || write_batches(&path, &lines))?;
+    let _ = FILE_LOG.set(FileLog {
+        file: RwLock::new(file),
+        queue,
+    });
     Ok(())
 }
 
-fn write_batches(mut file: &File, lines: &Receiver<String>) {
+fn open(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// The access file now.
+fn current_file() -> Option<Arc<File>> {
+    let log = FILE_LOG.get()?;
+    Some(Arc::clone(
+        &log.file.read().unwrap_or_else(|e| e.into_inner()),
+    ))
+}
+
+fn write_batches(path: &Path, lines: &Receiver<String>) {
     let mut batch = Vec::with_capacity(1 << 16);
     loop {
         thread::sleep(FLUSH_INTERVAL);
+        if super::signals::take_reopen() {
+            match (open(path), FILE_LOG.get()) {
+                (Ok(file), Some(log)) => {
+                    *log.file.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(file);
+                    log::info!("access log reopened: {}", path.display());
+                }
+                (Err(e), _) => log::warn!("cannot reopen {}: {e}", path.display()),
+                (Ok(_), None) => {}
+            }
+        }
         let mut open = true;
         loop {
             match lines.try_recv() {
@@ -80,8 +109,8 @@ fn write_batches(mut file: &File, lines: &Receiver<String>) {
                 break;
             }
         }
-        if !batch.is_empty() {
-            if let Err(e) = file.write_all(&batch) {
+        if let (false, Some(file)) = (batch.is_empty(), current_file()) {
+            if let Err(e) = (&*file).write_all(&batch) {
                 log::warn!("access log: {e}");
             }
             batch.clear();
@@ -102,8 +131,10 @@ pub fn access(entry: &Entry<'_>) {
             log.queue.try_send(line)
         {
             // One write per line; O_APPEND keeps lines from threads whole.
-            if let Err(e) = (&*log.file).write_all(line.as_bytes()) {
-                log::warn!("access log: {e}");
+            if let Some(file) = current_file() {
+                if let Err(e) = (&*file).write_all(line.as_bytes()) {
+                    log::warn!("access log: {e}");
+                }
             }
         }
     } else if log::log_enabled!(target: TARGET, log::Level::Info) {

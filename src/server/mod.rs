@@ -5,6 +5,7 @@
 pub mod conn;
 pub mod log;
 pub mod request_id;
+pub mod signals;
 mod sys;
 
 use crate::config;
@@ -15,11 +16,23 @@ use crate::http::response::{error_page, write_response, WriteOpts};
 pub use conn::ConnConfig;
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
+
+/// Set once a graceful stop began: no new connections, no keep-alive.
+static DRAINING: AtomicBool = AtomicBool::new(false);
+
+/// Whether the server is stopping: connections close after their
+/// current request, and idle ones at once.
+pub fn draining() -> bool {
+    DRAINING.load(Ordering::Relaxed)
+}
+
+/// How often the acceptor's watcher looks for a stop signal.
+const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// A listening server.
 pub struct Server {
@@ -28,6 +41,8 @@ pub struct Server {
     handler: Arc<dyn Handler>,
     max_connections: usize,
     active: Arc<AtomicUsize>,
+    /// How long connections may finish their requests after a stop signal.
+    grace: Duration,
 }
 
 /// Holds one place under the connection cap; frees it when dropped.
@@ -45,6 +60,7 @@ impl Server {
         conn: ConnConfig,
         handler: Arc<dyn Handler>,
         max_connections: usize,
+        grace: Duration,
     ) -> Server {
         Server {
             listener,
@@ -52,6 +68,7 @@ impl Server {
             handler,
             max_connections,
             active: Arc::new(AtomicUsize::new(0)),
+            grace,
         }
     }
 
@@ -63,6 +80,7 @@ impl Server {
             ::log::warn!("keeping the default listen backlog: {e}");
         }
         let refused = spawn_closer()?;
+        spawn_stop_watcher(&self.listener)?;
         loop {
             let (stream, peer) = match self.listener.accept() {
                 Ok(pair) => pair,
@@ -71,6 +89,9 @@ impl Server {
                     continue;
                 }
             };
+            if draining() {
+                break;
+            }
             let accepted = Instant::now();
             if self.active.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
                 self.active.fetch_sub(1, Ordering::AcqRel);
@@ -101,7 +122,48 @@ impl Server {
                 (Err(e), Err(_)) => ::log::warn!("cannot start a connection thread: {e}"),
             }
         }
+        // Stopping: new connections are refused from now on, and the open
+        // ones finish their request (idle ones close at once).
+        drop(self.listener);
+        let until = Instant::now() + self.grace;
+        let open = || self.active.load(Ordering::Acquire);
+        ::log::warn!(
+            "stopping: {} connection(s) open, waiting up to {} s",
+            open(),
+            self.grace.as_secs_f64()
+        );
+        while open() > 0 && Instant::now() < until {
+            thread::sleep(Duration::from_millis(20));
+        }
+        match open() {
+            0 => ::log::warn!("stopped: every connection finished"),
+            n => ::log::warn!("stopped: {n} connection(s) cut after the grace period"),
+        }
+        Ok(())
     }
+}
+
+/// A thread that turns a stop signal into a drain: it marks the server
+/// draining and wakes the acceptor with a connection of its own.
+fn spawn_stop_watcher(listener: &TcpListener) -> io::Result<()> {
+    let mut wake = listener.local_addr()?;
+    if wake.ip().is_unspecified() {
+        wake.set_ip(match wake {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    thread::Builder::new()
+        .name("stop-watcher".into())
+        .spawn(move || {
+            while !signals::stop_requested() {
+                thread::sleep(STOP_POLL);
+            }
+            ::log::warn!("stop signal: no new connections");
+            DRAINING.store(true, Ordering::Relaxed);
+            let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        })?;
+    Ok(())
 }
 
 /// An accept error that persists (no file descriptors left) must not spin

@@ -34,7 +34,7 @@ impl Server {
     /// Start `mpiweb ARGS DOCROOT` alone, listening on 127.0.0.1:0.
     pub fn start(docroot: &Path, args: &[&str]) -> Server {
         let mut cmd = Command::new(BIN);
-        cmd.args(["--listen", "127.0.0.1:0"])
+        cmd.args(["--listen", "127.0.0.1:0", "--grace", "3"])
             .args(args)
             .arg(docroot);
         Server::spawn(cmd, false)
@@ -43,9 +43,17 @@ impl Server {
     /// Start `mpirun -np NP mpiweb ARGS DOCROOT`.
     pub fn start_mpi(np: usize, docroot: &Path, args: &[&str]) -> Server {
         let mut cmd = Command::new("mpirun");
-        cmd.args(["-np", &np.to_string(), BIN, "--listen", "127.0.0.1:0"])
-            .args(args)
-            .arg(docroot);
+        cmd.args([
+            "-np",
+            &np.to_string(),
+            BIN,
+            "--listen",
+            "127.0.0.1:0",
+            "--grace",
+            "3",
+        ])
+        .args(args)
+        .arg(docroot);
         Server::spawn(cmd, true)
     }
 
@@ -172,6 +180,11 @@ impl Server {
         }
         let _ = self.child.kill();
         self.child.wait().ok()
+    }
+
+    /// Wait up to `limit` for the server to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        wait_for(&mut self.child, limit)
     }
 
     pub fn is_mpi(&self) -> bool {
