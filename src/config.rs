@@ -2,6 +2,7 @@
 //! command-line parser (pure: arguments and environment in, `Config` out).
 
 use crate::proxy::route::{parse_connect_ports, parse_route, ConnectPorts, RouteSpec};
+use crate::status::{parse_allow, Cidr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -53,6 +54,8 @@ pub const REPLAY_LIMIT: usize = 1 << 20;
 /// Such copies kept at once, all requests together: beyond it, a body is
 /// not kept (and not retried) rather than memory growing with the load.
 pub const REPLAY_BUDGET: usize = 64 << 20;
+/// Who may read the status pages: this machine only.
+pub const DEFAULT_STATUS_ALLOW: &str = "127.0.0.0/8,::1";
 /// Time connections get to finish their requests after SIGTERM or SIGINT.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// Where each rank keeps its store replica (under `rank-N/`).
@@ -97,6 +100,8 @@ pub struct Config {
     pub store_max_size: u64,
     pub store_cache: usize,
     pub grace: Duration,
+    /// Who may read `/-/status`, `/-/status.json` and `/-/metrics`.
+    pub status_allow: Vec<Cidr>,
 }
 
 impl Default for Config {
@@ -121,6 +126,7 @@ impl Default for Config {
             store_max_size: DEFAULT_STORE_MAX_SIZE,
             store_cache: DEFAULT_STORE_CACHE,
             grace: DEFAULT_GRACE,
+            status_allow: parse_allow(DEFAULT_STATUS_ALLOW).unwrap_or_default(),
         }
     }
 }
@@ -148,6 +154,8 @@ Server:
       --max-body BYTES          largest request body; beyond it 413 [default: 1073741824]
       --access-log FILE         append access lines to FILE instead of stderr
                                 (SIGHUP reopens it, for log rotation)
+      --status-allow CIDR[,CIDR]  who may read /-/status, /-/status.json and
+                                /-/metrics; others get 403 [default: 127.0.0.0/8,::1]
       --grace SECS              after SIGTERM or SIGINT, time for requests in
                                 flight to finish; a second signal exits at
                                 once [default: 10]
@@ -199,7 +207,7 @@ MPIWEB_MAX_BODY, MPIWEB_ACCESS_LOG, MPIWEB_NO_LISTING=1, MPIWEB_DOCROOT,
 MPIWEB_ROUTE (routes separated by `;`, or short-form routes by spaces),
 MPIWEB_FORWARD_PROXY=1, MPIWEB_CONNECT_PORTS, MPIWEB_UPSTREAM_TIMEOUT,
 MPIWEB_STORE, MPIWEB_DATA, MPIWEB_REPLICAS, MPIWEB_STORE_TOKEN,
-MPIWEB_STORE_MAX_SIZE, MPIWEB_STORE_CACHE, MPIWEB_GRACE, MPIWEB_CONFIG (read before the flags).
+MPIWEB_STORE_MAX_SIZE, MPIWEB_STORE_CACHE, MPIWEB_GRACE, MPIWEB_STATUS_ALLOW, MPIWEB_CONFIG (read before the flags).
 Flags win.
 The access log goes to stderr at level info; RUST_LOG=warn silences it.
 ";
@@ -219,7 +227,7 @@ where
 /// Options that take no value.
 const FLAGS: [&str; 2] = ["forward-proxy", "no-listing"];
 /// Options that take one.
-const VALUED: [&str; 17] = [
+const VALUED: [&str; 18] = [
     "listen",
     "max-connections",
     "header-timeout",
@@ -237,6 +245,7 @@ const VALUED: [&str; 17] = [
     "store-max-size",
     "store-cache",
     "grace",
+    "status-allow",
 ];
 
 /// `parse_args`, reading `--config` files through `read`.
@@ -267,6 +276,7 @@ where
         ("MPIWEB_STORE_MAX_SIZE", "store-max-size"),
         ("MPIWEB_STORE_CACHE", "store-cache"),
         ("MPIWEB_GRACE", "grace"),
+        ("MPIWEB_STATUS_ALLOW", "status-allow"),
     ] {
         if let Some(v) = env(var) {
             p.option(name, Some(&v))
@@ -460,6 +470,7 @@ fn set(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
         "store-cache" if v == "0" => c.store_cache = 0,
         "store-cache" => c.store_cache = parse_count(v)?,
         "grace" => c.grace = parse_secs(v)?,
+        "status-allow" => c.status_allow = parse_allow(v)?,
         _ => return Err(format!("unknown option {name}")),
     }
     Ok(())
@@ -570,6 +581,10 @@ mod tests {
         let c = config(&["--grace", "2.5"], &[]);
         assert_eq!(c.grace, Duration::from_millis(2500));
         assert!(run(&["--grace", "0"], &[]).is_err());
+        assert_eq!(c.status_allow.len(), 2);
+        let c = config(&["--status-allow", "10.0.0.0/8"], &[]);
+        assert!(c.status_allow[0].contains("10.1.2.3".parse().unwrap()));
+        assert!(run(&["--status-allow", "10.0.0.0/40"], &[]).is_err());
     }
 
     #[test]

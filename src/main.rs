@@ -8,6 +8,7 @@ use mpiweb::proxy::worker::Side;
 use mpiweb::proxy::{health, Local, Proxy, ProxyConfig, Transport};
 use mpiweb::server::{log as access, ConnConfig, Server};
 use mpiweb::static_files::StaticFiles;
+use mpiweb::status::Status;
 use mpiweb::store::{self, Replica, Store, StoreConfig};
 use std::io::Write;
 use std::net::TcpListener;
@@ -50,6 +51,7 @@ fn main() {
         cluster.shutdown_workers(code);
         code
     } else {
+        mpiweb::metrics::count_streams();
         match replica_side(&cfg, cluster.rank()) {
             Ok(side) => cluster.run_worker(cfg.upstream_timeout, side),
             Err(msg) => {
@@ -122,6 +124,7 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
             (Arc::new(link), Some((cmds, membership)))
         }
     };
+    let mut pools = Vec::new();
     let handler: Arc<dyn Handler> = match cfg.routes.is_empty() && !cfg.forward_proxy {
         true => files,
         false => {
@@ -139,9 +142,11 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
             };
             let proxy = Proxy::new(proxy, Arc::clone(&transport), files);
             health::start(proxy.pools(), &transport);
+            pools = proxy.pools().to_vec();
             Arc::new(proxy)
         }
     };
+    let mut store_state = None;
     let handler: Arc<dyn Handler> = match &cfg.store {
         None => handler,
         Some(prefix) => {
@@ -156,6 +161,7 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
                 cfg.store_cache,
             ));
             store::repair::start(Arc::clone(&state));
+            store_state = Some((prefix.clone(), Arc::clone(&state)));
             let store = StoreConfig {
                 prefix: prefix.clone(),
                 replicas: cfg.replicas,
@@ -165,6 +171,13 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
             Arc::new(Store::new(store, state, handler))
         }
     };
+    let handler = Arc::new(Status {
+        allow: cfg.status_allow.clone(),
+        transport: Arc::clone(&transport),
+        pools,
+        store: store_state,
+        next: handler,
+    });
     let server = Server::new(listener, conn, handler, max_connections, cfg.grace);
     let Some((cmds, membership)) = cmds else {
         return stopped(server.run());
@@ -245,6 +258,7 @@ fn replica_side(cfg: &Config, rank: usize) -> Result<Option<Side>, String> {
     let replica = Replica::open(&dir)
         .map_err(|e| format!("cannot open store replica '{}': {e}", dir.display()))?;
     let count = replica.inventory().map_or(0, |docs| docs.len());
+    mpiweb::metrics::global().set_store_docs(count as u64);
     log::info!(
         "store replica rank {rank} (pid {}) at {}: {count} documents",
         std::process::id(),

@@ -9,7 +9,7 @@
 use super::route::{Policy, RouteSpec};
 use crate::hash::rendezvous_score;
 use std::cmp::Ordering as Order;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,23 @@ struct Member {
     /// Requests sent to it and not finished, from every worker.
     in_flight: AtomicUsize,
     health: Mutex<Health>,
+    /// Times it left or rejoined the rotation.
+    changes: AtomicU64,
+    /// Requests that got an answer head, and the time to it in all.
+    answered: AtomicU64,
+    wait_us: AtomicU64,
+}
+
+/// One upstream as the status page shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberReport {
+    pub authority: String,
+    pub healthy: bool,
+    pub in_flight: usize,
+    pub changes: u64,
+    pub answered: u64,
+    /// Mean time from sending a request to its answer's head.
+    pub mean_wait: Option<Duration>,
 }
 
 /// What the checks know of one upstream.
@@ -62,6 +79,9 @@ impl Backends {
             .iter()
             .map(|_| Member {
                 in_flight: AtomicUsize::new(0),
+                changes: AtomicU64::new(0),
+                answered: AtomicU64::new(0),
+                wait_us: AtomicU64::new(0),
                 health: Mutex::new(Health {
                     up: true,
                     streak: 0,
@@ -224,6 +244,7 @@ impl Backends {
             h.out_until = Some(now + window);
             h.fails = 0;
             if h.up {
+                self.members[i].changes.fetch_add(1, Ordering::Relaxed);
                 log::warn!(
                     "{}: out of rotation for {window:?} after {max} failed request(s), \
                      the last {why:?}",
@@ -269,6 +290,7 @@ impl Backends {
         }
         h.streak = 0;
         h.up = passed;
+        self.members[i].changes.fetch_add(1, Ordering::Relaxed);
         if passed {
             h.out_until = None;
             h.fails = 0;
@@ -282,6 +304,34 @@ impl Backends {
                 self.name(i)
             );
         }
+    }
+
+    /// Upstream `i` answered a request's head after `took`.
+    pub fn answered(&self, i: usize, took: Duration) {
+        let m = &self.members[i];
+        m.answered.fetch_add(1, Ordering::Relaxed);
+        m.wait_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Every upstream's state and figures.
+    pub fn report(&self) -> Vec<MemberReport> {
+        (0..self.size())
+            .map(|i| {
+                let m = &self.members[i];
+                let answered = m.answered.load(Ordering::Relaxed);
+                MemberReport {
+                    authority: self.spec.upstreams[i].authority.clone(),
+                    healthy: self.healthy(i),
+                    in_flight: m.in_flight.load(Ordering::Relaxed),
+                    changes: m.changes.load(Ordering::Relaxed),
+                    answered,
+                    mean_wait: (answered > 0).then(|| {
+                        Duration::from_micros(m.wait_us.load(Ordering::Relaxed) / answered)
+                    }),
+                }
+            })
+            .collect()
     }
 
     /// Seconds a client should wait when nothing is in rotation: until the

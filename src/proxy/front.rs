@@ -222,6 +222,7 @@ impl Proxy {
                 has_body,
                 length,
             };
+            let sent_at = Instant::now();
             let mut stream = Stream::open(&self.transport, open)?;
             let early = match (has_body, again) {
                 (false, _) => None,
@@ -249,6 +250,9 @@ impl Proxy {
                     length,
                     ..
                 } => {
+                    if let Some(m) = &dest.member {
+                        m.pool.answered(m.index, sent_at.elapsed());
+                    }
                     if let (Some(m), 500 | 502..=504 | 506..) = (&dest.member, status) {
                         m.pool.failed(m.index, Failure::Status(status));
                     }

@@ -179,7 +179,7 @@ pub fn is_tunnel(open: &Frame) -> bool {
 pub fn ends_stream(frame: &Frame, tunnel: bool) -> bool {
     match frame {
         Frame::End { .. } => !tunnel,
-        Frame::Abort { .. } => true,
+        Frame::Abort { .. } | Frame::Stats { .. } => true,
         _ => false,
     }
 }

@@ -125,6 +125,12 @@ pub enum Frame {
         path: Vec<u8>,
         meta: DocMeta,
     },
+    /// Rank 0 asks a worker for its figures (`body` empty); the worker
+    /// answers with the same frame carrying them (`metrics::Snapshot`).
+    Stats {
+        id: u64,
+        body: Vec<u8>,
+    },
 }
 
 /// What a `Store` frame asks of a replica.
@@ -196,6 +202,7 @@ const CREDIT: u8 = 6;
 const PING: u8 = 7;
 const PONG: u8 = 8;
 const STORE: u8 = 9;
+const STATS: u8 = 10;
 
 impl Frame {
     pub fn id(&self) -> u64 {
@@ -208,7 +215,8 @@ impl Frame {
             | Frame::Credit { id, .. }
             | Frame::Ping { id }
             | Frame::Pong { id }
-            | Frame::Store { id, .. } => *id,
+            | Frame::Store { id, .. }
+            | Frame::Stats { id, .. } => *id,
         }
     }
 }
@@ -258,6 +266,7 @@ fn encode_into(frame: &Frame, out: &mut Vec<u8>) {
         Frame::Ping { .. } => PING,
         Frame::Pong { .. } => PONG,
         Frame::Store { .. } => STORE,
+        Frame::Stats { .. } => STATS,
     };
     out.push(kind);
     out.extend_from_slice(&frame.id().to_le_bytes());
@@ -292,6 +301,7 @@ fn encode_into(frame: &Frame, out: &mut Vec<u8>) {
         Frame::End { .. } | Frame::Ping { .. } | Frame::Pong { .. } => {}
         Frame::Abort { reason, .. } => out.push(reason.code()),
         Frame::Credit { bytes, .. } => out.extend_from_slice(&bytes.to_le_bytes()),
+        Frame::Stats { body, .. } => put_bytes(out, body),
         Frame::Store { op, path, meta, .. } => {
             out.push(op.code());
             put_bytes(out, path);
@@ -377,6 +387,10 @@ pub fn decode(buf: &[u8]) -> Result<Frame, WireError> {
         },
         PING => Frame::Ping { id },
         PONG => Frame::Pong { id },
+        STATS => Frame::Stats {
+            id,
+            body: r.bytes(MAX_CHUNK)?,
+        },
         STORE => Frame::Store {
             id,
             op: StoreOp::from_code(r.u8()?).ok_or(WireError("unknown store operation"))?,
@@ -559,6 +573,10 @@ mod tests {
                 op: StoreOp::Drop,
                 path: Vec::new(),
                 meta: DocMeta::default(),
+            },
+            Frame::Stats {
+                id: 6,
+                body: b"rank 1\n".to_vec(),
             },
         ]
     }

@@ -146,6 +146,10 @@ impl Worker {
                 }),
             },
             Frame::Ping { id } => self.ctx.send(Frame::Pong { id }),
+            Frame::Stats { id, .. } => self.ctx.send(Frame::Stats {
+                id,
+                body: crate::metrics::global().snapshot(0).encode(),
+            }),
             other => {
                 let id = other.id();
                 let abort = matches!(other, Frame::Abort { .. });
@@ -200,10 +204,13 @@ fn run(open: Frame, rx: &Receiver<Frame>, ctx: &Ctx) {
         return;
     };
     let authority = String::from_utf8_lossy(&upstream).into_owned();
+    let t0 = std::time::Instant::now();
+    let metrics = crate::metrics::streams();
+    let _counted = metrics.map(|m| m.begin());
     let result = match Method::from_token(&method) {
-        Some(Method::Connect) => {
-            tunnel::open_upstream(id, &authority, rx, ctx).map_err(Failure::from)
-        }
+        Some(Method::Connect) => tunnel::open_upstream(id, &authority, rx, ctx)
+            .map(|()| (200, 0))
+            .map_err(Failure::from),
         Some(method) => {
             let framing = match (has_body, length) {
                 (false, _) => BodyFraming::None,
@@ -233,8 +240,19 @@ fn run(open: Frame, rx: &Receiver<Frame>, ctx: &Ctx) {
         }
         other => other,
     };
+    // What this rank did: the upstream's status, or the one the client
+    // will get for the failure.
+    let (status, bytes) = match &result {
+        Ok(done) => *done,
+        Err(Failure::Abort(AbortReason::Timeout | AbortReason::ConnectTimeout)) => (504, 0),
+        Err(Failure::Abort(AbortReason::Refused)) => (503, 0),
+        Err(_) => (502, 0),
+    };
+    if let Some(m) = metrics {
+        m.record(status, bytes, t0.elapsed());
+    }
     match result {
-        Ok(()) => {}
+        Ok(_) => {}
         Err(Failure::Abort(reason)) => {
             // Rank 0 logs the answer, and an upstream's change of state
             // at warn.
@@ -266,8 +284,8 @@ struct Req<'a> {
     framing: BodyFraming,
 }
 
-/// One request and its answer.
-fn exchange(req: &Req<'_>, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(), Failure> {
+/// One request and its answer: the answer's status and body bytes.
+fn exchange(req: &Req<'_>, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(u16, u64), Failure> {
     let mut conn = ctx.pool.get(req.authority).map_err(connect_failure)?;
     ctx.watch(req.id, conn.stream());
     let (head, clean) = loop {
@@ -306,8 +324,9 @@ fn exchange(req: &Req<'_>, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(), Failur
         fields,
         length,
     }];
+    let mut bytes = 0;
     if head.framing != BodyFraming::None {
-        relay_body(&mut conn, &head, rx, ctx, id, &mut batch)?;
+        bytes = relay_body(&mut conn, &head, rx, ctx, id, &mut batch)?;
     }
     batch.push(Frame::End { id });
     (ctx.out)(batch);
@@ -315,7 +334,7 @@ fn exchange(req: &Req<'_>, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(), Failur
     if clean && head.keep_alive {
         ctx.pool.put(conn);
     }
-    Ok(())
+    Ok((head.status, bytes))
 }
 
 /// Send the head and body, then read the final response head (interim 1xx
@@ -401,7 +420,8 @@ thread_local! {
 
 /// Send the response body to rank 0 in pieces, never more than the credit
 /// it granted. `batch` holds the head: it goes out with the first piece,
-/// and the last piece stays in it for the end to join.
+/// and the last piece stays in it for the end to join. Returns the bytes
+/// sent.
 fn relay_body(
     conn: &mut Conn,
     head: &ResponseHead,
@@ -409,8 +429,9 @@ fn relay_body(
     ctx: &Ctx,
     id: u64,
     batch: &mut Vec<Frame>,
-) -> Result<(), Failure> {
+) -> Result<u64, Failure> {
     let mut credit = u64::from(WINDOW);
+    let mut sent = 0u64;
     let mut body = conn.body(head)?;
     READ_BUF.with_borrow_mut(|buf| loop {
         // Take any credit or abort that is waiting; wait when out of credit.
@@ -442,15 +463,16 @@ fn relay_body(
             return Err(Failure::Abort(AbortReason::BadUpstream));
         };
         if n == 0 {
-            return Ok(());
+            return Ok(sent);
         }
+        sent += n as u64;
         credit -= n as u64;
         batch.push(Frame::Data {
             id,
             bytes: buf[..n].to_vec(),
         });
         if body.is_done() {
-            return Ok(());
+            return Ok(sent);
         }
         (ctx.out)(std::mem::take(batch));
     })

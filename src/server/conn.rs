@@ -17,6 +17,7 @@ use crate::http::response::{
     error_page, write_response, Duplex, ResponseBody, SendFile, WriteOpts,
 };
 use crate::http::{parse_request_head, HeadLimits, Method, RequestHead, Response};
+use crate::metrics;
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime};
@@ -211,6 +212,7 @@ pub fn serve<S>(
             }
         };
         let t0 = Instant::now();
+        let _counted = metrics::global().begin();
         let id = request_id::for_request(head.header("x-request-id"));
         let (result, body_close) = run_handler(sock, &mut input, &head, peer, cfg, handler, &id);
         let keep = head.keep_alive && !body_close;
@@ -353,6 +355,7 @@ where
             sent = Ok(tunnel.run(pending, client));
         }
     }
+    metrics::global().record(resp.status, *sent.as_ref().unwrap_or(&0), t0.elapsed());
     let line = head.map(RequestHead::request_line);
     log::access(&log::Entry {
         peer,

@@ -101,12 +101,18 @@ impl Replica {
         p.file.sync_all()?;
         let _guard = self.lock(&p.name);
         let current = self.current(&p.path)?;
-        if current.is_some_and(|c| c.version >= p.meta.version) {
+        if current
+            .as_ref()
+            .is_some_and(|c| c.version >= p.meta.version)
+        {
             let _ = fs::remove_file(&p.tmp);
             return Ok(false);
         }
         fs::rename(&p.tmp, self.docs.join(&p.name))?;
         sync_dir(&self.docs)?;
+        if current.is_none() {
+            crate::metrics::global().change_store_docs(1);
+        }
         Ok(true)
     }
 
@@ -151,6 +157,7 @@ impl Replica {
             Some(m) if m.version == version => {
                 fs::remove_file(self.docs.join(&name))?;
                 sync_dir(&self.docs)?;
+                crate::metrics::global().change_store_docs(-1);
                 Ok(true)
             }
             _ => Ok(false),
@@ -240,6 +247,14 @@ pub fn serve(replica: &Replica, first: Frame, rx: &Receiver<Frame>, out: &Out) {
     let Frame::Store { id, op, path, meta } = first else {
         return;
     };
+    let t0 = std::time::Instant::now();
+    let metrics = crate::metrics::streams();
+    let _counted = metrics.map(|m| m.begin());
+    let record = |status, bytes| {
+        if let Some(m) = metrics {
+            m.record(status, bytes, t0.elapsed());
+        }
+    };
     let answer = |status: u16, length: Option<u64>| Frame::Head {
         id,
         status,
@@ -270,12 +285,23 @@ pub fn serve(replica: &Replica, first: Frame, rx: &Receiver<Frame>, out: &Out) {
         }),
         StoreOp::Read => match replica.open_doc(&path) {
             Ok(Some(doc)) if doc.meta.version == meta.version => {
-                return send_doc(doc, id, rx, out);
+                let length = doc.meta.length;
+                send_doc(doc, id, rx, out);
+                record(200, length);
+                return;
             }
             Ok(_) => Ok(vec![answer(404, None)]),
             Err(e) => Err(e),
         },
     };
+    let status = match &result {
+        Ok(frames) => match frames.first() {
+            Some(Frame::Head { status, .. }) => *status,
+            _ => 200,
+        },
+        Err(_) => 500,
+    };
+    record(status, 0);
     match result {
         Ok(mut frames) => {
             frames.push(Frame::End { id });
