@@ -61,10 +61,15 @@ fn a_failed_start_on_rank_0_ends_every_rank() {
         .spawn()
         .unwrap();
     let status = wait_for(&mut child, Duration::from_secs(60)).expect("mpirun exits");
-    assert!(!status.success());
+    assert_eq!(status.code(), Some(2), "{status:?}");
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen on"), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| !l.trim().is_empty()).count(),
+        1,
+        "{err}"
+    );
 }
 
 #[test]
@@ -90,6 +95,17 @@ fn bad_start_arguments_exit_2_with_one_line() {
             ],
             "cannot open access log",
         ),
+        (
+            vec![
+                "--config".into(),
+                missing.join("mpiweb.conf").to_string_lossy().into_owned(),
+            ],
+            "cannot read",
+        ),
+        (
+            vec!["--status-allow".into(), "10.0.0.0/99".into()],
+            "prefix length",
+        ),
     ];
     for (args, msg) in cases {
         let out = Command::new(BIN).args(&args).output().unwrap();
@@ -104,8 +120,9 @@ fn bad_start_arguments_exit_2_with_one_line() {
         .arg(&missing)
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a directory"));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a directory"), "{err}");
 
     let help = Command::new(BIN).arg("--help").output().unwrap();
     assert!(help.status.success());
