@@ -5,7 +5,7 @@
 
 use crate::error::Error;
 use crate::handler::{Handler, Request};
-use crate::http::{html_escape, Method, Response, ResponseBody};
+use crate::http::{html_escape, json_string, Method, Response, ResponseBody};
 use crate::metrics::{self, Snapshot, BUCKETS_US};
 use crate::proxy::backends::{Backends, MemberReport};
 use crate::proxy::transport::{Stream, Transport};
@@ -203,22 +203,6 @@ fn ms(d: Option<Duration>) -> String {
     })
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn json(
     rows: &[Row],
     ups: &[(String, MemberReport)],
@@ -271,8 +255,8 @@ fn json(
             out,
             "\n{{\"route\":{},\"upstream\":{},\"healthy\":{},\"state_changes\":{},\"answered\":{},\
              \"mean_wait_ms\":{},\"in_flight\":{}}}",
-            json_str(route),
-            json_str(&m.authority),
+            json_string(route),
+            json_string(&m.authority),
             m.healthy,
             m.changes,
             m.answered,
@@ -287,7 +271,7 @@ fn json(
             let _ = write!(
                 out,
                 "{{\"prefix\":{},\"replicas\":{copies},\"documents\":{docs}}}",
-                json_str(prefix)
+                json_string(prefix)
             );
         }
     }
@@ -328,20 +312,6 @@ fn prometheus(
     }
     let live: Vec<&Snapshot> = rows.iter().filter_map(|r| r.snap.as_ref()).collect();
     family(
-        "mpiweb_uptime_seconds",
-        "gauge",
-        "Seconds since the rank started.",
-        &mut out,
-    );
-    for s in &live {
-        let _ = writeln!(
-            out,
-            "mpiweb_uptime_seconds{{rank=\"{}\"}} {:.3}",
-            s.rank,
-            s.uptime_ms as f64 / 1000.0
-        );
-    }
-    family(
         "mpiweb_requests_total",
         "counter",
         "Requests answered (rank 0) or streams run (workers), by status class.",
@@ -357,31 +327,33 @@ fn prometheus(
             );
         }
     }
-    family(
-        "mpiweb_sent_bytes_total",
-        "counter",
-        "Body bytes sent.",
-        &mut out,
-    );
-    for s in &live {
-        let _ = writeln!(
-            out,
-            "mpiweb_sent_bytes_total{{rank=\"{}\"}} {}",
-            s.rank, s.bytes
-        );
-    }
-    family(
-        "mpiweb_in_flight",
-        "gauge",
-        "Requests being served now.",
-        &mut out,
-    );
-    for s in &live {
-        let _ = writeln!(
-            out,
-            "mpiweb_in_flight{{rank=\"{}\"}} {}",
-            s.rank, s.in_flight
-        );
+    // Per rank: name, kind, help, and the value.
+    type Figure = fn(&Snapshot) -> String;
+    let rank_series: [(&str, &str, &str, Figure); 3] = [
+        (
+            "mpiweb_uptime_seconds",
+            "gauge",
+            "Seconds since the rank started.",
+            |s| format!("{:.3}", s.uptime_ms as f64 / 1000.0),
+        ),
+        (
+            "mpiweb_sent_bytes_total",
+            "counter",
+            "Body bytes sent.",
+            |s| s.bytes.to_string(),
+        ),
+        (
+            "mpiweb_in_flight",
+            "gauge",
+            "Requests being served now.",
+            |s| s.in_flight.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in rank_series {
+        family(name, kind, help, &mut out);
+        for s in &live {
+            let _ = writeln!(out, "{name}{{rank=\"{}\"}} {}", s.rank, value(s));
+        }
     }
     family(
         "mpiweb_request_duration_seconds",
@@ -410,59 +382,45 @@ fn prometheus(
             s.rank
         );
     }
-    if !ups.is_empty() {
-        family(
+    // Per upstream: name, kind, help, and the value.
+    type UpFigure = fn(&MemberReport) -> String;
+    let upstream_series: [(&str, &str, &str, UpFigure); 4] = [
+        (
             "mpiweb_upstream_up",
             "gauge",
             "Whether the upstream is in rotation.",
-            &mut out,
-        );
-        for (route, m) in ups {
-            let _ = writeln!(
-                out,
-                "mpiweb_upstream_up{{route=\"{route}\",upstream=\"{}\"}} {}",
-                m.authority,
-                u8::from(m.healthy)
-            );
-        }
-        family(
+            |m| u8::from(m.healthy).to_string(),
+        ),
+        (
             "mpiweb_upstream_state_changes_total",
             "counter",
             "Times the upstream left or rejoined the rotation.",
-            &mut out,
-        );
-        for (route, m) in ups {
-            let _ = writeln!(
-                out,
-                "mpiweb_upstream_state_changes_total{{route=\"{route}\",upstream=\"{}\"}} {}",
-                m.authority, m.changes
-            );
-        }
-        family(
+            |m| m.changes.to_string(),
+        ),
+        (
             "mpiweb_upstream_responses_total",
             "counter",
             "Answers received from the upstream.",
-            &mut out,
-        );
-        for (route, m) in ups {
-            let _ = writeln!(
-                out,
-                "mpiweb_upstream_responses_total{{route=\"{route}\",upstream=\"{}\"}} {}",
-                m.authority, m.answered
-            );
-        }
-        family(
+            |m| m.answered.to_string(),
+        ),
+        (
             "mpiweb_upstream_wait_seconds_mean",
             "gauge",
             "Mean time from request to answer head.",
-            &mut out,
-        );
+            |m| format!("{:.6}", m.mean_wait.map_or(0.0, |d| d.as_secs_f64())),
+        ),
+    ];
+    for (name, kind, help, value) in upstream_series {
+        if ups.is_empty() {
+            break;
+        }
+        family(name, kind, help, &mut out);
         for (route, m) in ups {
-            let mean = m.mean_wait.map_or(0.0, |d| d.as_secs_f64());
             let _ = writeln!(
                 out,
-                "mpiweb_upstream_wait_seconds_mean{{route=\"{route}\",upstream=\"{}\"}} {mean:.6}",
-                m.authority
+                "{name}{{route=\"{route}\",upstream=\"{}\"}} {}",
+                m.authority,
+                value(m)
             );
         }
     }

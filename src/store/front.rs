@@ -9,7 +9,7 @@ use crate::handler::{Handler, Request};
 use crate::http::body::unwrap_io;
 use crate::http::date::fmt_http_date;
 use crate::http::response::BodySource;
-use crate::http::{html_escape, Method, Response, ResponseBody, Target};
+use crate::http::{html_escape, json_string, Method, Response, ResponseBody, Target};
 use crate::proxy::wire::DocMeta;
 use crate::static_files::cond::{self, Conditions, Outcome, Validators};
 use crate::static_files::path::{map_url_path, percent_encode_segment};
@@ -397,25 +397,6 @@ fn href(path: &[u8]) -> String {
         .join("/")
 }
 
-/// `s` as a JSON string.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn list_json(under: &[u8], docs: &[(Vec<u8>, DocMeta, Vec<usize>)]) -> String {
     let mut out = format!(
         "{{\"prefix\":{},\"count\":{},\"documents\":[",
@@ -472,11 +453,6 @@ fn list_html(under: &[u8], docs: &[(Vec<u8>, DocMeta, Vec<usize>)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_strings_escape_what_they_must() {
-        assert_eq!(json_string("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\u0001é\"");
-    }
 
     #[test]
     fn secrets_compare_whole() {
