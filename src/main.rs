@@ -164,7 +164,6 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
             store_state = Some((prefix.clone(), Arc::clone(&state)));
             let store = StoreConfig {
                 prefix: prefix.clone(),
-                replicas: cfg.replicas,
                 token: cfg.store_token.clone(),
                 max_size: cfg.store_max_size,
             };

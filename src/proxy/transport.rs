@@ -34,6 +34,42 @@ pub fn take_grant(consumed: &mut u64) -> Option<u32> {
     Some(bytes)
 }
 
+/// Why a sender stopped waiting for credit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoCredit {
+    /// The receiver aborted the stream.
+    Aborted,
+    /// No credit came in time.
+    TimedOut,
+    /// The stream's channel is gone.
+    Gone,
+}
+
+/// For the sender of a body: add the credit grants waiting on `rx` to
+/// `credit`, and while it is 0 wait up to `wait` for one. Other frames
+/// are skipped; an abort ends the wait.
+pub fn take_credit(rx: &Receiver<Frame>, credit: &mut u64, wait: Duration) -> Result<(), NoCredit> {
+    loop {
+        let frame = if *credit == 0 {
+            match rx.recv_timeout(wait) {
+                Ok(f) => f,
+                Err(RecvTimeoutError::Timeout) => return Err(NoCredit::TimedOut),
+                Err(RecvTimeoutError::Disconnected) => return Err(NoCredit::Gone),
+            }
+        } else {
+            match rx.try_recv() {
+                Ok(f) => f,
+                Err(_) => return Ok(()),
+            }
+        };
+        match frame {
+            Frame::Credit { bytes, .. } => *credit += u64::from(bytes),
+            Frame::Abort { .. } => return Err(NoCredit::Aborted),
+            _ => {}
+        }
+    }
+}
+
 /// Carries frames between connection threads and the request runners.
 pub trait Transport: Send + Sync {
     /// Start stream `open.id()`: its frames come on `tx` from now on, in

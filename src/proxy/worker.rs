@@ -6,7 +6,7 @@
 
 use super::hop::forward_response_fields;
 use super::threads::Threads;
-use super::transport::{is_tunnel, take_grant, CHUNK, WINDOW};
+use super::transport::{is_tunnel, take_credit, take_grant, NoCredit, CHUNK, WINDOW};
 use super::tunnel;
 use super::upstream::{Conn, Pool};
 use super::wire::{AbortReason, Fields, Frame};
@@ -435,27 +435,10 @@ fn relay_body(
     let mut body = conn.body(head)?;
     READ_BUF.with_borrow_mut(|buf| loop {
         // Take any credit or abort that is waiting; wait when out of credit.
-        loop {
-            let frame = if credit == 0 {
-                match rx.recv_timeout(DOWNSTREAM_WAIT) {
-                    Ok(f) => f,
-                    Err(RecvTimeoutError::Timeout) => {
-                        return Err(Failure::Abort(AbortReason::ClientGone))
-                    }
-                    Err(RecvTimeoutError::Disconnected) => return Err(Failure::Quiet),
-                }
-            } else {
-                match rx.try_recv() {
-                    Ok(f) => f,
-                    Err(_) => break,
-                }
-            };
-            match frame {
-                Frame::Credit { bytes, .. } => credit += u64::from(bytes),
-                Frame::Abort { .. } => return Err(Failure::Quiet),
-                _ => {}
-            }
-        }
+        take_credit(rx, &mut credit, DOWNSTREAM_WAIT).map_err(|e| match e {
+            NoCredit::TimedOut => Failure::Abort(AbortReason::ClientGone),
+            NoCredit::Aborted | NoCredit::Gone => Failure::Quiet,
+        })?;
         let want = credit.min(CHUNK as u64) as usize;
         // Mid-body, a timeout and a cut connection end the same way: the
         // client's message is cut short too.

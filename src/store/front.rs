@@ -30,7 +30,6 @@ const DEFAULT_TYPE: &str = "application/octet-stream";
 pub struct StoreConfig {
     /// Where it is mounted; starts and ends with `/`.
     pub prefix: String,
-    pub replicas: usize,
     /// Writes need `Authorization: Bearer TOKEN`.
     pub token: Option<String>,
     /// Largest document (413 beyond).

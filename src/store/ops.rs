@@ -135,13 +135,8 @@ pub fn read(
         ..DocMeta::default()
     };
     let mut stream = open(t, rank, StoreOp::Read, path, &meta)?;
-    loop {
-        match stream.recv(OP_WAIT)? {
-            Frame::Head { status: 200, .. } => break,
-            Frame::Head { .. } => return Ok(None),
-            Frame::Abort { .. } => return Err(Error::Overloaded),
-            _ => {}
-        }
+    if status(&mut stream)? != 200 {
+        return Ok(None);
     }
     Ok(Some(DocBody {
         stream,

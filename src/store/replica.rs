@@ -8,7 +8,7 @@
 //! later one.
 
 use super::doc::{file_name, header, parse_header, MAX_HEADER};
-use crate::proxy::transport::{CHUNK, WINDOW};
+use crate::proxy::transport::{take_credit, CHUNK, WINDOW};
 use crate::proxy::wire::{encode_inventory, AbortReason, DocMeta, Frame, Inventory, StoreOp};
 use crate::proxy::worker::Out;
 use std::fs::{self, File};
@@ -356,22 +356,8 @@ fn send_doc(doc: Opened, id: u64, rx: &Receiver<Frame>, out: &Out) {
     let mut at = 0u64;
     while at < length {
         // Take the credit and aborts waiting; wait when out of credit.
-        loop {
-            let frame = match credit {
-                0 => match rx.recv_timeout(FRAME_WAIT) {
-                    Ok(f) => f,
-                    Err(_) => return, // rank 0 stopped reading
-                },
-                _ => match rx.try_recv() {
-                    Ok(f) => f,
-                    Err(_) => break,
-                },
-            };
-            match frame {
-                Frame::Credit { bytes, .. } => credit += u64::from(bytes),
-                Frame::Abort { .. } => return,
-                _ => {}
-            }
+        if take_credit(rx, &mut credit, FRAME_WAIT).is_err() {
+            return; // rank 0 stopped reading
         }
         let want = (length - at).min(credit).min(CHUNK as u64) as usize;
         let mut bytes = vec![0u8; want];
