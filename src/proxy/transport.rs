@@ -178,7 +178,9 @@ impl Stream {
     }
 
     fn note(&mut self, frame: Frame) -> Frame {
-        if matches!(frame, Frame::End { .. } | Frame::Abort { .. }) {
+        // Any frame that ends a stream for the transport (a tunnel's
+        // half-close `End` included: its `Drop` closes it anyway).
+        if ends_stream(&frame, false) {
             self.finished = true;
         }
         frame
