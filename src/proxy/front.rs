@@ -5,6 +5,7 @@
 
 use super::backends::{Backends, Failure, Lease};
 use super::hop::{forward_request_fields, Origin};
+use super::replay::{Replay, Tee};
 use super::route::{has_dot_segment, rewrite, split_port, ConnectPorts, Policy, RouteSpec};
 use super::transport::{abort_error, take_grant, Stream, Transport};
 use super::tunnel;
@@ -18,7 +19,6 @@ use crate::http::{Method, Response, ResponseBody, Target};
 use std::borrow::Cow;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -193,15 +193,10 @@ impl Proxy {
             m.pool.size() > 1 && may_retry(head.method, m.pool.spec.retry_non_idempotent)
         });
         let fits = length.is_none_or(|n| n <= config::REPLAY_LIMIT as u64);
-        let mut replay = Replay {
-            kept: Vec::new(),
-            limit: if may_retry && has_body && fits {
-                config::REPLAY_LIMIT
-            } else {
-                0
-            },
-            whole: true,
-        };
+        let mut replay = Replay::new(match may_retry && has_body && fits {
+            true => config::REPLAY_LIMIT,
+            false => 0,
+        });
         let mut again = false;
         let wait = self.wait();
         let (stream, status, fields, length, lease) = loop {
@@ -270,7 +265,7 @@ impl Proxy {
             m.pool.failed(m.index, failure);
             // Nothing of the answer reached the client yet: another
             // upstream may take the request, once.
-            let next = (may_retry && !again && replay.whole && failure != Failure::Timeout)
+            let next = (may_retry && !again && replay.is_whole() && failure != Failure::Timeout)
                 .then(|| m.pool.pick(m.key.as_deref(), Some(m.index)))
                 .flatten();
             let Some(next) = next else {
@@ -417,62 +412,6 @@ fn may_retry(method: Method, non_idempotent: bool) -> bool {
                 | Method::Options
                 | Method::Trace
         )
-}
-
-/// Bytes kept in every `Replay` together (`config::REPLAY_BUDGET`).
-static REPLAY_KEPT: AtomicUsize = AtomicUsize::new(0);
-
-/// The request body sent so far, kept for a retry.
-struct Replay {
-    kept: Vec<u8>,
-    limit: usize,
-    /// Everything read so far is in `kept`.
-    whole: bool,
-}
-
-impl Replay {
-    /// Keep `bytes` too, within this request's limit and the budget of
-    /// all; otherwise give up keeping.
-    fn keep(&mut self, bytes: &[u8]) {
-        if !self.whole || bytes.is_empty() {
-            return;
-        }
-        let n = bytes.len();
-        let all = REPLAY_KEPT.fetch_add(n, Ordering::Relaxed) + n;
-        if self.kept.len() + n <= self.limit && all <= config::REPLAY_BUDGET {
-            self.kept.extend_from_slice(bytes);
-            return;
-        }
-        REPLAY_KEPT.fetch_sub(n, Ordering::Relaxed);
-        drop(self.take());
-        self.whole = false;
-    }
-
-    /// What was kept, given back to the budget.
-    fn take(&mut self) -> Vec<u8> {
-        REPLAY_KEPT.fetch_sub(self.kept.len(), Ordering::Relaxed);
-        std::mem::take(&mut self.kept)
-    }
-}
-
-impl Drop for Replay {
-    fn drop(&mut self) {
-        REPLAY_KEPT.fetch_sub(self.kept.len(), Ordering::Relaxed);
-    }
-}
-
-/// Reads the request body and keeps a copy in `replay`, up to its limit.
-struct Tee<'a> {
-    inner: &'a mut dyn Read,
-    replay: &'a mut Replay,
-}
-
-impl Read for Tee<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.replay.keep(&buf[..n]);
-        Ok(n)
-    }
 }
 
 /// Bytes of a request body gathered into one `Data` frame.
@@ -641,57 +580,10 @@ impl Tunnel for ClientTunnel {
 mod tests {
     use super::*;
 
-    fn replay(limit: usize) -> Replay {
-        Replay {
-            kept: Vec::new(),
-            limit,
-            whole: true,
-        }
-    }
-
     #[test]
-    fn replay_keeps_what_was_read_within_its_limit_and_returns_the_budget() {
-        let kept = || REPLAY_KEPT.load(Ordering::Relaxed);
-        let mut r = replay(10);
-        r.keep(b"hello");
-        assert_eq!((r.kept.as_slice(), kept()), (&b"hello"[..], 5));
-        r.keep(b"world!");
-        assert!(
-            !r.whole && r.kept.is_empty(),
-            "over the limit: nothing kept"
-        );
-        assert_eq!(kept(), 0);
-        r.keep(b"x");
-        assert!(r.kept.is_empty(), "once given up, never again");
-
-        let mut r = replay(10);
-        r.keep(b"abc");
-        assert_eq!(r.take(), b"abc");
-        assert_eq!(kept(), 0);
-        let mut r = replay(10);
-        r.keep(b"xy");
-        drop(r);
-        assert_eq!(kept(), 0);
-
-        // Through a Tee, in reads of any size.
-        let mut r = replay(100);
-        let mut body: &[u8] = b"0123456789abcdef";
-        let mut tee = Tee {
-            inner: &mut body,
-            replay: &mut r,
-        };
-        let mut sent = Vec::new();
-        let mut buf = [0u8; 3];
-        loop {
-            let n = tee.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            sent.extend_from_slice(&buf[..n]);
-        }
-        assert_eq!(r.kept, sent);
-        assert!(r.whole);
+    fn only_idempotent_methods_go_to_a_second_upstream_unless_the_route_says() {
         assert!(!may_retry(Method::Post, false) && may_retry(Method::Post, true));
         assert!(may_retry(Method::Put, false) && !may_retry(Method::Patch, false));
+        assert!(may_retry(Method::Get, false) && may_retry(Method::Delete, false));
     }
 }

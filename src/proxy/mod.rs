@@ -6,6 +6,7 @@ pub mod backends;
 pub mod front;
 pub mod health;
 pub mod hop;
+pub mod replay;
 pub mod route;
 pub mod threads;
 pub mod transport;

@@ -13,7 +13,7 @@ use crate::http::buffer::Buffered;
 use crate::http::encode::write_request_head;
 use crate::http::response_head::{parse_response_head, ResponseHead};
 use crate::http::Method;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufRead};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Mutex;
@@ -36,12 +36,47 @@ pub struct Conn {
     /// Taken from the pool rather than new: if it fails before any answer,
     /// the upstream may simply have closed it while idle.
     pub reused: bool,
+    /// It was quiet when reused after its first answer: the upstream does
+    /// not write after its answers, and it may be reused at once.
+    proven: bool,
+    /// Some byte of an answer came back since the connection was taken:
+    /// from then on a failure is the upstream's, never a stale connection.
+    heard: bool,
 }
+
+/// Bytes that come within this time of an answer, unasked, mark their
+/// upstream as one that writes after its answers (a duplicated response):
+/// unlike an idle timeout's late 408, they may come after the next request
+/// went out on the connection, where nothing can tell them from its answer.
+const CHATTY_WITHIN: Duration = Duration::from_secs(1);
+/// How long such an upstream gets a new connection for every request.
+const CHATTY_FOR: Duration = Duration::from_secs(60);
+/// A connection that has answered once is reused only after it sat idle
+/// this long and stayed quiet: bytes an upstream writes after an answer
+/// (a second write of a busy thread) come within a few milliseconds, and
+/// seen there, they mark the upstream before any request could meet them.
+/// Once quiet at such a reuse, it is reused at once ever after; meanwhile a
+/// request that finds none old enough opens a new one.
+const SETTLE: Duration = Duration::from_millis(5);
 
 /// Idle connections by upstream `host:port`.
 pub struct Pool {
-    idle: Mutex<HashMap<String, Vec<(Conn, Instant)>>>,
+    idle: Mutex<HashMap<String, VecDeque<(Conn, Instant)>>>,
+    /// Upstreams seen writing after their answers, and until when their
+    /// connections are not reused.
+    chatty: Mutex<HashMap<String, Instant>>,
     timeout: Duration,
+}
+
+/// What an idle connection has waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Idle {
+    /// Nothing: it may carry the next request.
+    Quiet,
+    /// End of file or an error: the upstream closed it.
+    Closed,
+    /// Bytes nobody asked for.
+    Bytes,
 }
 
 impl Pool {
@@ -50,22 +85,78 @@ impl Pool {
     pub fn new(timeout: Duration) -> Pool {
         Pool {
             idle: Mutex::new(HashMap::new()),
+            chatty: Mutex::new(HashMap::new()),
             timeout,
         }
     }
 
-    /// An idle connection to `authority`, or a new one.
+    /// An idle connection to `authority` that is still quiet, or a new
+    /// one. An idle connection that became readable (the upstream closed
+    /// it, or wrote bytes nobody asked for) is closed, never used: those
+    /// bytes would be taken as the next request's answer.
     pub fn get(&self, authority: &str) -> Result<Conn, Error> {
-        if let Ok(mut idle) = self.idle.lock() {
-            if let Some(list) = idle.get_mut(authority) {
-                while let Some((conn, since)) = list.pop() {
-                    if since.elapsed() < IDLE_FOR {
-                        return Ok(conn);
-                    }
+        while let Some((mut conn, since)) = self.pop(authority) {
+            let idle = since.elapsed();
+            match conn.idle_state() {
+                Idle::Quiet if idle < IDLE_FOR => {
+                    conn.proven = true;
+                    return Ok(conn);
                 }
+                Idle::Bytes if idle < CHATTY_WITHIN => self.mark_chatty(authority),
+                state => log::debug!(
+                    "upstream {authority}: idle connection {state:?} after {idle:?}, closed"
+                ),
             }
         }
         self.connect(authority)
+    }
+
+    /// Reuse no connection to `authority` for a while: it writes after its
+    /// answers, and the next bytes could land in another request's answer.
+    fn mark_chatty(&self, authority: &str) {
+        // Recovered when poisoned: a map of deadlines is consistent after
+        // any single insert.
+        let mut chatty = self.chatty.lock().unwrap_or_else(|p| p.into_inner());
+        let until = Instant::now() + CHATTY_FOR;
+        if chatty.insert(authority.to_string(), until).is_none() {
+            log::warn!(
+                "upstream {authority} wrote bytes after its answer: its connections \
+                 are not reused for {} s",
+                CHATTY_FOR.as_secs()
+            );
+        }
+        drop(chatty);
+        // Its idle connections go too.
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.remove(authority);
+    }
+
+    /// Whether `authority` was seen writing after its answers lately.
+    fn is_chatty(&self, authority: &str) -> bool {
+        let mut chatty = self.chatty.lock().unwrap_or_else(|p| p.into_inner());
+        match chatty.get(authority) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                chatty.remove(authority);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The idle connection to `authority` kept longest ago that may be
+    /// tried: proven, or settled (`SETTLE`). The oldest has had the most
+    /// time to show bytes nobody asked for, or its close. The lock is held
+    /// only for the pick, not for the check that follows.
+    fn pop(&self, authority: &str) -> Option<(Conn, Instant)> {
+        // A poisoned pool lock held only pushes and pops of whole entries:
+        // the map is consistent, so the guard is recovered.
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.get_mut(authority)?;
+        let at = list
+            .iter()
+            .position(|(conn, since)| conn.proven || since.elapsed() >= SETTLE)?;
+        list.remove(at)
     }
 
     /// A new connection to `authority`, never an idle one.
@@ -75,29 +166,39 @@ impl Pool {
             authority: authority.to_string(),
             input: Buffered::new(stream, BUFFER),
             reused: false,
+            proven: false,
+            heard: false,
         })
     }
 
     /// Keep `conn` for the next request to its upstream. Call only after
     /// its response was read to the end and said it may persist.
     pub fn put(&self, mut conn: Conn) {
-        if !conn.input.pending().is_empty() {
-            return; // bytes beyond the response: not a clean connection
+        // The answer must end exactly where the bytes read so far end, and
+        // nothing more may be waiting on the socket: bytes beyond the
+        // response are not a clean connection.
+        match conn.idle_state() {
+            Idle::Quiet => {}
+            Idle::Bytes => return self.mark_chatty(&conn.authority),
+            Idle::Closed => return,
+        }
+        if self.is_chatty(&conn.authority) {
+            return;
         }
         conn.reused = true;
-        if let Ok(mut idle) = self.idle.lock() {
-            let list = idle.entry(conn.authority.clone()).or_default();
-            if list.len() < MAX_IDLE_PER_UPSTREAM {
-                list.push((conn, Instant::now()));
-            }
+        conn.heard = false;
+        // Recovered when poisoned, as in `pop`.
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(conn.authority.clone()).or_default();
+        if list.len() < MAX_IDLE_PER_UPSTREAM {
+            list.push_back((conn, Instant::now()));
         }
     }
 
     /// Idle connections held for `authority`, for tests and metrics.
     pub fn idle_count(&self, authority: &str) -> usize {
-        self.idle
-            .lock()
-            .map_or(0, |idle| idle.get(authority).map_or(0, Vec::len))
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.get(authority).map_or(0, VecDeque::len)
     }
 }
 
@@ -123,7 +224,47 @@ fn connect(authority: &str, timeout: Duration) -> Result<TcpStream, Error> {
     Err(last)
 }
 
+/// What a reading of `stream` would meet now. One `recv(MSG_PEEK |
+/// MSG_DONTWAIT)`, which neither consumes anything nor changes the
+/// socket's blocking mode.
+fn peek_state(stream: &TcpStream) -> Idle {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: the descriptor is open for the call (borrowed from `stream`),
+    // and the kernel writes at most one byte into `byte`, which we own.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        1.. => Idle::Bytes,
+        0 => Idle::Closed,
+        _ if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => Idle::Quiet,
+        _ => Idle::Closed,
+    }
+}
+
 impl Conn {
+    /// What has arrived that was not asked for: buffered bytes, or data,
+    /// an end of file or an error waiting on the socket.
+    fn idle_state(&self) -> Idle {
+        match self.input.pending().is_empty() {
+            true => peek_state(self.input.get_ref()),
+            false => Idle::Bytes,
+        }
+    }
+
+    /// Whether a failure now may be a stale pooled connection rather than
+    /// the upstream's answer: the connection was reused and not one byte of
+    /// an answer came back on it.
+    pub fn may_be_stale(&self) -> bool {
+        self.reused && !self.heard
+    }
+
     /// Send a request head; `framing` says how the body that follows (if
     /// any) is delimited.
     pub fn send_head(
@@ -155,7 +296,7 @@ impl Conn {
             // buffer could grow past twice it.
             match self.input.read_more(2 * config::MAX_HEAD_BYTES) {
                 Ok(0) => return Err(Error::UpstreamBroken("closed before a response")),
-                Ok(_) => {}
+                Ok(_) => self.heard = true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::from_upstream_io(e)),
             }

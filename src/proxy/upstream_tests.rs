@@ -78,23 +78,39 @@ fn answer(conn: &mut Conn, method: Method) -> (ResponseHead, String) {
 }
 
 #[test]
-fn connections_are_kept_and_reused() {
+fn connections_are_kept_and_reused_once_settled_then_at_once() {
     let (addr, accepted) = upstream(false);
     let pool = Pool::new(Duration::from_secs(5));
-    for round in 0..3 {
-        let mut conn = pool.get(&addr).unwrap();
-        assert_eq!(conn.reused, round > 0);
+    let ask = |conn: &mut Conn| {
         conn.send_head(Method::Get, b"/", &fields(), BodyFraming::None)
             .unwrap();
-        let (head, body) = answer(&mut conn, Method::Get);
+        let (head, body) = answer(conn, Method::Get);
         assert_eq!(
             (head.status, body.as_str(), head.keep_alive),
             (200, "0", true)
         );
+    };
+    let mut first = pool.get(&addr).unwrap();
+    assert!(!first.reused);
+    ask(&mut first);
+    pool.put(first);
+    assert_eq!(pool.idle_count(&addr), 1);
+    // Answered once and idle for less than SETTLE: not tried yet.
+    let mut second = pool.get(&addr).unwrap();
+    assert!(!second.reused);
+    ask(&mut second);
+    pool.put(second);
+    assert_eq!(pool.idle_count(&addr), 2);
+    thread::sleep(SETTLE);
+    // Settled and quiet: reused, and at once from then on.
+    for _ in 0..4 {
+        let mut conn = pool.get(&addr).unwrap();
+        assert!(conn.reused);
+        ask(&mut conn);
         pool.put(conn);
-        assert_eq!(pool.idle_count(&addr), 1);
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(pool.idle_count(&addr), 2);
 }
 
 #[test]
@@ -140,4 +156,107 @@ fn failures_map_to_502_and_504() {
     let silent = conn.read_head(Method::Get).err().unwrap();
     assert_eq!(silent.status(), Some(504), "{silent}");
     assert!(t0.elapsed() < Duration::from_secs(3));
+}
+
+/// An upstream that answers one request on its first connection with
+/// `answer`, then, when told through the returned sender, writes `after`
+/// and closes that connection if `close`. Later connections are accepted
+/// by the kernel and never served.
+fn one_shot(
+    answer: &'static [u8],
+    after: &'static [u8],
+    close: bool,
+) -> (String, std::sync::mpsc::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut input = io::BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while input.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+            line.clear();
+        }
+        let _ = stream.write_all(answer);
+        let _ = rx.recv();
+        let _ = stream.write_all(after);
+        if close {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        // The listener stays open: a new connection is still accepted.
+        thread::sleep(Duration::from_secs(5));
+        drop(listener);
+    });
+    (addr, tx)
+}
+
+/// Send a GET on `conn` and read its answer to the end.
+fn exchange_once(conn: &mut Conn) -> String {
+    conn.send_head(Method::Get, b"/", &fields(), BodyFraming::None)
+        .unwrap();
+    answer(conn, Method::Get).1
+}
+
+/// Wait until something (bytes or the close) is readable on `conn`: a
+/// blocking peek returns as soon as it is.
+fn wait_readable(conn: &Conn) {
+    let mut byte = [0u8; 1];
+    let _ = conn.stream().peek(&mut byte);
+}
+
+#[test]
+fn a_connection_with_bytes_after_its_answer_is_never_pooled() {
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nr1";
+    let (addr, tx) = one_shot(ANSWER, ANSWER, false);
+    let pool = Pool::new(Duration::from_secs(5));
+    let mut conn = pool.get(&addr).unwrap();
+    assert_eq!(exchange_once(&mut conn), "r1");
+    tx.send(()).unwrap();
+    // The duplicate answer waits on the socket, not in the buffer.
+    wait_readable(&conn);
+    assert!(conn.input.pending().is_empty());
+    pool.put(conn);
+    assert_eq!(pool.idle_count(&addr), 0);
+    // The upstream writes after its answers: none of its connections is
+    // kept for a while, however quiet.
+    assert!(pool.is_chatty(&addr));
+    let (quiet, _) = upstream(false);
+    let mut conn = pool.get(&quiet).unwrap();
+    assert_eq!(exchange_once(&mut conn), "0");
+    pool.put(conn);
+    assert_eq!(pool.idle_count(&quiet), 1, "another upstream is not marked");
+}
+
+#[test]
+fn an_idle_connection_that_became_readable_is_closed_not_reused() {
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    const LATE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n";
+    // A close while idle, and unsolicited bytes (a late 408) on a
+    // connection left open.
+    for (after, close) in [(&b""[..], true), (LATE, false)] {
+        let (addr, tx) = one_shot(ANSWER, after, close);
+        let pool = Pool::new(Duration::from_secs(5));
+        let mut conn = pool.get(&addr).unwrap();
+        assert_eq!(exchange_once(&mut conn), "ok");
+        pool.put(conn);
+        assert_eq!(pool.idle_count(&addr), 1, "quiet when put back: pooled");
+        thread::sleep(SETTLE);
+        tx.send(()).unwrap();
+        // Until the upstream's move arrives, the pooled connection is
+        // quiet and handed out again; after, a new one takes its place.
+        let until = Instant::now() + Duration::from_secs(5);
+        let conn = loop {
+            let conn = pool.get(&addr).unwrap();
+            if !conn.reused || Instant::now() > until {
+                break conn;
+            }
+            // Still quiet: the upstream's bytes are not here yet.
+            pool.put(conn);
+            thread::sleep(Duration::from_millis(5));
+        };
+        assert!(!conn.reused, "after {:?}", String::from_utf8_lossy(after));
+        assert_eq!(pool.idle_count(&addr), 0);
+    }
 }

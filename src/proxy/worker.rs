@@ -5,6 +5,7 @@
 //! channel in a lone process.
 
 use super::hop::forward_response_fields;
+use super::replay::Replay;
 use super::threads::Threads;
 use super::transport::{is_tunnel, take_credit, take_grant, NoCredit, CHUNK, WINDOW};
 use super::tunnel;
@@ -288,14 +289,35 @@ struct Req<'a> {
 fn exchange(req: &Req<'_>, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(u16, u64), Failure> {
     let mut conn = ctx.pool.get(req.authority).map_err(connect_failure)?;
     ctx.watch(req.id, conn.stream());
+    // A body sent on a reused connection is kept (within the replay
+    // budget), to be sent again if that connection proves stale.
+    let keep = match conn.reused && req.framing != BodyFraming::None {
+        true => config::REPLAY_LIMIT,
+        false => 0,
+    };
+    let mut body = Upload {
+        id: req.id,
+        rx,
+        ctx,
+        replay: Replay::new(keep),
+        resend: Vec::new(),
+        ended: false,
+        ungranted: 0,
+    };
     let (head, clean) = loop {
-        match send_and_read_head(&mut conn, req, rx, ctx) {
-            // A pooled connection the upstream closed while it sat idle
-            // fails before any answer: try once more on a new one, when
-            // the request can be sent again (no body was streamed).
+        match send_and_read_head(&mut conn, req, &mut body) {
+            // A pooled connection the upstream closed while it sat idle (or
+            // reset) fails before one byte of an answer: send the request
+            // once more, whatever its method, on a new connection to the
+            // same upstream, when its body can be sent again whole.
             Err(Failure::Abort(AbortReason::BadUpstream | AbortReason::Unreachable))
-                if conn.reused && req.framing == BodyFraming::None =>
+                if conn.may_be_stale() && body.replay.is_whole() =>
             {
+                log::debug!(
+                    "upstream {}: reused connection failed before answering; sending again",
+                    req.authority
+                );
+                body.rewind();
                 conn = ctx.pool.connect(req.authority).map_err(connect_failure)?;
                 ctx.watch(req.id, conn.stream());
             }
@@ -343,16 +365,15 @@ fn exchange(req: &Req<'_>, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(u16, u64)
 fn send_and_read_head(
     conn: &mut Conn,
     req: &Req<'_>,
-    rx: &Receiver<Frame>,
-    ctx: &Ctx,
+    body: &mut Upload<'_>,
 ) -> Result<(ResponseHead, bool), Failure> {
     conn.send_head(req.method, req.target, &req.fields, req.framing)?;
     // If the upstream stops reading the body, it may still have answered
     // (a 413, say): the head is read either way.
     let sent = match req.framing {
         BodyFraming::None | BodyFraming::UntilClose => true,
-        BodyFraming::Length(_) => send_body(conn.stream(), req.id, rx, ctx)?,
-        BodyFraming::Chunked => send_body(ChunkedWriter::new(conn.stream()), req.id, rx, ctx)?,
+        BodyFraming::Length(_) => body.send(conn.stream())?,
+        BodyFraming::Chunked => body.send(ChunkedWriter::new(conn.stream()))?,
     };
     loop {
         let head = conn.read_head(req.method)?;
@@ -381,33 +402,56 @@ impl BodyWriter for ChunkedWriter<&TcpStream> {
     }
 }
 
-/// Copy the request body from rank 0 to the upstream, granting credit as
-/// it goes out. `Ok(false)`: the upstream stopped taking it.
-fn send_body<W: BodyWriter>(
-    mut w: W,
+/// The request body as it comes from rank 0, with what was read of it kept
+/// for a second sending.
+struct Upload<'a> {
     id: u64,
-    rx: &Receiver<Frame>,
-    ctx: &Ctx,
-) -> Result<bool, Failure> {
-    let mut written = 0u64;
-    loop {
-        match rx.recv_timeout(DOWNSTREAM_WAIT) {
-            Ok(Frame::Data { bytes, .. }) => {
-                if w.write_all(&bytes).is_err() {
-                    return Ok(false);
-                }
-                written += bytes.len() as u64;
-                if let Some(bytes) = take_grant(&mut written) {
-                    ctx.send(Frame::Credit { id, bytes });
-                }
-            }
-            Ok(Frame::End { .. }) => return Ok(w.end().is_ok()),
-            Ok(Frame::Abort { .. }) | Err(RecvTimeoutError::Disconnected) => {
-                return Err(Failure::Quiet)
-            }
-            Ok(_) => {}
-            Err(RecvTimeoutError::Timeout) => return Err(Failure::Abort(AbortReason::ClientGone)),
+    rx: &'a Receiver<Frame>,
+    ctx: &'a Ctx,
+    replay: Replay,
+    /// Bytes taken from rank 0 already, to be written again first.
+    resend: Vec<u8>,
+    /// Rank 0 sent the body's end.
+    ended: bool,
+    /// Bytes taken and not yet granted back as credit.
+    ungranted: u64,
+}
+
+impl Upload<'_> {
+    /// Start the body over: what was kept goes out again before the rest.
+    fn rewind(&mut self) {
+        self.resend = self.replay.take();
+    }
+
+    /// Copy the body to the upstream, granting credit as it is taken.
+    /// `Ok(false)`: the upstream stopped taking it.
+    fn send<W: BodyWriter>(&mut self, mut w: W) -> Result<bool, Failure> {
+        if w.write_all(&std::mem::take(&mut self.resend)).is_err() {
+            return Ok(false);
         }
+        while !self.ended {
+            match self.rx.recv_timeout(DOWNSTREAM_WAIT) {
+                Ok(Frame::Data { bytes, .. }) => {
+                    self.replay.keep(&bytes);
+                    self.ungranted += bytes.len() as u64;
+                    if let Some(bytes) = take_grant(&mut self.ungranted) {
+                        self.ctx.send(Frame::Credit { id: self.id, bytes });
+                    }
+                    if w.write_all(&bytes).is_err() {
+                        return Ok(false);
+                    }
+                }
+                Ok(Frame::End { .. }) => self.ended = true,
+                Ok(Frame::Abort { .. }) | Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Failure::Quiet)
+                }
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(Failure::Abort(AbortReason::ClientGone))
+                }
+            }
+        }
+        Ok(w.end().is_ok())
     }
 }
 
