@@ -519,14 +519,6 @@ fn parse_secs(v: &str) -> Result<Duration, String> {
     }
 }
 
-/// The soft limit on open files, from `/proc/self/limits` (no libc needed).
-pub fn open_files_limit() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    let soft = line["Max open files".len()..].split_whitespace().next()?;
-    soft.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,15 @@ use std::thread;
 /// Exit code for a bad command line or an unusable DOCROOT.
 const EXIT_USAGE: i32 = 2;
 
+/// One line on stderr in one `write(2)`: under mpirun every rank writes
+/// its own, and `eprintln!` writes the pieces of a line separately, so the
+/// ranks' lines would splice into each other.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        let _ = std::io::stderr().write_all(format!("{}\n", format_args!($($arg)*)).as_bytes());
+    };
+}
+
 fn main() {
     // Everything that can be checked without MPI is checked first, so a bad
     // start fails the same way on every rank.
@@ -27,7 +36,7 @@ fn main() {
         Ok(Some(cfg)) => cfg,
         Ok(None) => return, // help or version, printed
         Err(msg) => {
-            eprintln!("mpiweb: {msg}");
+            say!("mpiweb: {msg}");
             // Under mpirun, finish MPI's start-up before exiting: ranks
             // that all exit before it can make MPICH's launcher die of
             // SIGPIPE (exit 141) instead of reporting our exit code 2.
@@ -38,7 +47,7 @@ fn main() {
     let cluster = match Cluster::init() {
         Ok(c) => c,
         Err(msg) => {
-            eprintln!("mpiweb: {msg}");
+            say!("mpiweb: {msg}");
             exit(1);
         }
     };
@@ -51,11 +60,16 @@ fn main() {
         cluster.shutdown_workers(code);
         code
     } else {
+        // Rank 0 raises it in `connection_cap`; workers hold upstream
+        // connections and replica files.
+        if let Err(e) = mpiweb::server::sys::raise_open_files_limit() {
+            log::warn!("cannot raise the open-file limit: {e}");
+        }
         mpiweb::metrics::count_streams();
         match replica_side(&cfg, cluster.rank()) {
             Ok(side) => cluster.run_worker(cfg.upstream_timeout, side),
             Err(msg) => {
-                eprintln!("mpiweb[{}]: {msg}", cluster.rank());
+                say!("mpiweb[{}]: {msg}", cluster.rank());
                 EXIT_USAGE
             }
         }
@@ -71,14 +85,14 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
     let listener = match TcpListener::bind(&cfg.listen) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("mpiweb: cannot listen on {}: {e}", cfg.listen);
+            say!("mpiweb: cannot listen on {}: {e}", cfg.listen);
             return EXIT_USAGE;
         }
     };
     let files = match StaticFiles::new(&cfg.docroot, cfg.listing) {
         Ok(h) => Arc::new(h),
         Err(e) => {
-            eprintln!("mpiweb: document root '{}': {e}", cfg.docroot.display());
+            say!("mpiweb: document root '{}': {e}", cfg.docroot.display());
             return EXIT_USAGE;
         }
     };
@@ -113,7 +127,7 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
             let side = match replica_side(cfg, 0) {
                 Ok(side) => side,
                 Err(msg) => {
-                    eprintln!("mpiweb: {msg}");
+                    say!("mpiweb: {msg}");
                     return EXIT_USAGE;
                 }
             };
@@ -130,7 +144,7 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
         false => {
             let local = listener.local_addr();
             let Ok(local) = local else {
-                eprintln!("mpiweb: cannot read the listening address");
+                say!("mpiweb: cannot read the listening address");
                 return 1;
             };
             let proxy = ProxyConfig {
@@ -274,22 +288,30 @@ fn stopped(result: std::io::Result<()>) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("mpiweb: server stopped: {e}");
+            say!("mpiweb: server stopped: {e}");
             1
         }
     }
 }
 
-/// The connection cap, lowered to what the open-file limit allows: past it
-/// `accept` would fail and clients would wait instead of getting 503.
+/// The connection cap, lowered to what the open-file limit allows once
+/// raised to the hard limit: past it `accept` would fail and clients would
+/// wait instead of getting 503.
 fn connection_cap(wanted: usize) -> usize {
-    match config::open_files_limit() {
-        Some(limit) if limit < wanted + config::RESERVED_FDS => {
-            let cap = limit.saturating_sub(config::RESERVED_FDS).max(1);
-            log::warn!("open-file limit is {limit}: serving at most {cap} connections (raise it with ulimit -n)");
+    match mpiweb::server::sys::raise_open_files_limit() {
+        Ok(limit) if (limit as usize) < wanted + config::RESERVED_FDS => {
+            let cap = (limit as usize).saturating_sub(config::RESERVED_FDS).max(1);
+            log::warn!(
+                "open-file hard limit is {limit}: serving at most {cap} connections \
+                 (raise it with ulimit -Hn, or lower --max-connections)"
+            );
             cap
         }
-        _ => wanted,
+        Ok(_) => wanted,
+        Err(e) => {
+            log::warn!("cannot raise the open-file limit: {e}");
+            wanted
+        }
     }
 }
 

@@ -123,12 +123,81 @@ fn bad_start_arguments_exit_2_with_one_line() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not a directory"), "{err}");
+    // Each rank's line goes out in one write: the lines never splice.
+    for _ in 0..8 {
+        let out = Command::new("mpirun")
+            .args(["-np", "3", BIN, "--bogus"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let ours: Vec<&str> = err.lines().filter(|l| l.contains("mpiweb")).collect();
+        assert_eq!(ours.len(), 3, "{err}");
+        for line in ours {
+            assert_eq!(
+                line, "mpiweb: unknown option --bogus (see mpiweb --help)",
+                "{err}"
+            );
+        }
+    }
 
     let help = Command::new(BIN).arg("--help").output().unwrap();
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--header-timeout"));
     let version = Command::new(BIN).arg("-V").output().unwrap();
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("mpiweb "));
+}
+
+/// The soft and hard open-file limits of a process.
+fn open_files(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut words = line["Max open files".len()..].split_whitespace();
+    let soft = words.next().unwrap().to_string();
+    (soft, words.next().unwrap().to_string())
+}
+
+#[test]
+fn a_shell_soft_limit_of_1024_open_files_is_raised_to_the_hard_limit() {
+    let site = Site::new();
+    // A shell's usual soft limit under a hard limit of 4096; then a hard
+    // limit below what --max-connections needs.
+    for (mpi, hard, warned) in [
+        (true, 4096, false),
+        (false, 4096, false),
+        (false, 1024, true),
+    ] {
+        let mut cmd = Command::new("sh");
+        let script = format!("ulimit -Sn 512 && ulimit -Hn {hard} && exec \"$0\" \"$@\"");
+        cmd.args(["-c", &script]);
+        if mpi {
+            cmd.args(["mpirun", "-np", "3"]);
+        }
+        cmd.args([BIN, "--listen", "127.0.0.1:0", "--max-connections", "1000"])
+            .arg(site.root());
+        let srv = Server::spawn(cmd, mpi);
+        let ranks = match mpi {
+            true => mpiweb_pids(&descendants(srv.pid())),
+            false => vec![srv.rank0_pid],
+        };
+        assert_eq!(ranks.len(), if mpi { 3 } else { 1 });
+        for pid in ranks {
+            let hard = hard.to_string();
+            assert_eq!(open_files(pid), (hard.clone(), hard), "rank pid {pid}");
+        }
+        assert_eq!(srv.get("/hello.txt", "").status, 200);
+        let warning = "open-file hard limit is 1024: serving at most 960 connections";
+        // Logged before the start-up line, so already read.
+        assert_eq!(
+            srv.log_text().contains(warning),
+            warned,
+            "{}",
+            srv.log_text()
+        );
+    }
 }
 
 fn signal(sig: &str, pid: u32) {

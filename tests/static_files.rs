@@ -40,6 +40,40 @@ fn traversal_and_symlink_escapes_are_refused() {
 }
 
 #[test]
+fn dot_segments_inside_the_root_are_removed_as_nginx_does() {
+    let site = Site::new();
+    let srv = Server::start(&site.root(), &[]);
+    let home = srv.get("/", "").text();
+    let cases: &[(&str, &str)] = &[
+        ("/list/../", "home"),
+        ("/list/..", "home"),
+        ("/list/%2e%2e/", "home"),
+        ("/./", "home"),
+        ("/list/../hello.txt", "hello world"),
+        ("/list/%2E%2e/hello.txt", "hello world"),
+        ("/img/./../list/./plain.txt", "plain"),
+        ("/list/subdir/../../withindex/./", "inner index"),
+        ("/hello.txt?next=/../x", "hello world"),
+    ];
+    for (path, want) in cases {
+        let r = srv.get(path, "");
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.text().contains(want), "{path}: {}", r.text());
+    }
+    assert!(home.contains("home"));
+    // `/list/.` is the directory `list/`: its listing, not a redirect.
+    let r = srv.get("/list/.", "");
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("plain.txt"));
+    // With curl as a user types it (curl would remove them itself).
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--path-as-is", &srv.url("/withindex/../hello.txt")])
+        .output()
+        .expect("curl");
+    assert_eq!(out.stdout, b"hello world\n");
+}
+
+#[test]
 fn directories_index_redirect_and_listing() {
     let site = Site::new();
     let srv = Server::start(&site.root(), &[]);

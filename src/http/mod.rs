@@ -6,6 +6,7 @@
 pub mod body;
 pub mod buffer;
 pub mod date;
+pub mod dots;
 pub mod encode;
 pub mod request;
 pub mod response;

@@ -6,6 +6,7 @@
 //! its caller: Host, Content-Length, Transfer-Encoding, Connection, Expect.
 
 use super::body::BodyFraming;
+use super::dots::Dots;
 use super::{field_spans, is_tchar, list_items, persistent, span_in, trim_ows, Method};
 use crate::config;
 use crate::error::Error;
@@ -195,6 +196,7 @@ pub fn parse_request_head(
         headers,
     };
     check_target(&mut head)?;
+    remove_dot_segments(&mut head);
     check_host(&head)?;
     head.framing = parse_framing(&head)?;
     head.keep_alive = persistent(head.header_all("connection"), head.minor);
@@ -319,6 +321,20 @@ fn check_target(head: &mut RequestHead) -> Result<(), Error> {
         head.path_query = 0..0;
     }
     Ok(())
+}
+
+/// Resolve `.` and `..` segments that stay inside the root (RFC 3986
+/// §5.2.4): routing, files, the store and upstreams all see the result.
+/// One that would climb above the root stays, to be refused.
+fn remove_dot_segments(head: &mut RequestHead) {
+    if head.path_query.is_empty() {
+        return;
+    }
+    if let Dots::Removed(clean) = super::dots::remove_dot_segments(head.path_query()) {
+        let start = head.raw.len();
+        head.raw.extend_from_slice(clean.as_bytes());
+        head.path_query = start..head.raw.len();
+    }
 }
 
 /// RFC 9112 §3.2: exactly one Host in HTTP/1.1, and it must be a valid authority.

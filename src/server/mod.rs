@@ -6,7 +6,7 @@ pub mod conn;
 pub mod log;
 pub mod request_id;
 pub mod signals;
-mod sys;
+pub mod sys;
 
 use crate::config;
 use crate::error::Error;

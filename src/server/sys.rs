@@ -1,7 +1,7 @@
-//! The two socket calls std does not expose, declared against the C
-//! library std already links (no crate is needed for two calls):
-//! `sendfile(2)`, since std's `io::copy` refuses file-to-socket sendfile on
-//! purpose, and `listen(2)` again, since std fixes the backlog at 128.
+//! The system calls std does not expose: `sendfile(2)`, since std's
+//! `io::copy` refuses file-to-socket sendfile on purpose; `listen(2)` again,
+//! since std fixes the backlog at 128; and `setrlimit(2)` for the open-file
+//! limit.
 
 use crate::http::response::SendFile;
 use std::fs::File;
@@ -37,6 +37,42 @@ pub fn set_backlog(listener: &TcpListener, backlog: i32) -> io::Result<()> {
     // for the whole call; listen(2) reads nothing from our memory.
     match unsafe { listen(listener.as_raw_fd(), backlog) } {
         0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Raise the soft limit on open files to the hard limit, as Go's runtime
+/// does at start: shells start programs with a soft limit of 1024, far
+/// below what a server with a thread per connection needs, while the hard
+/// limit is usually much higher. Returns the soft limit now in force.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, exclusively borrowed rlimit for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // An unlimited hard limit still cannot be the soft one: Linux caps
+    // open files at fs.nr_open.
+    let ceiling = match lim.rlim_max {
+        libc::RLIM_INFINITY => std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1 << 20),
+        max => max,
+    };
+    if lim.rlim_cur >= ceiling {
+        return Ok(lim.rlim_cur);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: ceiling,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: `raised` is a valid rlimit that outlives the call.
+    match unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } {
+        0 => Ok(ceiling),
         _ => Err(io::Error::last_os_error()),
     }
 }

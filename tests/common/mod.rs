@@ -57,7 +57,9 @@ impl Server {
         Server::spawn(cmd, true)
     }
 
-    fn spawn(mut cmd: Command, under_mpirun: bool) -> Server {
+    /// Start a prepared command (mpiweb, or a launcher or shell that runs
+    /// it) and wait for its start-up line.
+    pub fn spawn(mut cmd: Command, under_mpirun: bool) -> Server {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
