@@ -18,11 +18,22 @@ run: build
 
 # Open MPI instead of MPICH: its own build (a binary runs only under the
 # launcher of the MPI it links), --oversubscribe for 3 ranks on 2 cores.
-run-openmpi:
-	@dpkg -s openmpi-bin libopenmpi-dev >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y openmpi-bin libopenmpi-dev; }
+# Its launcher turns SIGTERM and Ctrl-C into SIGKILL of every rank 2 s
+# later, but passes SIGUSR2 on: mpirun runs in its own session, and Ctrl-C
+# or SIGTERM here becomes SIGUSR2, mpiweb's graceful stop.
+run-openmpi: deps-build
+	@dpkg -s openmpi-bin libopenmpi-dev >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y openmpi-bin libopenmpi-dev; $(PIN_MPICH); }
 	MPICC=mpicc.openmpi cargo build --release --target-dir target/openmpi
 	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-	  mpirun.openmpi --oversubscribe -np $(NP) target/openmpi/release/mpiweb --listen $(LISTEN) www/
+	  setsid mpirun.openmpi --oversubscribe -np $(NP) target/openmpi/release/mpiweb --listen $(LISTEN) www/ & mpirun=$$!; \
+	trap 'kill -USR2 $$mpirun; again=1' INT TERM; \
+	while again=; wait $$mpirun; rc=$$?; [ -n "$$again" ]; do :; done; exit $$rc
+
+# Installing Open MPI makes it Debian's default mpirun and mpicc: MPICH
+# stays the default here.
+PIN_MPICH := update-alternatives --set mpirun /usr/bin/mpirun.mpich; \
+	update-alternatives --set mpi /usr/bin/mpicc.mpich; \
+	update-alternatives --set mpi-$$(gcc -print-multiarch) /usr/include/$$(gcc -print-multiarch)/mpich
 
 build: deps-build
 	cargo build --release
@@ -50,8 +61,9 @@ deps-build deps-test deps-bench: deps-%:
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$need; \
 	fi
 
-# Coverage-guided fuzzing (needs cargo-fuzz; see README).
+# Coverage-guided fuzzing (needs cargo-fuzz; see README). New inputs go to
+# corpus/TARGET (ignored by git); the committed seeds/TARGET are only read.
 fuzz:
-	cargo install cargo-fuzz --locked
-	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run parse_head -- -max_total_time=60
-	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run map_path -- -max_total_time=60
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && mkdir -p corpus/parse_head && RUSTC_BOOTSTRAP=1 cargo fuzz run parse_head corpus/parse_head seeds/parse_head -- -dict=dicts/parse_head.dict -max_total_time=60
+	cd fuzz && mkdir -p corpus/map_path && RUSTC_BOOTSTRAP=1 cargo fuzz run map_path corpus/map_path seeds/map_path -- -dict=dicts/map_path.dict -max_total_time=60

@@ -156,9 +156,9 @@ Server:
                                 (SIGHUP reopens it, for log rotation)
       --status-allow CIDR[,CIDR]  who may read /-/status, /-/status.json and
                                 /-/metrics; others get 403 [default: 127.0.0.0/8,::1]
-      --grace SECS              after SIGTERM or SIGINT, time for requests in
-                                flight to finish; a second signal exits at
-                                once [default: 10]
+      --grace SECS              after SIGTERM, SIGINT or SIGUSR2, time for
+                                requests in flight to finish; a second signal
+                                exits at once [default: 10]
       --config FILE             read options from FILE: one per line, without
                                 dashes (`route /api http://127.0.0.1:5000`),
                                 `#` comments; later flags override it

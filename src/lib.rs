@@ -9,6 +9,7 @@ pub mod hash;
 pub mod http;
 pub mod metrics;
 pub mod proxy;
+pub mod router;
 pub mod server;
 pub mod static_files;
 pub mod status;

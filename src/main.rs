@@ -3,9 +3,10 @@
 
 use mpiweb::cluster::{self, Cluster};
 use mpiweb::config::{self, Command, Config};
-use mpiweb::handler::Handler;
+use mpiweb::proxy::front::is_self;
 use mpiweb::proxy::worker::Side;
 use mpiweb::proxy::{health, Local, Proxy, ProxyConfig, Transport};
+use mpiweb::router::{Front, Router};
 use mpiweb::server::{log as access, ConnConfig, Server};
 use mpiweb::static_files::StaticFiles;
 use mpiweb::status::Status;
@@ -138,58 +139,63 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
             (Arc::new(link), Some((cmds, membership)))
         }
     };
-    let mut pools = Vec::new();
-    let handler: Arc<dyn Handler> = match cfg.routes.is_empty() && !cfg.forward_proxy {
-        true => files,
-        false => {
-            let local = listener.local_addr();
-            let Ok(local) = local else {
-                say!("mpiweb: cannot read the listening address");
-                return 1;
-            };
-            let proxy = ProxyConfig {
-                routes: cfg.routes.clone(),
-                forward: cfg.forward_proxy,
-                connect_ports: cfg.connect_ports.clone(),
-                upstream_timeout: cfg.upstream_timeout,
-                local,
-            };
-            let proxy = Proxy::new(proxy, Arc::clone(&transport), files);
-            health::start(proxy.pools(), &transport);
-            pools = proxy.pools().to_vec();
-            Arc::new(proxy)
+    let local = match listener.local_addr() {
+        Ok(local) => local,
+        Err(e) => {
+            say!("mpiweb: cannot read the listening address: {e}");
+            return 1;
         }
     };
+    let proxy = Proxy::new(
+        ProxyConfig {
+            routes: cfg.routes.clone(),
+            forward: cfg.forward_proxy,
+            connect_ports: cfg.connect_ports.clone(),
+            upstream_timeout: cfg.upstream_timeout,
+            local,
+        },
+        Arc::clone(&transport),
+    );
+    health::start(proxy.pools(), &transport);
+    let pools = proxy.pools().to_vec();
     let mut store_state = None;
-    let handler: Arc<dyn Handler> = match &cfg.store {
-        None => handler,
-        Some(prefix) => {
-            let workers = transport.workers().len();
-            log::info!(
-                "store at {prefix}: {} copies of each document on {workers} worker rank(s)",
-                cfg.replicas.min(workers)
-            );
-            let state = Arc::new(store::State::new(
-                Arc::clone(&transport),
-                cfg.replicas,
-                cfg.store_cache,
-            ));
-            store::repair::start(Arc::clone(&state));
-            store_state = Some((prefix.clone(), Arc::clone(&state)));
-            let store = StoreConfig {
-                prefix: prefix.clone(),
-                token: cfg.store_token.clone(),
-                max_size: cfg.store_max_size,
-            };
-            Arc::new(Store::new(store, state, handler))
-        }
-    };
-    let handler = Arc::new(Status {
-        allow: cfg.status_allow.clone(),
-        transport: Arc::clone(&transport),
-        pools,
-        store: store_state,
-        next: handler,
+    let store = cfg.store.as_ref().map(|prefix| {
+        let workers = transport.workers().len();
+        log::info!(
+            "store at {prefix}: {} copies of each document on {workers} worker rank(s)",
+            cfg.replicas.min(workers)
+        );
+        let state = Arc::new(store::State::new(
+            Arc::clone(&transport),
+            cfg.replicas,
+            cfg.store_cache,
+        ));
+        store::repair::start(Arc::clone(&state));
+        store_state = Some((prefix.clone(), Arc::clone(&state)));
+        let store = StoreConfig {
+            prefix: prefix.clone(),
+            token: cfg.store_token.clone(),
+            max_size: cfg.store_max_size,
+        };
+        Store::new(store, state)
+    });
+    let router = Router::new(
+        cfg.status_allow.clone(),
+        cfg.store.clone(),
+        pools.iter().map(|p| p.spec.clone()).collect(),
+        cfg.forward_proxy,
+        Box::new(move |authority: &str| is_self(local, authority)),
+    );
+    let handler = Arc::new(Front {
+        router,
+        status: Status {
+            transport: Arc::clone(&transport),
+            pools,
+            store: store_state,
+        },
+        store,
+        proxy,
+        files,
     });
     let server = Server::new(listener, conn, handler, max_connections, cfg.grace);
     let Some((cmds, membership)) = cmds else {

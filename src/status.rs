@@ -4,7 +4,7 @@
 //! clients in `--status-allow` may read them (403 otherwise).
 
 use crate::error::Error;
-use crate::handler::{Handler, Request};
+use crate::handler::Request;
 use crate::http::{html_escape, json_string, Method, Response, ResponseBody};
 use crate::metrics::{self, Snapshot, BUCKETS_US};
 use crate::proxy::backends::{Backends, MemberReport};
@@ -79,13 +79,12 @@ pub fn parse_allow(v: &str) -> Result<Vec<Cidr>, String> {
         })
 }
 
-/// The status pages' handler, in front of everything else.
+/// The status pages; the router has checked the peer against
+/// `--status-allow`.
 pub struct Status {
-    pub allow: Vec<Cidr>,
     pub transport: Arc<dyn Transport>,
     pub pools: Vec<Arc<Backends>>,
     pub store: Option<(String, Arc<State>)>,
-    pub next: Arc<dyn Handler>,
 }
 
 /// One rank's row: its figures, or nothing if it did not answer.
@@ -156,18 +155,9 @@ impl Status {
     }
 }
 
-impl Handler for Status {
-    fn handle(&self, req: &mut Request<'_>) -> Result<Response, Error> {
-        let path = req.head.path_query().split('?').next().unwrap_or("");
-        let page = match path {
-            "/-/status" | "/-/status/" => Page::Html,
-            "/-/status.json" => Page::Json,
-            "/-/metrics" => Page::Metrics,
-            _ => return self.next.handle(req),
-        };
-        if !self.allow.iter().any(|c| c.contains(req.peer.ip())) {
-            return Err(Error::Forbidden);
-        }
+impl Status {
+    /// Answer `req` with `page`.
+    pub fn page(&self, req: &Request<'_>, page: Page) -> Result<Response, Error> {
         if !matches!(req.head.method, Method::Get | Method::Head) {
             return Err(Error::MethodNotAllowed("GET, HEAD"));
         }
@@ -191,7 +181,9 @@ impl Handler for Status {
     }
 }
 
-enum Page {
+/// The status pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
     Html,
     Json,
     Metrics,

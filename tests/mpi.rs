@@ -282,12 +282,17 @@ fn sigterm_lets_requests_in_flight_finish_and_every_rank_exit_0() {
     std::fs::write(site.root().join("big.bin"), &big).unwrap();
     // Through mpirun (it passes the signal on), to rank 0 itself, and alone.
     for (np, to_mpirun) in [(3, true), (3, false), (1, false)] {
+        // A grace far longer than any wait below: the download must finish
+        // because the stop lets it, not because the test read it in time.
+        // (With 3 s, a loaded machine delayed the reading past the grace
+        // and the server cut the download, as it should.)
+        let args = ["--grace", "60"];
         let mut srv = match np {
-            1 => Server::start(&site.root(), &[]),
-            _ => Server::start_mpi(np, &site.root(), &[]),
+            1 => Server::start(&site.root(), &args),
+            _ => Server::start_mpi(np, &site.root(), &args),
         };
         let ranks = mpiweb_pids(&descendants(srv.pid()));
-        // An idle keep-alive connection, and a download read slowly.
+        // An idle keep-alive connection, and a download not read for now.
         let mut idle = srv.connect();
         idle.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
@@ -305,23 +310,30 @@ fn sigterm_lets_requests_in_flight_finish_and_every_rank_exit_0() {
             "{case}: {}",
             srv.log_text()
         );
-        // No new connections; the idle one is closed.
-        let refused = (0..100).any(|_| {
-            thread::sleep(Duration::from_millis(50));
+        // No new connections: the stop has begun, with the download in
+        // flight. Read it from now on, as a client would.
+        let refused = (0..400).any(|_| {
+            thread::sleep(Duration::from_millis(25));
             TcpStream::connect(srv.addr).is_err()
         });
         assert!(refused, "{case}: still accepting after SIGTERM");
-        idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let reader = thread::spawn(move || {
+            let rest = read_to_close(&mut dl);
+            // Closed on our side too, so the server need not linger for it.
+            drop(dl);
+            rest
+        });
+        // The idle one is closed.
+        idle.set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
         assert_eq!(
             idle.read(&mut [0u8; 16]).unwrap_or(1),
             0,
             "idle one kept open"
         );
+        drop(idle);
         // The download finishes, whole.
-        thread::sleep(Duration::from_millis(300));
-        let mut rest = read_to_close(&mut dl);
-        // Closed on our side too, so the server need not linger for it.
-        drop((dl, idle));
+        let mut rest = reader.join().unwrap();
         let mut all = first;
         all.append(&mut rest);
         let at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
@@ -381,10 +393,11 @@ fn a_second_signal_exits_at_once_and_sighup_reopens_the_access_log() {
         .unwrap()
         .contains("/style.css"));
 
-    // A download held open (never read): the first SIGTERM waits for it,
-    // the second ends the process at once.
+    // A download held open (never read): the first stop signal (SIGUSR2,
+    // the one Open MPI's launcher passes on) waits for it, the second
+    // (SIGTERM) ends the process at once.
     let (_dl, _) = start_download(&srv, "/big.bin");
-    signal("TERM", srv.rank0_pid);
+    signal("USR2", srv.rank0_pid);
     assert!(srv.wait_log(|l| l.contains("stopping: 1 connection")));
     assert!(
         srv.wait_exit(Duration::from_millis(500)).is_none(),

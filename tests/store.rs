@@ -1497,21 +1497,71 @@ fn one_process_alone_keeps_documents_under_rank_0() {
 }
 
 #[test]
-fn a_store_at_the_root_comes_before_docroot_files() {
+fn the_store_prefix_owns_its_names_whatever_else_would_match() {
+    let _one = serial();
+    let place = Place::new();
+    fs::create_dir_all(place.root().join("store")).unwrap();
+    fs::write(place.root().join("store/file.txt"), b"a docroot file\n").unwrap();
+    let up = common::upstream::Upstream::start();
+    let route = format!("/={}", up.url());
+    let data = place.data_arg();
+    for np in [4, 1] {
+        let args = ["--store", "/store/", "--data", &data, "--route", &route];
+        let srv = match np {
+            1 => Server::start(&place.root(), &args),
+            _ => Server::start_mpi(np, &place.root(), &args),
+        };
+        wait_ready(&srv);
+        let before = up.requests().len();
+        // Missing documents are the store's 404: never the route's
+        // upstream, never a DOCROOT file of the same name.
+        for path in [
+            "/store/missing.txt",
+            "/store/file.txt",
+            "/store/sub/",
+            "/store/a/b",
+        ] {
+            let r = get(&srv, path);
+            assert_eq!(r.status, 404, "{np} ranks, GET {path}: {}", r.text());
+            assert!(!r.text().contains("docroot file"));
+        }
+        assert_eq!(delete(&srv, "/store/missing.txt").status, 404);
+        assert_eq!(
+            up.requests().len(),
+            before,
+            "a store path reached the upstream"
+        );
+        // Outside the prefix the route answers.
+        let r = get(&srv, "/storefront");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-upstream"), Some(up.port().to_string().as_str()));
+        // Once stored, the document is found.
+        create(&srv, "/store/file.txt", Some("text/plain"), b"stored\n");
+        read_back(&srv, "/store/file.txt", b"stored\n");
+        assert_eq!(delete(&srv, "/store/file.txt").status, 204);
+        assert_eq!(get(&srv, "/store/file.txt").status, 404);
+    }
+}
+
+#[test]
+fn a_store_at_the_root_owns_every_name_but_the_status_pages() {
     let _one = serial();
     let place = Place::new();
     let data = place.data_arg();
     let srv = Server::start(&place.root(), &["--store", "/", "--data", &data]);
-    read_back(&srv, "/hello.txt", b"hello world\n");
+    wait_ready(&srv);
+    // The DOCROOT file of that name is not the store's.
+    assert_eq!(get(&srv, "/hello.txt").status, 404);
     assert_eq!(get(&srv, "/nothing").status, 404);
     let r = put(&srv, "/hello.txt", Some("text/plain"), b"stored instead\n");
     assert_eq!(r.status, 201, "{}", r.text());
     read_back(&srv, "/hello.txt", b"stored instead\n");
     assert_eq!(delete(&srv, "/hello.txt").status, 204);
-    read_back(&srv, "/hello.txt", b"hello world\n");
+    assert_eq!(get(&srv, "/hello.txt").status, 404);
     assert_eq!(
         fs::read(place.root().join("hello.txt")).unwrap(),
         b"hello world\n",
         "the docroot file was written"
     );
+    assert_eq!(get(&srv, "/-/status.json").status, 200);
 }

@@ -1,18 +1,18 @@
-//! Rank 0's side of proxying: decide whether a request is proxied (a
-//! route's prefix, a forward-proxy target, CONNECT), send it through the
-//! `Transport` with its body, and turn the frames that come back into a
-//! response whose body streams. Everything else goes to the file handler.
+//! Rank 0's side of proxying: a request the router sent to a route, to
+//! another host or through CONNECT is sent through the `Transport` with its
+//! body, and the frames that come back become a response whose body
+//! streams.
 
 use super::backends::{Backends, Failure, Lease};
 use super::hop::{forward_request_fields, Origin};
 use super::replay::{Replay, Tee};
-use super::route::{has_dot_segment, rewrite, split_port, ConnectPorts, Policy, RouteSpec};
+use super::route::{rewrite, split_port, ConnectPorts, Policy, RouteSpec};
 use super::transport::{abort_error, take_grant, Stream, Transport};
 use super::tunnel;
 use super::wire::{AbortReason, Frame};
 use crate::config;
 use crate::error::Error;
-use crate::handler::{Handler, Request};
+use crate::handler::Request;
 use crate::http::body::{unwrap_io, BodyFraming};
 use crate::http::response::{BodySource, Duplex, Tunnel};
 use crate::http::{Method, Response, ResponseBody, Target};
@@ -38,14 +38,12 @@ pub struct ProxyConfig {
     pub local: SocketAddr,
 }
 
-/// The handler of rank 0: proxies what it should, serves the rest from
-/// `files`.
+/// Rank 0's proxy: the routes' pools and the way to the workers.
 pub struct Proxy {
     /// Routes in the order they are tried (most specific first).
     routes: Vec<Arc<Backends>>,
     cfg: ProxyConfig,
     transport: Arc<dyn Transport>,
-    files: Arc<dyn Handler>,
 }
 
 /// Where one proxied request goes.
@@ -65,7 +63,7 @@ struct Member {
 }
 
 impl Proxy {
-    pub fn new(cfg: ProxyConfig, transport: Arc<dyn Transport>, files: Arc<dyn Handler>) -> Proxy {
+    pub fn new(cfg: ProxyConfig, transport: Arc<dyn Transport>) -> Proxy {
         let mut routes: Vec<Arc<Backends>> = cfg
             .routes
             .iter()
@@ -78,7 +76,6 @@ impl Proxy {
             routes,
             cfg,
             transport,
-            files,
         }
     }
 
@@ -91,77 +88,41 @@ impl Proxy {
         self.cfg.upstream_timeout + WORKER_SLACK
     }
 
-    /// The upstream for a request, if it is proxied.
-    fn dest(&self, req: &Request<'_>) -> Result<Option<Dest>, Error> {
+    /// Send `req` to the reverse-proxy route `index` (in `pools` order),
+    /// as the router decided.
+    pub fn reverse(&self, req: &mut Request<'_>, index: usize) -> Result<Response, Error> {
         let head = req.head;
-        if let Target::Absolute { authority } = &head.target {
-            if self.cfg.forward && !self.is_self(authority) {
-                let (host, port) = split_port(authority).ok_or(Error::BadRequest("bad port"))?;
-                return Ok(Some(Dest {
-                    authority: format!("{host}:{}", port.unwrap_or(80)),
-                    host: authority.clone(),
-                    target: head.path_query().to_string(),
-                    member: None,
-                }));
-            }
-        }
-        if head.target == Target::Asterisk {
-            return Ok(None);
-        }
-        let path = head.path_query();
-        let host = match &head.target {
-            Target::Absolute { authority } => Some(authority.as_str()),
-            _ => head.header_str("host"),
-        }
-        .and_then(split_port)
-        .map(|(h, _)| h.to_ascii_lowercase());
-        let Some(pool) = self.routes.iter().find(|r| {
-            let spec = &r.spec;
-            path.starts_with(&spec.prefix)
-                && spec.host.as_ref().is_none_or(|h| host.as_ref() == Some(h))
-                && spec.header.as_ref().is_none_or(|(name, value)| {
-                    head.header_str(name).map(str::trim) == Some(value.as_str())
-                })
-        }) else {
-            return Ok(None);
-        };
-        if has_dot_segment(path) {
-            return Err(Error::BadRequest("dot segment in a proxied path"));
-        }
+        let pool = self
+            .routes
+            .get(index)
+            .ok_or_else(|| Error::Internal(format!("no route {index}")))?;
         let key = match &pool.spec.policy {
             Policy::IpHash => Some(req.peer.ip().to_string().into_bytes()),
             Policy::HeaderHash(name) => head.header(name).map(<[u8]>::to_vec),
             _ => None,
         };
-        let index = pool
+        let member = pool
             .pick(key.as_deref(), None)
             .ok_or_else(|| Error::NoHealthyUpstream(pool.retry_after()))?;
-        Ok(Some(dest_for(pool, index, key, path)))
+        let dest = dest_for(pool, member, key, head.path_query());
+        self.forward(req, dest)
     }
 
-    /// Whether `authority` (of an absolute-form target) names this server:
-    /// such requests are served here, never sent round in a loop.
-    fn is_self(&self, authority: &str) -> bool {
-        let local = self.cfg.local;
-        let Some((host, port)) = split_port(authority) else {
-            return false;
+    /// Send `req`, whose absolute-form target names another host, there
+    /// (`--forward-proxy`).
+    pub fn forward_absolute(&self, req: &mut Request<'_>) -> Result<Response, Error> {
+        let head = req.head;
+        let Target::Absolute { authority } = &head.target else {
+            return Err(Error::BadRequest("not an absolute-form target"));
         };
-        if port.unwrap_or(80) != local.port() {
-            return false;
-        }
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let ips: Vec<IpAddr> = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
-            Err(_) => (host, local.port())
-                .to_socket_addrs()
-                .map(|a| a.map(|a| a.ip()).collect())
-                .unwrap_or_default(),
+        let (host, port) = split_port(authority).ok_or(Error::BadRequest("bad port"))?;
+        let dest = Dest {
+            authority: format!("{host}:{}", port.unwrap_or(80)),
+            host: authority.clone(),
+            target: head.path_query().to_string(),
+            member: None,
         };
-        ips.iter().any(|ip| {
-            *ip == local.ip()
-                || (local.ip().is_unspecified()
-                    && (ip.is_loopback() || ip.is_unspecified() || is_local_address(*ip)))
-        })
+        self.forward(req, dest)
     }
 
     /// Proxy `req` to `dest` and answer with what comes back. When the
@@ -322,7 +283,7 @@ impl Proxy {
     }
 
     /// CONNECT `authority`: a tunnel through a worker.
-    fn connect(&self, req: &Request<'_>) -> Result<Response, Error> {
+    pub fn connect(&self, req: &Request<'_>) -> Result<Response, Error> {
         let authority = req.head.target_str().to_ascii_lowercase();
         let port = split_port(&authority)
             .and_then(|(_, p)| p)
@@ -355,16 +316,29 @@ impl Proxy {
     }
 }
 
-impl Handler for Proxy {
-    fn handle(&self, req: &mut Request<'_>) -> Result<Response, Error> {
-        if req.head.method == Method::Connect && self.cfg.forward {
-            return self.connect(req);
-        }
-        match self.dest(req)? {
-            Some(dest) => self.forward(req, dest),
-            None => self.files.handle(req),
-        }
+/// Whether `authority` (of an absolute-form target) names `local`, the
+/// address mpiweb listens on: such requests are served here, never sent
+/// round in a loop.
+pub fn is_self(local: SocketAddr, authority: &str) -> bool {
+    let Some((host, port)) = split_port(authority) else {
+        return false;
+    };
+    if port.unwrap_or(80) != local.port() {
+        return false;
     }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ips: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => (host, local.port())
+            .to_socket_addrs()
+            .map(|a| a.map(|a| a.ip()).collect())
+            .unwrap_or_default(),
+    };
+    ips.iter().any(|ip| {
+        *ip == local.ip()
+            || (local.ip().is_unspecified()
+                && (ip.is_loopback() || ip.is_unspecified() || is_local_address(*ip)))
+    })
 }
 
 /// Whether `ip` belongs to this machine: only a local address can be bound.

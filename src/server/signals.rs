@@ -1,7 +1,10 @@
-//! SIGTERM, SIGINT and SIGHUP. The handlers only touch atomics (all a
-//! signal handler may safely do), and the threads that care look at them:
-//! the first SIGTERM or SIGINT asks for a graceful stop, a second one ends
-//! the process at once; SIGHUP asks the access log to reopen its file.
+//! SIGTERM, SIGINT, SIGUSR2 and SIGHUP. The handlers only touch atomics
+//! (all a signal handler may safely do), and the threads that care look at
+//! them: the first SIGTERM, SIGINT or SIGUSR2 asks for a graceful stop, a
+//! second one ends the process at once; SIGHUP asks the access log to
+//! reopen its file. SIGUSR2 is the stop Open MPI's launcher passes on:
+//! `mpirun.openmpi` turns SIGTERM and SIGINT into SIGKILL of every rank
+//! two seconds later, but forwards SIGUSR1 and SIGUSR2 and keeps waiting.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -25,9 +28,10 @@ extern "C" fn on_hangup(_: libc::c_int) {
 
 /// Install the handlers for this process.
 pub fn install() {
-    let handlers: [(libc::c_int, extern "C" fn(libc::c_int)); 3] = [
+    let handlers: [(libc::c_int, extern "C" fn(libc::c_int)); 4] = [
         (libc::SIGTERM, on_stop),
         (libc::SIGINT, on_stop),
+        (libc::SIGUSR2, on_stop),
         (libc::SIGHUP, on_hangup),
     ];
     for (signal, handler) in handlers {

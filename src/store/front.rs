@@ -1,6 +1,6 @@
 //! The store as rank 0 serves it: PUT, GET, HEAD and DELETE of documents
-//! under the prefix, and listings. Requests outside the prefix, and reads
-//! of paths not stored, go to the next handler (files or the proxy).
+//! under the prefix, and listings. The router sends it every request under
+//! the prefix, and it alone answers them: a path not stored is 404.
 
 use super::catalog::Entry;
 use super::state::State;
@@ -9,7 +9,7 @@ use crate::handler::{Handler, Request};
 use crate::http::body::unwrap_io;
 use crate::http::date::fmt_http_date;
 use crate::http::response::BodySource;
-use crate::http::{html_escape, json_string, Method, Response, ResponseBody, Target};
+use crate::http::{html_escape, json_string, Method, Response, ResponseBody};
 use crate::proxy::wire::DocMeta;
 use crate::static_files::cond::{self, Conditions, Outcome, Validators};
 use crate::static_files::path::{map_url_path, percent_encode_segment};
@@ -40,7 +40,6 @@ pub struct StoreConfig {
 pub struct Store {
     cfg: StoreConfig,
     state: Arc<State>,
-    next: Arc<dyn Handler>,
 }
 
 /// A request path under the prefix, as the store names it.
@@ -53,8 +52,8 @@ enum Place {
 }
 
 impl Store {
-    pub fn new(cfg: StoreConfig, state: Arc<State>, next: Arc<dyn Handler>) -> Store {
-        Store { cfg, state, next }
+    pub fn new(cfg: StoreConfig, state: Arc<State>) -> Store {
+        Store { cfg, state }
     }
 
     /// Where `path_query` is in the store, if it is.
@@ -202,7 +201,7 @@ impl Store {
             .filter(|e| !e.meta.deleted)
             .cloned();
         let Some(entry) = entry else {
-            return self.next.handle(req);
+            return Err(Error::NotFound);
         };
         let meta = &entry.meta;
         let info = file_info(meta);
@@ -272,8 +271,9 @@ impl Store {
                 (p.to_vec(), e.meta.clone(), ranks)
             })
             .collect();
+        // An empty listing below the prefix names nothing stored.
         if docs.is_empty() && under != self.cfg.prefix.as_bytes() {
-            return self.next.handle(req);
+            return Err(Error::NotFound);
         }
         let html = req
             .head
@@ -296,13 +296,10 @@ impl Store {
 
 impl Handler for Store {
     fn handle(&self, req: &mut Request<'_>) -> Result<Response, Error> {
-        // An absolute-form target may be for another host (a forward
-        // proxy's): only origin-form requests reach the store.
-        if req.head.target != Target::Origin {
-            return self.next.handle(req);
-        }
+        // The router sends only paths under the prefix: one that maps
+        // elsewhere once decoded (`%2F..`) is refused, never passed on.
         let Some(place) = self.place(req.head.path_query())? else {
-            return self.next.handle(req);
+            return Err(Error::Forbidden);
         };
         let method = req.head.method;
         match (place, method) {
