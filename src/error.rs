@@ -44,8 +44,12 @@ pub enum Error {
     PreconditionFailed,
     /// A byte range that lies past the end; the value is the length (416).
     RangeNotSatisfiable(u64),
-    /// The connection cap is reached (503).
+    /// The connection cap is reached, or a store replica cannot be reached
+    /// (503).
     Overloaded,
+    /// A store replica's disk is full (507, RFC 4918 §11.5): the write was
+    /// not kept.
+    InsufficientStorage,
     /// An upstream answered with something that is not valid HTTP/1.1 (502).
     UpstreamBroken(&'static str),
     /// An upstream could not be resolved or refused the connection (502).
@@ -92,6 +96,7 @@ impl Error {
             Error::PreconditionFailed => Some(412),
             Error::RangeNotSatisfiable(_) => Some(416),
             Error::Overloaded => Some(503),
+            Error::InsufficientStorage => Some(507),
             Error::UpstreamBroken(_) | Error::UpstreamUnreachable(_) => Some(502),
             Error::UpstreamTimeout => Some(504),
             Error::NoHealthyUpstream(_) => Some(503),
@@ -108,7 +113,7 @@ impl Error {
             | Error::UpstreamUnreachable(_)
             | Error::UpstreamTimeout
             | Error::NoHealthyUpstream(_) => Fault::Upstream,
-            Error::Internal(_) | Error::Overloaded => Fault::Ours,
+            Error::Internal(_) | Error::Overloaded | Error::InsufficientStorage => Fault::Ours,
             Error::BadRequest(_)
             | Error::UnknownMethod
             | Error::UnknownTransferCoding
@@ -149,6 +154,8 @@ impl Error {
             | Error::UpstreamUnreachable(_)
             | Error::UpstreamTimeout
             | Error::NoHealthyUpstream(_) => false,
+            // The body was read whole; only the disk said no.
+            Error::InsufficientStorage => false,
             Error::Forbidden
             | Error::Unauthorized
             | Error::NotFound
@@ -180,6 +187,12 @@ impl Error {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::UpstreamTimeout,
             _ => Error::UpstreamUnreachable(e.to_string()),
         }
+    }
+
+    /// Whether an I/O error says the disk is full: ENOSPC, or EDQUOT (a
+    /// quota), which std names only on newer releases.
+    pub fn is_no_space(e: &io::Error) -> bool {
+        matches!(e.raw_os_error(), Some(code) if code == libc::ENOSPC || code == libc::EDQUOT)
     }
 
     /// Map an I/O error met while opening or reading a file under the root.
@@ -235,6 +248,7 @@ mod tests {
             (Error::Unauthorized, Some(401), Fault::Downstream),
             (Error::RangeNotSatisfiable(3), Some(416), Fault::Downstream),
             (Error::Overloaded, Some(503), Fault::Ours),
+            (Error::InsufficientStorage, Some(507), Fault::Ours),
             (Error::UpstreamBroken("x"), Some(502), Fault::Upstream),
             (
                 Error::UpstreamUnreachable("x".into()),

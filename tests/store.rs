@@ -1565,3 +1565,110 @@ fn a_store_at_the_root_owns_every_name_but_the_status_pages() {
     );
     assert_eq!(get(&srv, "/-/status.json").status, 200);
 }
+
+/// A tmpfs of `size` mounted on `dir` for as long as it lives.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// `None` where this process may not mount (not root, no
+    /// CAP_SYS_ADMIN).
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .ok()?;
+        out.status.success().then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Files left in any `rank-N/tmp/`.
+fn temporary_files(data: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for rank in fs::read_dir(data).into_iter().flatten().flatten() {
+        for f in fs::read_dir(rank.path().join("tmp"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push(f.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_full_disk_is_507_and_nothing_half_written_is_acknowledged() {
+    let _one = serial();
+    let place = Place::new();
+    let Some(_fs) = Tmpfs::mount(&place.data(), "8m") else {
+        eprintln!("skipped: cannot mount a tmpfs for --data here (needs root)");
+        return;
+    };
+    let srv = place.cluster(&[]);
+    let mb = |seed| binary(1 << 20, seed);
+    // 1 MiB documents, two copies each, until the 8 MiB are full.
+    let mut stored = BTreeMap::new();
+    let mut refused = None;
+    for i in 0..20u64 {
+        let path = format!("/store/d{i}");
+        let r = put(&srv, &path, Some("application/octet-stream"), &mb(i));
+        match r.status {
+            201 => {
+                stored.insert(path, mb(i));
+            }
+            507 => {
+                refused = Some(path);
+                break;
+            }
+            other => panic!("PUT {path}: {other} {}", r.text()),
+        }
+    }
+    let refused = refused.expect("8 MiB never filled up");
+    assert!(stored.len() >= 2, "only {} documents fitted", stored.len());
+    assert!(
+        srv.wait_log(|l| l.contains("is out of space")),
+        "{}",
+        store_log(&srv)
+    );
+    // What was refused was not kept anywhere, not even half; what was
+    // acknowledged has both copies.
+    assert_eq!(get(&srv, &refused).status, 404);
+    assert!(eventually(Duration::from_secs(10), || {
+        let copies = live_copies(&place.data());
+        !copies.contains_key(&refused)
+            && temporary_files(&place.data()).is_empty()
+            && stored
+                .keys()
+                .all(|p| copies.get(p).is_some_and(|c| c.len() == REPLICAS))
+    }));
+    for (path, body) in &stored {
+        read_back(&srv, path, body);
+    }
+    // A bigger version of a stored document does not fit: 507, and the
+    // version before stays.
+    let first = stored.keys().next().unwrap().clone();
+    let r = put(&srv, &first, None, &binary(3 << 20, 99));
+    assert_eq!(r.status, 507, "{}", r.text());
+    read_back(&srv, &first, &stored[&first]);
+    // Deleting works on the full disk, and frees the bodies' space.
+    let gone: Vec<String> = stored.keys().take(2).cloned().collect();
+    for path in &gone {
+        assert_eq!(delete(&srv, path).status, 204, "DELETE {path}");
+        assert_eq!(get(&srv, path).status, 404);
+    }
+    assert!(eventually(Duration::from_secs(10), || {
+        let copies = live_copies(&place.data());
+        gone.iter().all(|p| !copies.contains_key(p))
+    }));
+    let r = put(&srv, "/store/after", None, &mb(1000));
+    assert_eq!(r.status, 201, "{}", r.text());
+    read_back(&srv, "/store/after", &mb(1000));
+    assert!(temporary_files(&place.data()).is_empty());
+}

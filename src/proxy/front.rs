@@ -353,7 +353,7 @@ fn upstream_failure(reason: AbortReason) -> Option<Failure> {
         AbortReason::Unreachable | AbortReason::ConnectTimeout => Some(Failure::Connect),
         AbortReason::Timeout => Some(Failure::Timeout),
         AbortReason::BadUpstream => Some(Failure::Broken),
-        AbortReason::Refused | AbortReason::ClientGone => None,
+        AbortReason::Refused | AbortReason::ClientGone | AbortReason::NoSpace => None,
     }
 }
 

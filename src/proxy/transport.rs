@@ -230,6 +230,7 @@ pub fn abort_error(reason: AbortReason, upstream: &str) -> Error {
         AbortReason::BadUpstream => Error::UpstreamBroken("broken upstream response"),
         AbortReason::Refused => Error::Overloaded,
         AbortReason::ClientGone => Error::UpstreamBroken("stream aborted"),
+        AbortReason::NoSpace => Error::InsufficientStorage,
     }
 }
 

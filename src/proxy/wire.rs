@@ -37,6 +37,8 @@ pub enum AbortReason {
     /// Connecting to the upstream timed out (504; nothing was sent, so
     /// another upstream may be tried).
     ConnectTimeout,
+    /// A store replica's disk is full (507): nothing of the write was kept.
+    NoSpace,
 }
 
 impl AbortReason {
@@ -48,6 +50,7 @@ impl AbortReason {
             AbortReason::BadUpstream => 4,
             AbortReason::Refused => 5,
             AbortReason::ConnectTimeout => 6,
+            AbortReason::NoSpace => 7,
         }
     }
 
@@ -59,6 +62,7 @@ impl AbortReason {
             4 => AbortReason::BadUpstream,
             5 => AbortReason::Refused,
             6 => AbortReason::ConnectTimeout,
+            7 => AbortReason::NoSpace,
             _ => return None,
         })
     }
@@ -613,11 +617,11 @@ mod tests {
 
     #[test]
     fn abort_reasons_keep_their_codes() {
-        for code in 1..=6 {
+        for code in 1..=7 {
             let reason = AbortReason::from_code(code).unwrap();
             assert_eq!(reason.code(), code, "{reason:?}");
         }
-        assert_eq!(AbortReason::from_code(7), None);
+        assert_eq!(AbortReason::from_code(8), None);
     }
 
     #[test]

@@ -153,8 +153,7 @@ impl Store {
             length: body.len() as u64,
             deleted: false,
         };
-        let ranks = self.state.write(key, &meta, &body)?;
-        self.state.catalog_mut().commit(key, &meta, &ranks);
+        self.state.write(key, &meta, &body)?;
         if self.state.caches(meta.length) {
             self.state
                 .remember(key, meta.version, Some(Arc::from(body)));
@@ -186,8 +185,7 @@ impl Store {
             length: 0,
             deleted: true,
         };
-        let ranks = self.state.write(key, &meta, &[])?;
-        self.state.catalog_mut().commit(key, &meta, &ranks);
+        self.state.write(key, &meta, &[])?;
         self.state.remember(key, meta.version, None);
         Ok(Response::new(204, ResponseBody::None))
     }

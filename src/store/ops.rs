@@ -1,10 +1,11 @@
 //! Rank 0's side of the store's frames: one operation on one replica,
 //! through the `Transport` (a worker rank, or this process when alone).
 
+use super::replica::PREPARED;
 use crate::error::Error;
 use crate::http::response::BodySource;
 use crate::proxy::transport::{take_grant, Stream, Transport, CHUNK};
-use crate::proxy::wire::{decode_inventory, DocMeta, Frame, Inventory, StoreOp};
+use crate::proxy::wire::{decode_inventory, AbortReason, DocMeta, Frame, Inventory, StoreOp};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,12 +29,26 @@ fn open(
     })
 }
 
+/// What an aborted operation means for the client: a full disk is 507,
+/// anything else a replica that could not do it (503).
+fn aborted(reason: AbortReason) -> Error {
+    match reason {
+        AbortReason::NoSpace => Error::InsufficientStorage,
+        AbortReason::ClientGone
+        | AbortReason::Unreachable
+        | AbortReason::Timeout
+        | AbortReason::BadUpstream
+        | AbortReason::Refused
+        | AbortReason::ConnectTimeout => Error::Overloaded,
+    }
+}
+
 /// The status of the `Head` that answers `stream`.
 fn status(stream: &mut Stream) -> Result<u16, Error> {
     loop {
         match stream.recv(OP_WAIT)? {
             Frame::Head { status, .. } => return Ok(status),
-            Frame::Abort { .. } => return Err(Error::Overloaded),
+            Frame::Abort { reason, .. } => return Err(aborted(reason)),
             _ => {}
         }
     }
@@ -44,13 +59,15 @@ fn end(stream: &mut Stream) -> Result<(), Error> {
     loop {
         match stream.recv(OP_WAIT)? {
             Frame::End { .. } => return Ok(()),
-            Frame::Abort { .. } => return Err(Error::Overloaded),
+            Frame::Abort { reason, .. } => return Err(aborted(reason)),
             _ => {}
         }
     }
 }
 
-/// Send a version of a document to `rank`; `finish_put` waits for it.
+/// Send a version of a document to `rank`; `prepared` waits until the
+/// replica has it durable, `commit` puts it in place (`finish_put` does
+/// both). Dropping the stream before the commit drops the copy.
 pub fn start_put(
     t: &Arc<dyn Transport>,
     rank: usize,
@@ -69,12 +86,34 @@ pub fn start_put(
     Ok(stream)
 }
 
-/// The replica has the version on disk (or a newer one).
-pub fn finish_put(mut stream: Stream) -> Result<(), Error> {
-    match status(&mut stream)? {
-        200 | 201 => end(&mut stream),
+/// Wait until the replica has the body of a `start_put` durable, in a
+/// temporary file: 507 if its disk is full.
+pub fn prepared(stream: &mut Stream) -> Result<(), Error> {
+    match status(stream)? {
+        PREPARED => Ok(()),
         _ => Err(Error::Internal("replica refused a write".into())),
     }
+}
+
+/// Tell the replica to put a prepared version in place (`commit_done`
+/// waits for it): sent to every replica before waiting for any.
+pub fn commit_start(stream: &Stream) {
+    stream.send(Frame::End { id: stream.id });
+}
+
+/// The replica has the committed version on disk (or a newer one).
+pub fn commit_done(mut stream: Stream) -> Result<(), Error> {
+    match status(&mut stream)? {
+        200 | 201 => end(&mut stream),
+        _ => Err(Error::Internal("replica refused a commit".into())),
+    }
+}
+
+/// The replica has the version on disk (or a newer one).
+pub fn finish_put(mut stream: Stream) -> Result<(), Error> {
+    prepared(&mut stream)?;
+    commit_start(&stream);
+    commit_done(stream)
 }
 
 /// Write a version to `rank` and wait until it is on disk.
@@ -116,7 +155,7 @@ pub fn inventory(t: &Arc<dyn Transport>, rank: usize) -> Result<Inventory, Error
                 all.extend(decode_inventory(&bytes).map_err(|e| Error::Internal(e.to_string()))?)
             }
             Frame::End { .. } => return Ok(all),
-            Frame::Abort { .. } => return Err(Error::Overloaded),
+            Frame::Abort { reason, .. } => return Err(aborted(reason)),
             _ => {}
         }
     }

@@ -8,6 +8,7 @@
 use super::catalog::{plan, Action};
 use super::ops;
 use super::state::State;
+use crate::error::Error;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::thread;
@@ -24,6 +25,43 @@ const REPLACE_AFTER: Duration = Duration::from_secs(30);
 /// A pass runs at least this often, to finish work an earlier pass could
 /// not (a copy that failed).
 const PASS_EVERY: Duration = Duration::from_secs(30);
+/// After a rank said its disk is full, copies to it wait this long, then
+/// twice as long after each further refusal, up to `FULL_WAIT_MAX`.
+const FULL_WAIT: Duration = Duration::from_secs(30);
+const FULL_WAIT_MAX: Duration = Duration::from_secs(600);
+
+/// Ranks whose disks were full, and when copies may be tried again.
+#[derive(Default)]
+struct Full {
+    ranks: HashMap<usize, (Instant, Duration)>,
+}
+
+impl Full {
+    /// Whether copies to `rank` wait.
+    fn waits(&self, rank: usize, now: Instant) -> bool {
+        self.ranks.get(&rank).is_some_and(|(until, _)| now < *until)
+    }
+
+    /// `rank` refused a copy for lack of space: back off, longer each time.
+    fn refused(&mut self, rank: usize, now: Instant) {
+        let wait = match self.ranks.get(&rank) {
+            Some((_, last)) => (*last * 2).min(FULL_WAIT_MAX),
+            None => FULL_WAIT,
+        };
+        self.ranks.insert(rank, (now + wait, wait));
+        log::warn!(
+            "store: rank {rank} is out of space; copies to it wait {} s",
+            wait.as_secs()
+        );
+    }
+
+    /// `rank` took a copy: it has room again.
+    fn took(&mut self, rank: usize) {
+        if self.ranks.remove(&rank).is_some() {
+            log::info!("store: rank {rank} takes copies again");
+        }
+    }
+}
 
 /// Start the repair thread.
 pub fn start(state: Arc<State>) {
@@ -42,6 +80,7 @@ fn run(state: &State) {
     let mut down_since: HashMap<usize, Instant> = HashMap::new();
     let mut last_pass = Instant::now();
     let mut wanted = false;
+    let mut full = Full::default();
     loop {
         let live = state.transport.live_workers();
         let now = Instant::now();
@@ -92,7 +131,7 @@ fn run(state: &State) {
                         .is_none_or(|t| t.elapsed() < REPLACE_AFTER)
                 })
                 .collect();
-            pass(state, &placeable, &live);
+            pass(state, &placeable, &live, &mut full);
             last_pass = Instant::now();
             wanted = false;
         }
@@ -101,14 +140,14 @@ fn run(state: &State) {
 }
 
 /// One repair pass over every document.
-fn pass(state: &State, placeable: &[usize], live: &[usize]) {
+fn pass(state: &State, placeable: &[usize], live: &[usize], full: &mut Full) {
     let docs: Vec<_> = state
         .catalog()
         .iter()
         .map(|(p, e)| (p.clone(), e.clone()))
         .collect();
     let n = state.copies();
-    let (mut copied, mut dropped, mut failed) = (0, 0, 0);
+    let (mut copied, mut dropped, mut failed, mut deferred) = (0, 0, 0, 0);
     for (path, entry) in docs {
         let ranking = state.ranking(&path);
         let mut actions = plan(&entry, &ranking, placeable, live, n);
@@ -130,6 +169,12 @@ fn pass(state: &State, placeable: &[usize], live: &[usize]) {
             }
             for action in std::mem::take(&mut actions) {
                 let done = match action {
+                    // A full disk is not asked again and again, each time
+                    // with a log line: it is asked after its wait.
+                    Action::Copy { to, .. } if full.waits(to, Instant::now()) => {
+                        deferred += 1;
+                        continue;
+                    }
                     Action::Copy { from, to } => {
                         let v = entry.meta.version;
                         let copy =
@@ -139,7 +184,14 @@ fn pass(state: &State, placeable: &[usize], live: &[usize]) {
                                 state.catalog_mut().note_copy(to, &path, &entry.meta);
                                 Ok(true)
                             });
-                        copied += usize::from(matches!(copy, Ok(true)));
+                        match &copy {
+                            Ok(true) => {
+                                copied += 1;
+                                full.took(to);
+                            }
+                            Err(Error::InsufficientStorage) => full.refused(to, Instant::now()),
+                            _ => {}
+                        }
                         copy
                     }
                     Action::Drop { at, version } => {
@@ -153,6 +205,7 @@ fn pass(state: &State, placeable: &[usize], live: &[usize]) {
                 };
                 match done {
                     Ok(_) => ok += 1,
+                    Err(Error::InsufficientStorage) => failed += 1,
                     Err(e) => {
                         failed += 1;
                         log::info!(
@@ -165,6 +218,40 @@ fn pass(state: &State, placeable: &[usize], live: &[usize]) {
         }
     }
     if copied + dropped + failed > 0 {
-        log::info!("store: repair done: {copied} copied, {dropped} dropped, {failed} failed");
+        log::info!(
+            "store: repair done: {copied} copied, {dropped} dropped, {failed} failed, \
+             {deferred} waiting for space"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_rank_waits_longer_after_each_refusal_until_it_takes_a_copy() {
+        let t0 = Instant::now();
+        let mut full = Full::default();
+        assert!(!full.waits(2, t0));
+        full.refused(2, t0);
+        assert!(full.waits(2, t0 + FULL_WAIT - Duration::from_secs(1)));
+        assert!(!full.waits(2, t0 + FULL_WAIT));
+        assert!(!full.waits(1, t0), "other ranks are not held back");
+        let mut at = t0 + FULL_WAIT;
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            full.refused(2, at);
+            waits.push(full.ranks[&2].1.as_secs());
+            at += full.ranks[&2].1;
+        }
+        assert_eq!(waits, [60, 120, 240, 480, 600, 600, 600]);
+        full.took(2);
+        assert!(!full.waits(2, t0));
+        full.refused(2, at);
+        assert_eq!(
+            full.ranks[&2].1, FULL_WAIT,
+            "room again: the wait starts over"
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! later one.
 
 use super::doc::{file_name, header, parse_header, MAX_HEADER};
+use crate::error::Error;
 use crate::proxy::transport::{take_credit, CHUNK, WINDOW};
 use crate::proxy::wire::{encode_inventory, AbortReason, DocMeta, Frame, Inventory, StoreOp};
 use crate::proxy::worker::Out;
@@ -25,6 +26,9 @@ use std::time::Duration;
 const STRIPES: usize = 64;
 /// How long a replica waits for the next frame of a stream from rank 0.
 const FRAME_WAIT: Duration = Duration::from_secs(60);
+/// The status of a replica's `Head` that says a write's body is durable
+/// and waits to be committed.
+pub const PREPARED: u16 = 202;
 /// Inventory bytes in one `Data` frame.
 const INVENTORY_PIECE: usize = 512 * 1024;
 
@@ -69,46 +73,70 @@ impl Replica {
     }
 
     /// Start writing a version of `path`: its header goes to a new
-    /// temporary file.
+    /// temporary file, which goes away with the `Pending` unless it is
+    /// committed. A deletion first frees the space of the body it replaces
+    /// (on a full disk, its tombstone could not be written otherwise).
     pub fn begin(&self, path: &[u8], meta: &DocMeta) -> io::Result<Pending> {
         let name = file_name(path);
+        if meta.deleted {
+            self.free_body(path, &name, meta.version)?;
+        }
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
         let tmp = self.tmp.join(format!("{name}.{n}"));
-        let mut file = File::create(&tmp)?;
-        file.write_all(&header(path, meta))?;
-        Ok(Pending {
+        let file = File::create(&tmp)?;
+        let mut p = Pending {
             file,
             tmp,
             name,
             path: path.to_vec(),
             meta: meta.clone(),
             written: 0,
-        })
+            kept: false,
+        };
+        p.file.write_all(&header(path, meta))?;
+        Ok(p)
     }
 
-    /// Finish a write: sync the file and rename it over the document,
-    /// unless the replica has the same or a newer version. Returns whether
-    /// this version is now on disk.
-    pub fn commit(&self, mut p: Pending) -> io::Result<bool> {
+    /// Remove the body of `path` if what is on disk is an older version of
+    /// a live document: a deletion that wins needs none of it.
+    fn free_body(&self, path: &[u8], name: &str, version: u64) -> io::Result<()> {
+        let _guard = self.lock(name);
+        match self.current(path)? {
+            Some(m) if m.version < version && !m.deleted => {
+                fs::remove_file(self.docs.join(name))?;
+                crate::metrics::global().change_store_docs(-1);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The body is all here: make it durable (the first half of a write).
+    pub fn prepare(&self, p: &mut Pending) -> io::Result<()> {
         if p.written != p.meta.length {
-            let _ = fs::remove_file(&p.tmp);
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("body of {} bytes, {} expected", p.written, p.meta.length),
             ));
         }
         p.file.flush()?;
-        p.file.sync_all()?;
+        p.file.sync_all()
+    }
+
+    /// Finish a prepared write: rename it over the document, unless the
+    /// replica has the same or a newer version. Returns whether this
+    /// version is now on disk.
+    pub fn commit(&self, mut p: Pending) -> io::Result<bool> {
         let _guard = self.lock(&p.name);
         let current = self.current(&p.path)?;
         if current
             .as_ref()
             .is_some_and(|c| c.version >= p.meta.version)
         {
-            let _ = fs::remove_file(&p.tmp);
-            return Ok(false);
+            return Ok(false); // the temporary file goes with `p`
         }
         fs::rename(&p.tmp, self.docs.join(&p.name))?;
+        p.kept = true;
         sync_dir(&self.docs)?;
         if current.is_none() {
             crate::metrics::global().change_store_docs(1);
@@ -120,6 +148,7 @@ impl Replica {
     pub fn put(&self, path: &[u8], meta: &DocMeta, body: &[u8]) -> io::Result<bool> {
         let mut p = self.begin(path, meta)?;
         p.write(body)?;
+        self.prepare(&mut p)?;
         self.commit(p)
     }
 
@@ -188,7 +217,8 @@ impl Replica {
     }
 }
 
-/// A version being written.
+/// A version being written. Its temporary file is removed when it is
+/// dropped without being committed: a failed write leaves nothing behind.
 pub struct Pending {
     file: File,
     tmp: PathBuf,
@@ -196,6 +226,8 @@ pub struct Pending {
     path: Vec<u8>,
     meta: DocMeta,
     written: u64,
+    /// Renamed into place: nothing to remove.
+    kept: bool,
 }
 
 impl Pending {
@@ -206,10 +238,13 @@ impl Pending {
         }
         self.file.write_all(bytes)
     }
+}
 
-    /// Give up: the temporary file goes.
-    pub fn discard(self) {
-        let _ = fs::remove_file(&self.tmp);
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -262,7 +297,7 @@ pub fn serve(replica: &Replica, first: Frame, rx: &Receiver<Frame>, out: &Out) {
         length,
     };
     let result = match op {
-        StoreOp::Put => receive_put(replica, &path, &meta, rx)
+        StoreOp::Put => receive_put(replica, id, &path, &meta, rx, out)
             .map(|written| vec![answer(if written { 201 } else { 200 }, None)]),
         StoreOp::Drop => replica
             .remove(&path, meta.version)
@@ -310,35 +345,49 @@ pub fn serve(replica: &Replica, first: Frame, rx: &Receiver<Frame>, out: &Out) {
         Err(e) if e.kind() == io::ErrorKind::Interrupted => {} // rank 0 gave up
         Err(e) => {
             log::warn!("store: {op:?} {}: {e}", String::from_utf8_lossy(&path));
-            out(vec![Frame::Abort {
-                id,
-                reason: AbortReason::BadUpstream,
-            }]);
+            let reason = match Error::is_no_space(&e) {
+                true => AbortReason::NoSpace,
+                false => AbortReason::BadUpstream,
+            };
+            out(vec![Frame::Abort { id, reason }]);
         }
     }
 }
 
-/// Write a `Put`'s body as it comes, then commit it.
+/// Write a `Put`'s body as it comes and make it durable; say so with a
+/// `Head` of 202 (prepared), then wait for rank 0's word: a second `End`
+/// commits it (renamed into place), an `Abort` drops it. Rank 0 commits
+/// only once every replica it needs has prepared, so a write that cannot
+/// be kept everywhere is kept nowhere.
 fn receive_put(
     replica: &Replica,
+    id: u64,
     path: &[u8],
     meta: &DocMeta,
     rx: &Receiver<Frame>,
+    out: &Out,
 ) -> io::Result<bool> {
     let mut pending = replica.begin(path, meta)?;
+    let mut body_done = false;
     loop {
-        let step = match rx.recv_timeout(FRAME_WAIT) {
-            Ok(Frame::Data { bytes, .. }) => pending.write(&bytes),
+        match rx.recv_timeout(FRAME_WAIT) {
+            Ok(Frame::Data { bytes, .. }) if !body_done => pending.write(&bytes)?,
+            Ok(Frame::End { .. }) if !body_done => {
+                replica.prepare(&mut pending)?;
+                body_done = true;
+                out(vec![Frame::Head {
+                    id,
+                    status: PREPARED,
+                    fields: Vec::new(),
+                    length: None,
+                }]);
+            }
             Ok(Frame::End { .. }) => return replica.commit(pending),
             Ok(Frame::Abort { .. }) | Err(RecvTimeoutError::Disconnected) => {
-                Err(io::Error::from(io::ErrorKind::Interrupted))
+                return Err(io::Error::from(io::ErrorKind::Interrupted))
             }
-            Ok(_) => Ok(()),
-            Err(RecvTimeoutError::Timeout) => Err(io::Error::from(io::ErrorKind::TimedOut)),
-        };
-        if let Err(e) = step {
-            pending.discard();
-            return Err(e);
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout) => return Err(io::Error::from(io::ErrorKind::TimedOut)),
         }
     }
 }
@@ -425,17 +474,56 @@ mod tests {
     }
 
     #[test]
+    fn a_deletion_frees_the_body_before_its_tombstone_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path()).unwrap();
+        let body = vec![7u8; 100_000];
+        r.put(b"/big", &meta(3, &body), &body).unwrap();
+        let file = dir.path().join("docs").join(file_name(b"/big"));
+        let tombstone = DocMeta {
+            deleted: true,
+            ..meta(5, b"")
+        };
+        // Once begun, the body's space is free, before any commit.
+        let p = r.begin(b"/big", &tombstone).unwrap();
+        assert!(!file.exists());
+        r.commit(p).unwrap();
+        let doc = r.open_doc(b"/big").unwrap().unwrap();
+        assert!(doc.meta.deleted && doc.meta.length == 0);
+        assert!(fs::metadata(&file).unwrap().len() < 1000);
+        // An older deletion frees nothing.
+        r.put(b"/new", &meta(9, b"kept"), b"kept").unwrap();
+        let old = DocMeta {
+            deleted: true,
+            ..meta(4, b"")
+        };
+        assert!(!r.put(b"/new", &old, b"").unwrap());
+        assert_eq!(r.open_doc(b"/new").unwrap().unwrap().meta, meta(9, b"kept"));
+    }
+
+    #[test]
     fn short_bodies_and_torn_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let r = Replica::open(dir.path()).unwrap();
+        let tmp_files = || fs::read_dir(dir.path().join("tmp")).unwrap().count();
         let mut p = r.begin(b"/x", &meta(1, b"abcd")).unwrap();
         p.write(b"ab").unwrap();
-        assert!(r.commit(p).is_err());
+        assert!(r.prepare(&mut p).is_err());
+        assert_eq!(tmp_files(), 1);
+        drop(p);
+        assert_eq!(tmp_files(), 0, "a failed write leaves no file behind");
         let mut p = r.begin(b"/x", &meta(1, b"abcd")).unwrap();
         assert!(p.write(b"abcde").is_err());
-        p.discard();
+        drop(p);
         assert!(r.open_doc(b"/x").unwrap().is_none());
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(tmp_files(), 0);
+        // Prepared and not committed: nothing on disk either.
+        let mut p = r.begin(b"/x", &meta(1, b"abcd")).unwrap();
+        p.write(b"abcd").unwrap();
+        r.prepare(&mut p).unwrap();
+        drop(p);
+        assert!(r.open_doc(b"/x").unwrap().is_none());
+        assert_eq!(tmp_files(), 0);
         // A document file cut short is left out of the inventory.
         r.put(b"/y", &meta(2, b"whole"), b"whole").unwrap();
         let file = dir.path().join("docs").join(file_name(b"/y"));

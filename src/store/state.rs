@@ -208,18 +208,24 @@ impl State {
         self.replicas.min(self.transport.workers().len()).max(1)
     }
 
-    /// Put a version on its replicas: the first `copies()` live ranks of
-    /// its ranking, all at once; a rank that fails or stalls is replaced by
-    /// the next one. Returns the ranks that have it on disk; 503 if none.
-    pub fn write(&self, path: &[u8], meta: &DocMeta, body: &[u8]) -> Result<Vec<usize>, Error> {
+    /// Put a version on its replicas and into the catalog, in two phases:
+    /// the first `copies()` live ranks of its ranking (a rank that fails or
+    /// stalls is replaced by the next one) each make the body durable in a
+    /// temporary file; only when all of them have does any put it in
+    /// place. Fewer than `copies()` prepared copies: every one is dropped,
+    /// the catalog keeps the version before, and the client gets 507 if a
+    /// disk was full, else 503.
+    pub fn write(&self, path: &[u8], meta: &DocMeta, body: &[u8]) -> Result<(), Error> {
         let ranking = self.ranking(path);
         let n = self.copies();
+        let name = String::from_utf8_lossy(path);
         let mut tried = Vec::new();
-        let mut acked = Vec::new();
+        let mut ready = Vec::new();
         let mut waiting = VecDeque::new();
+        let mut full = Vec::new();
         loop {
             let live = self.transport.live_workers();
-            while acked.len() + waiting.len() < n {
+            while ready.len() + waiting.len() < n {
                 let next = ranking
                     .iter()
                     .copied()
@@ -231,25 +237,62 @@ impl State {
                     Err(e) => log::info!("store: rank {rank} cannot take a write: {e}"),
                 }
             }
-            let Some((rank, stream)) = waiting.pop_front() else {
+            let Some((rank, mut stream)) = waiting.pop_front() else {
                 break;
             };
-            match ops::finish_put(stream) {
-                Ok(()) => acked.push(rank),
-                Err(e) => log::info!(
-                    "store: write of {} to rank {rank} failed ({e}); trying the next rank",
-                    String::from_utf8_lossy(path)
-                ),
+            match ops::prepared(&mut stream) {
+                Ok(()) => ready.push((rank, stream)),
+                Err(Error::InsufficientStorage) => {
+                    log::warn!("store: rank {rank} is out of space: {name} not written there");
+                    full.push(rank);
+                }
+                Err(e) => {
+                    log::info!(
+                        "store: write of {name} to rank {rank} failed ({e}); trying the next rank"
+                    )
+                }
             }
         }
-        if acked.is_empty() {
+        if ready.len() < n {
+            // Dropping the prepared streams aborts them: nothing is kept.
+            let kept = ready.len();
+            drop(ready);
             log::warn!(
-                "store: no replica could take {}",
-                String::from_utf8_lossy(path)
+                "store: {name} not written: {kept} of {n} copies could be made{}",
+                match full.is_empty() {
+                    true => String::new(),
+                    false => format!(" (out of space on rank {full:?})"),
+                }
             );
-            return Err(Error::Overloaded);
+            return Err(match full.is_empty() {
+                true => Error::Overloaded,
+                false => Error::InsufficientStorage,
+            });
         }
-        Ok(acked)
+        for (_, stream) in &ready {
+            ops::commit_start(stream);
+        }
+        let mut committed = Vec::new();
+        let mut failure = None;
+        for (rank, stream) in ready {
+            match ops::commit_done(stream) {
+                Ok(()) => committed.push(rank),
+                Err(e) => {
+                    log::warn!("store: commit of {name} on rank {rank} failed: {e}");
+                    failure = Some(e);
+                }
+            }
+        }
+        // What is on disk is what the catalog says, even when a rename
+        // failed after every copy was prepared (rare: the copies are
+        // durable, only the last step broke); the client hears of it.
+        if !committed.is_empty() {
+            self.catalog_mut().commit(path, meta, &committed);
+        }
+        match failure {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
     }
 
     /// The body of a document's newest version, `len` bytes from
