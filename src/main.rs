@@ -45,6 +45,9 @@ fn main() {
             exit(EXIT_USAGE);
         }
     };
+    // Every rank, before MPI opens its own descriptors: rank 0 holds the
+    // connections, workers upstream connections and replica files.
+    let files_limit = mpiweb::server::sys::raise_open_files_limit();
     let cluster = match Cluster::init() {
         Ok(c) => c,
         Err(msg) => {
@@ -53,19 +56,17 @@ fn main() {
         }
     };
     init_logging(cluster.rank());
+    if let Err(e) = &files_limit {
+        log::warn!("cannot raise the open-file limit: {e}");
+    }
     // After MPI's start-up, so that these handlers are the ones in place.
     // Workers only note a stop signal: rank 0 tells them when to exit.
     mpiweb::server::signals::install();
     let code = if cluster.rank() == 0 {
-        let code = run_front(&cfg, &cluster);
+        let code = run_front(&cfg, &cluster, files_limit.ok());
         cluster.shutdown_workers(code);
         code
     } else {
-        // Rank 0 raises it in `connection_cap`; workers hold upstream
-        // connections and replica files.
-        if let Err(e) = mpiweb::server::sys::raise_open_files_limit() {
-            log::warn!("cannot raise the open-file limit: {e}");
-        }
         mpiweb::metrics::count_streams();
         match replica_side(&cfg, cluster.rank()) {
             Ok(side) => cluster.run_worker(cfg.upstream_timeout, side),
@@ -82,7 +83,7 @@ fn main() {
 /// Rank 0: bind, announce, serve; under MPI the main thread becomes the
 /// dispatcher and the server runs on its own thread. Returns an exit code
 /// if serving stops.
-fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
+fn run_front(cfg: &Config, cluster: &Cluster, files_limit: Option<u64>) -> i32 {
     let listener = match TcpListener::bind(&cfg.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -97,7 +98,7 @@ fn run_front(cfg: &Config, cluster: &Cluster) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let max_connections = connection_cap(cfg.max_connections);
+    let max_connections = connection_cap(cfg.max_connections, files_limit);
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -303,9 +304,9 @@ fn stopped(result: std::io::Result<()>) -> i32 {
 /// The connection cap, lowered to what the open-file limit allows once
 /// raised to the hard limit: past it `accept` would fail and clients would
 /// wait instead of getting 503.
-fn connection_cap(wanted: usize) -> usize {
-    match mpiweb::server::sys::raise_open_files_limit() {
-        Ok(limit) if (limit as usize) < wanted + config::RESERVED_FDS => {
+fn connection_cap(wanted: usize, files_limit: Option<u64>) -> usize {
+    match files_limit {
+        Some(limit) if (limit as usize) < wanted + config::RESERVED_FDS => {
             let cap = (limit as usize).saturating_sub(config::RESERVED_FDS).max(1);
             log::warn!(
                 "open-file hard limit is {limit}: serving at most {cap} connections \
@@ -313,11 +314,7 @@ fn connection_cap(wanted: usize) -> usize {
             );
             cap
         }
-        Ok(_) => wanted,
-        Err(e) => {
-            log::warn!("cannot raise the open-file limit: {e}");
-            wanted
-        }
+        _ => wanted,
     }
 }
 

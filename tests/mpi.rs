@@ -184,9 +184,16 @@ fn a_shell_soft_limit_of_1024_open_files_is_raised_to_the_hard_limit() {
             false => vec![srv.rank0_pid],
         };
         assert_eq!(ranks.len(), if mpi { 3 } else { 1 });
+        let hard = hard.to_string();
         for pid in ranks {
-            let hard = hard.to_string();
-            assert_eq!(open_files(pid), (hard.clone(), hard), "rank pid {pid}");
+            // Raised before MPI starts, so before the start-up line; polled
+            // all the same, for a worker the launcher started late.
+            let want = (hard.clone(), hard.clone());
+            let until = std::time::Instant::now() + Duration::from_secs(10);
+            while open_files(pid) != want && std::time::Instant::now() < until {
+                thread::sleep(Duration::from_millis(20));
+            }
+            assert_eq!(open_files(pid), want, "rank pid {pid}");
         }
         assert_eq!(srv.get("/hello.txt", "").status, 200);
         let warning = "open-file hard limit is 1024: serving at most 960 connections";

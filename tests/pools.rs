@@ -5,7 +5,7 @@
 mod common;
 
 use common::upstream::Upstream;
-use common::{Resp, Server, Site, BIN};
+use common::{eventually, Resp, Server, Site, BIN};
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -47,18 +47,6 @@ fn tally(ports: &[u16]) -> HashMap<u16, usize> {
         *t.entry(*p).or_default() += 1;
     }
     t
-}
-
-/// Poll until `pred` holds, up to `limit`.
-fn eventually(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + limit;
-    while Instant::now() < until {
-        if pred() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(25));
-    }
-    false
 }
 
 #[test]

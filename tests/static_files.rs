@@ -74,6 +74,29 @@ fn dot_segments_inside_the_root_are_removed_as_nginx_does() {
 }
 
 #[test]
+fn a_file_from_the_future_is_last_modified_now() {
+    let site = Site::new();
+    let file = site.root().join("future.txt");
+    std::fs::write(&file, b"tomorrow\n").unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(4 * 365 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let srv = Server::start(&site.root(), &[]);
+    let r = srv.get("/future.txt", "");
+    assert_eq!(r.status, 200);
+    let date = mpiweb::http::date::parse_http_date(r.header("date").unwrap()).unwrap();
+    let modified = mpiweb::http::date::parse_http_date(r.header("last-modified").unwrap()).unwrap();
+    assert!(
+        modified <= date,
+        "Last-Modified {modified:?} after Date {date:?}"
+    );
+}
+
+#[test]
 fn directories_index_redirect_and_listing() {
     let site = Site::new();
     let srv = Server::start(&site.root(), &[]);

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{descendants, mpiweb_pids, read_to_close, wait_for, Resp, Server, BIN};
+use common::{descendants, eventually, mpiweb_pids, read_to_close, wait_for, Resp, Server, BIN};
 use mpiweb::hash::rendezvous_score;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -80,20 +80,6 @@ impl Place {
         let srv = Server::start_mpi(4, &self.root(), &args);
         wait_ready(&srv);
         srv
-    }
-}
-
-/// Poll until `pred` holds, up to `limit`.
-fn eventually(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + limit;
-    loop {
-        if pred() {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -6,13 +6,13 @@
 mod common;
 
 use common::upstream::fnv1a;
-use common::{both, Resp, Server};
+use common::{both, eventually, Resp, Server};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How one of these upstreams misbehaves.
 #[derive(Clone, Copy)]
@@ -154,18 +154,6 @@ fn post(srv: &Server, path: &str, body: &[u8]) -> Resp {
     srv.one(&req)
 }
 
-/// Poll until `pred` holds, up to 10 s.
-fn eventually(mut pred: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < until {
-        if pred() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    false
-}
-
 #[test]
 fn an_upstream_that_writes_after_its_answer_never_answers_another_client() {
     let up = Faulty::start(Fault::Duplicate);
@@ -214,7 +202,8 @@ fn a_post_after_the_upstream_closed_its_idle_connections_is_answered() {
             // Wait until the upstream has closed every connection it had:
             // the next POST meets only connections closed while idle.
             assert!(
-                eventually(|| up.closed.load(Ordering::SeqCst) == up.conns.load(Ordering::SeqCst)),
+                eventually(Duration::from_secs(10), || up.closed.load(Ordering::SeqCst)
+                    == up.conns.load(Ordering::SeqCst)),
                 "the upstream never closed its idle connections"
             );
         }

@@ -189,7 +189,9 @@ impl Backends {
             }
             _ => {
                 // nginx's smooth weighted round-robin: everyone gains its
-                // weight, the richest is picked and pays the total.
+                // weight, the richest is picked and pays the total. (A
+                // poisoned lock is recovered: the numbers are only ever
+                // off by one pick, and balancing goes on.)
                 let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
                 let total: i64 = healthy.iter().map(|&i| weight(i) as i64).sum();
                 let mut best = healthy[0];

@@ -4,7 +4,7 @@
 
 use crate::config;
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ impl Threads {
         let job: Job = Box::new(job);
         let (lock, cv) = &*self.shared;
         {
-            let Ok(mut st) = lock.lock() else { return };
+            let mut st = relock(lock);
             if st.idle > 0 {
                 st.idle -= 1;
                 st.queue.push_back(job);
@@ -55,30 +55,34 @@ impl Threads {
 
     /// Threads waiting for work now.
     pub fn idle(&self) -> usize {
-        self.shared.0.lock().map_or(0, |st| st.idle)
+        relock(&self.shared.0).idle
     }
+}
+
+/// The pool's state. Poisoned, it is recovered: no job runs under the
+/// lock, only a counter and a queue change, each in one step, so the state
+/// is whole; giving up instead would drop a job (a request) without a word.
+fn relock(lock: &Mutex<State>) -> MutexGuard<'_, State> {
+    lock.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn work(first: Job, shared: &(Mutex<State>, Condvar)) {
     first();
     let (lock, cv) = shared;
-    let Ok(mut st) = lock.lock() else { return };
+    let mut st = relock(lock);
     st.idle += 1;
     loop {
         if let Some(job) = st.queue.pop_front() {
             drop(st);
             job();
-            st = match lock.lock() {
-                Ok(st) => st,
-                Err(_) => return,
-            };
+            st = relock(lock);
             st.idle += 1;
             continue;
         }
-        let (next, timeout) = match cv.wait_timeout(st, IDLE_FOR) {
-            Ok(pair) => pair,
-            Err(_) => return,
-        };
+        // Recovered when poisoned, as in `relock`.
+        let (next, timeout) = cv
+            .wait_timeout(st, IDLE_FOR)
+            .unwrap_or_else(|p| p.into_inner());
         st = next;
         if timeout.timed_out() && st.queue.is_empty() {
             st.idle -= 1;

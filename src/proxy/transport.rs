@@ -242,7 +242,16 @@ pub struct Local {
     routes: Routes,
 }
 
-type Routes = Arc<Mutex<HashMap<u64, (Sender<Vec<Frame>>, bool)>>>;
+/// Each stream's channel, and whether it is a tunnel.
+type Table = HashMap<u64, (Sender<Vec<Frame>>, bool)>;
+type Routes = Arc<Mutex<Table>>;
+
+/// The stream table. Poisoned, it is recovered: each change is one insert
+/// or remove of a whole entry; skipping one would lose a stream's frames
+/// (its client would wait for nothing) or leak its entry.
+fn lock_routes(routes: &Routes) -> std::sync::MutexGuard<'_, Table> {
+    routes.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 impl Local {
     /// `side` runs the streams that are not proxied requests (the store's).
@@ -252,7 +261,7 @@ impl Local {
         let out = move |batch: Vec<Frame>| {
             let Some(first) = batch.first() else { return };
             let id = first.id();
-            let Ok(mut routes) = back.lock() else { return };
+            let mut routes = lock_routes(&back);
             let Some((tx, tunnel)) = routes.get(&id) else {
                 return;
             };
@@ -271,10 +280,7 @@ impl Local {
 impl Transport for Local {
     fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<(), Error> {
         let tunnel = is_tunnel(&open);
-        self.routes
-            .lock()
-            .map_err(|_| Error::Internal("stream table poisoned".into()))?
-            .insert(open.id(), (tx, tunnel));
+        lock_routes(&self.routes).insert(open.id(), (tx, tunnel));
         self.worker.deliver(open);
         Ok(())
     }
@@ -297,9 +303,7 @@ impl Transport for Local {
     }
 
     fn close(&self, id: u64, finished: bool) {
-        if let Ok(mut routes) = self.routes.lock() {
-            routes.remove(&id);
-        }
+        lock_routes(&self.routes).remove(&id);
         if !finished {
             self.worker.deliver(Frame::Abort {
                 id,

@@ -54,21 +54,30 @@ impl Ctx {
         (self.out)(vec![frame]);
     }
 
+    /// The sockets table. Poisoned, it is recovered: each change is one
+    /// insert or remove of a whole entry, so the map stays consistent.
+    fn sockets(&self) -> std::sync::MutexGuard<'_, HashMap<u64, TcpStream>> {
+        self.sockets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Let an abort of stream `id` cut `conn`.
     pub fn watch(&self, id: u64, conn: &TcpStream) {
-        if let (Ok(clone), Ok(mut sockets)) = (conn.try_clone(), self.sockets.lock()) {
-            sockets.insert(id, clone);
+        match conn.try_clone() {
+            Ok(clone) => {
+                self.sockets().insert(id, clone);
+            }
+            // Without a second handle an abort cannot cut a blocked read;
+            // the upstream timeout still ends it.
+            Err(e) => log::warn!("stream {id}: cannot watch its upstream socket: {e}"),
         }
     }
 
     fn unwatch(&self, id: u64) {
-        if let Ok(mut sockets) = self.sockets.lock() {
-            sockets.remove(&id);
-        }
+        self.sockets().remove(&id);
     }
 
     fn interrupt(&self, id: u64) {
-        let sock = self.sockets.lock().ok().and_then(|mut s| s.remove(&id));
+        let sock = self.sockets().remove(&id);
         if let Some(sock) = sock {
             let _ = sock.shutdown(std::net::Shutdown::Both);
         }
@@ -115,16 +124,12 @@ impl Worker {
     ) {
         let id = first.id();
         let (tx, rx) = channel();
-        if let Ok(mut streams) = self.streams.lock() {
-            streams.insert(id, tx);
-        }
+        self.streams().insert(id, tx);
         let me = Arc::clone(self);
         self.threads.run(move || {
             run(first, &rx, &me.ctx);
             me.ctx.unwatch(id);
-            if let Ok(mut streams) = me.streams.lock() {
-                streams.remove(&id);
-            }
+            me.streams().remove(&id);
         });
     }
 
@@ -154,7 +159,7 @@ impl Worker {
             other => {
                 let id = other.id();
                 let abort = matches!(other, Frame::Abort { .. });
-                let tx = self.streams.lock().ok().and_then(|s| s.get(&id).cloned());
+                let tx = self.streams().get(&id).cloned();
                 if let Some(tx) = tx {
                     let _ = tx.send(other); // the runner may just have ended
                 }
@@ -169,7 +174,14 @@ impl Worker {
 
     /// Streams running now.
     pub fn in_flight(&self) -> usize {
-        self.streams.lock().map_or(0, |s| s.len())
+        self.streams().len()
+    }
+
+    /// The table of running streams. Poisoned, it is recovered: each
+    /// change is one insert or remove of a whole entry, so the map stays
+    /// consistent, and skipping one would lose a stream's frames.
+    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Sender<Frame>>> {
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

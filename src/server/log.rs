@@ -76,6 +76,7 @@ fn open(path: &Path) -> io::Result<File> {
 /// The access file now.
 fn current_file() -> Option<Arc<File>> {
     let log = FILE_LOG.get()?;
+    // Recovered when poisoned: the lock guards one `Arc` swapped whole.
     Some(Arc::clone(
         &log.file.read().unwrap_or_else(|e| e.into_inner()),
     ))

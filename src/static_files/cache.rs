@@ -82,7 +82,7 @@ impl<T> FileCache<T> {
     /// The entry for `rel`, if `stat` of `full` still finds the same file.
     pub fn lookup(&self, rel: &Path, full: &Path) -> Option<Arc<Entry<T>>> {
         let entry = {
-            let inner = self.inner.read().ok()?;
+            let inner = self.read();
             Arc::clone(inner.map.get(rel)?)
         };
         match std::fs::metadata(full) {
@@ -97,9 +97,7 @@ impl<T> FileCache<T> {
     /// Keep `entry` for `rel` while the cache has room; a full cache keeps
     /// what it has (the files asked for first are usually the hot ones).
     pub fn insert(&self, rel: &Path, entry: Arc<Entry<T>>) {
-        let Ok(mut inner) = self.inner.write() else {
-            return;
-        };
+        let mut inner = self.write();
         let old = inner.map.get(rel).map_or(0, |e| e.data.len());
         let bytes = inner.bytes - old + entry.data.len();
         let full = bytes > config::CACHE_MAX_BYTES || inner.map.len() >= config::CACHE_MAX_ENTRIES;
@@ -113,18 +111,28 @@ impl<T> FileCache<T> {
     /// Forget `stale` if it is still the entry for `rel` (another thread
     /// may have put a newer one there meanwhile).
     fn remove(&self, rel: &Path, stale: &Arc<Entry<T>>) {
-        if let Ok(mut inner) = self.inner.write() {
-            if inner.map.get(rel).is_some_and(|e| Arc::ptr_eq(e, stale)) {
-                inner.map.remove(rel);
-                inner.bytes -= stale.data.len();
-            }
+        let mut inner = self.write();
+        if inner.map.get(rel).is_some_and(|e| Arc::ptr_eq(e, stale)) {
+            inner.map.remove(rel);
+            inner.bytes -= stale.data.len();
         }
     }
 
     /// Bytes held, for tests.
     #[cfg(test)]
     pub fn bytes(&self) -> usize {
-        self.inner.read().map_or(0, |i| i.bytes)
+        self.read().bytes
+    }
+
+    // Poisoned, the cache is recovered: nothing that can panic runs
+    // between a change of the map and of its byte count, and every entry
+    // is checked against the disk before it is served anyway.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner<T>> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner<T>> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -20,7 +20,7 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The methods a static path allows.
 pub const ALLOW: &str = "GET, HEAD, OPTIONS";
@@ -178,10 +178,14 @@ pub struct FileInfo {
 impl FileInfo {
     fn new(path: &Path, meta: &Metadata) -> FileInfo {
         let secs = u64::try_from(meta.mtime()).unwrap_or(0);
+        // A modification time in the future is replaced by now: a server
+        // with a clock never sends a Last-Modified later than its Date
+        // (RFC 9110 §8.8.2.1).
+        let modified = (UNIX_EPOCH + Duration::from_secs(secs)).min(SystemTime::now());
         let validators = Validators {
             // Strong: inode, modification time to the nanosecond, and size.
             etag: etag(meta.ino(), secs, meta.mtime_nsec() as u64, meta.len()),
-            modified: UNIX_EPOCH + Duration::from_secs(secs),
+            modified,
         };
         FileInfo {
             len: meta.len(),

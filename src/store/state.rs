@@ -18,6 +18,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// hold, at start-up.
 const READY_WAIT: Duration = Duration::from_secs(30);
 
+/// Every lock here is recovered when poisoned, for one reason: each holds
+/// plain values changed in single steps (a counter, a flag, one map entry,
+/// the catalog's per-path records), never user code, so a panic elsewhere
+/// leaves them whole; refusing every later store request would serve no
+/// one, and the repair thread re-reads the replicas' inventories anyway.
 pub struct State {
     pub transport: Arc<dyn Transport>,
     /// Copies of each document.
@@ -40,6 +45,7 @@ pub struct State {
 /// Bodies of small documents on rank 0, each for one version: a read of
 /// the newest version is served from memory, and a newer write makes the
 /// old body useless by its version alone (it is also removed then).
+/// Its lock is recovered when poisoned (see `State`).
 struct Cache {
     limit: usize,
     inner: Mutex<CacheInner>,

@@ -213,6 +213,21 @@ pub fn both(args: &[&str], check: impl Fn(&Server)) {
     }
 }
 
+/// Poll `pred` until it holds, up to `limit`; whether it did. It is asked
+/// once more at the deadline, so a slow machine is not failed early.
+pub fn eventually(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    loop {
+        if pred() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Wait for a child to exit, polling, up to `limit`.
 pub fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let until = Instant::now() + limit;
