@@ -63,7 +63,15 @@ fn main() {
     // Workers only note a stop signal: rank 0 tells them when to exit.
     mpiweb::server::signals::install();
     let code = if cluster.rank() == 0 {
+        // Access lines go to stderr in batches too, unless a file was
+        // named (or RUST_LOG turned them off).
+        if cfg.access_log.is_none() && log::log_enabled!(target: access::TARGET, log::Level::Info) {
+            if let Err(e) = access::to_stderr() {
+                log::warn!("access lines are written one by one: {e}");
+            }
+        }
         let code = run_front(&cfg, &cluster, files_limit.ok());
+        access::flush();
         cluster.shutdown_workers(code);
         code
     } else {

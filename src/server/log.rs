@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
@@ -30,42 +30,74 @@ pub struct Entry<'a> {
     pub rank: usize,
 }
 
-/// How long an access line may wait before it reaches the file.
+/// How long an access line may wait before it is written.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 /// Lines that may wait at once; past it a line is written directly.
 const QUEUE_LINES: usize = 8192;
+/// Largest write to stderr: a pipe keeps writes up to PIPE_BUF (4096 on
+/// Linux) whole, so another thread's log line never lands inside one.
+const PIPE_PIECE: usize = 4096;
 
-/// The `--access-log` file and the queue to its writer thread.
-struct FileLog {
-    /// The open file; replaced when SIGHUP reopens it (log rotation).
-    file: RwLock<Arc<File>>,
-    queue: SyncSender<String>,
+/// Where access lines go.
+enum Dest {
+    /// `--access-log FILE`; the open file is replaced when SIGHUP reopens
+    /// it (log rotation).
+    File {
+        path: PathBuf,
+        file: RwLock<Arc<File>>,
+    },
+    /// The default: stderr, which under `mpirun` is a pipe to the launcher.
+    Stderr,
 }
 
-static FILE_LOG: OnceLock<FileLog> = OnceLock::new();
+/// The access log's destination and the queue to its writer thread.
+struct AccessLog {
+    dest: Dest,
+    queue: SyncSender<String>,
+    /// The queue's end: the writer thread's, and `flush`'s at exit. Only
+    /// they take it, once every interval: it is never contended.
+    lines: Mutex<Receiver<String>>,
+}
+
+static ACCESS_LOG: OnceLock<AccessLog> = OnceLock::new();
 
 /// Send access lines to `path` (appended, created if missing) instead of
-/// the log on stderr. Under `mpirun` stderr is forwarded through the
-/// launcher's processes, which costs CPU on every line; a file does not.
-///
-/// Lines are queued and written in batches every `FLUSH_INTERVAL` by one
-/// thread, which sleeps between batches so that queueing a line never
-/// wakes anybody: a request costs no log syscall. A full queue makes the
-/// request write its own line: nothing is dropped.
+/// stderr. Under `mpirun` stderr is forwarded through the launcher's
+/// processes, which costs CPU on every line; a file does not.
 ///
 /// After SIGHUP the file is opened again by its name, so that a rotated
 /// log (renamed away) is followed by a new file.
 pub fn to_file(path: &Path) -> io::Result<()> {
     let file = Arc::new(open(path)?);
+    start(Dest::File {
+        path: path.to_path_buf(),
+        file: RwLock::new(file),
+    })
+}
+
+/// Write access lines to stderr in batches too (the default): one write
+/// of up to 4 KiB for many lines instead of one per request.
+pub fn to_stderr() -> io::Result<()> {
+    start(Dest::Stderr)
+}
+
+/// Lines are queued and written in batches every `FLUSH_INTERVAL` by one
+/// thread, which sleeps between batches so that queueing a line never
+/// wakes anybody: a request costs no log syscall. A full queue makes the
+/// request write its own line: nothing is dropped.
+fn start(dest: Dest) -> io::Result<()> {
     let (queue, lines) = sync_channel::<String>(QUEUE_LINES);
-    let path = path.to_path_buf();
+    let log = AccessLog {
+        dest,
+        queue,
+        lines: Mutex::new(lines),
+    };
+    if ACCESS_LOG.set(log).is_err() {
+        return Ok(()); // already started
+    }
     thread::Builder::new()
         .name("access-log".into())
-        .spawn(move || write_batches(&path, &lines))?;
-    let _ = FILE_LOG.set(FileLog {
-        file: RwLock::new(file),
-        queue,
-    });
+        .spawn(write_batches)?;
     Ok(())
 }
 
@@ -73,70 +105,115 @@ fn open(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// The access file now.
-fn current_file() -> Option<Arc<File>> {
-    let log = FILE_LOG.get()?;
-    // Recovered when poisoned: the lock guards one `Arc` swapped whole.
-    Some(Arc::clone(
-        &log.file.read().unwrap_or_else(|e| e.into_inner()),
-    ))
-}
+impl AccessLog {
+    /// Write whole lines.
+    fn write(&self, bytes: &[u8]) {
+        let result = match &self.dest {
+            // One write per batch; O_APPEND keeps lines from threads whole.
+            Dest::File { file, .. } => {
+                // Recovered when poisoned: the lock guards one `Arc`
+                // swapped whole.
+                let file = Arc::clone(&file.read().unwrap_or_else(|e| e.into_inner()));
+                (&*file).write_all(bytes)
+            }
+            Dest::Stderr => write_pieces(&mut io::stderr().lock(), bytes),
+        };
+        if let Err(e) = result {
+            log::warn!("access log: {e}");
+        }
+    }
 
-fn write_batches(path: &Path, lines: &Receiver<String>) {
-    let mut batch = Vec::with_capacity(1 << 16);
-    loop {
-        thread::sleep(FLUSH_INTERVAL);
-        if super::signals::take_reopen() {
-            match (open(path), FILE_LOG.get()) {
-                (Ok(file), Some(log)) => {
-                    *log.file.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(file);
-                    log::info!("access log reopened: {}", path.display());
-                }
-                (Err(e), _) => log::warn!("cannot reopen {}: {e}", path.display()),
-                (Ok(_), None) => {}
-            }
-        }
-        let mut open = true;
-        loop {
-            match lines.try_recv() {
-                Ok(line) => batch.extend_from_slice(line.as_bytes()),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
-            if batch.len() >= 1 << 20 {
-                break;
-            }
-        }
-        if let (false, Some(file)) = (batch.is_empty(), current_file()) {
-            if let Err(e) = (&*file).write_all(&batch) {
-                log::warn!("access log: {e}");
-            }
-            batch.clear();
-        }
-        if !open {
+    /// After SIGHUP: open the file again by its name.
+    fn reopen(&self) {
+        let Dest::File { path, file } = &self.dest else {
             return;
+        };
+        match open(path) {
+            Ok(new) => {
+                *file.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+                log::info!("access log reopened: {}", path.display());
+            }
+            Err(e) => log::warn!("cannot reopen {}: {e}", path.display()),
         }
     }
 }
 
-/// Record one request: a line in the access file, or at `info` on the
-/// access target of the log.
+/// Write `bytes` (whole lines) in pieces of at most `PIPE_PIECE` that end
+/// at a line's end (a longer line goes alone).
+fn write_pieces(w: &mut impl io::Write, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let cut = match bytes.len() <= PIPE_PIECE {
+            true => bytes.len(),
+            false => match bytes[..PIPE_PIECE].iter().rposition(|&b| b == b'\n') {
+                Some(at) => at + 1,
+                None => bytes
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(bytes.len(), |at| at + 1),
+            },
+        };
+        w.write_all(&bytes[..cut])?;
+        bytes = &bytes[cut..];
+    }
+    Ok(())
+}
+
+fn write_batches() {
+    let Some(log) = ACCESS_LOG.get() else {
+        return;
+    };
+    loop {
+        thread::sleep(FLUSH_INTERVAL);
+        if super::signals::take_reopen() {
+            log.reopen();
+        }
+        log.drain();
+    }
+}
+
+impl AccessLog {
+    /// Write the lines waiting, in batches of up to 1 MiB.
+    fn drain(&self) {
+        // Recovered when poisoned: a receiver has no state of ours.
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = Vec::with_capacity(1 << 16);
+        loop {
+            let more = match lines.try_recv() {
+                Ok(line) => {
+                    batch.extend_from_slice(line.as_bytes());
+                    true
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => false,
+            };
+            if !batch.is_empty() && (!more || batch.len() >= 1 << 20) {
+                self.write(&batch);
+                batch.clear();
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+}
+
+/// Write what waits in the queue now: called before the process exits,
+/// which would otherwise lose the lines of the last interval.
+pub fn flush() {
+    if let Some(log) = ACCESS_LOG.get() {
+        log.drain();
+    }
+}
+
+/// Record one request: a line queued for the access log's writer, or, if
+/// none was started, at `info` on the access target of the log.
 pub fn access(entry: &Entry<'_>) {
-    if let Some(log) = FILE_LOG.get() {
+    if let Some(log) = ACCESS_LOG.get() {
         let mut line = format_entry(entry, SystemTime::now());
         line.push('\n');
         if let Err(TrySendError::Full(line) | TrySendError::Disconnected(line)) =
             log.queue.try_send(line)
         {
-            // One write per line; O_APPEND keeps lines from threads whole.
-            if let Some(file) = current_file() {
-                if let Err(e) = (&*file).write_all(line.as_bytes()) {
-                    log::warn!("access log: {e}");
-                }
-            }
+            log.write(line.as_bytes());
         }
     } else if log::log_enabled!(target: TARGET, log::Level::Info) {
         log::info!(target: TARGET, "{}", format_entry(entry, SystemTime::now()));
@@ -226,6 +303,35 @@ fn escape_into(out: &mut String, v: &[u8]) {
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn batches_go_to_a_pipe_in_whole_lines_of_at_most_4_kib() {
+        let line = |i: usize| format!("{}\n", "x".repeat(100 + i % 300));
+        let batch: String = (0..200).map(line).collect();
+        let mut out = Vec::new();
+        struct Writes<'a>(&'a mut Vec<Vec<u8>>);
+        impl io::Write for Writes<'_> {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.push(b.to_vec());
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        write_pieces(&mut Writes(&mut out), batch.as_bytes()).unwrap();
+        assert!(out.len() > 1);
+        for piece in &out {
+            assert!(piece.len() <= PIPE_PIECE && piece.ends_with(b"\n"));
+        }
+        assert_eq!(out.concat(), batch.as_bytes());
+        // A line longer than a piece goes alone, whole.
+        let long = format!("{}\nshort\n", "y".repeat(5000));
+        let mut out = Vec::new();
+        write_pieces(&mut Writes(&mut out), long.as_bytes()).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].len(), 5001);
+    }
 
     #[test]
     fn long_fields_are_cut() {

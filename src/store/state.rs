@@ -289,15 +289,37 @@ impl State {
                 }
             }
         }
-        // What is on disk is what the catalog says, even when a rename
-        // failed after every copy was prepared (rare: the copies are
-        // durable, only the last step broke); the client hears of it.
+        // A rank that stalled (or failed) between the two phases: the
+        // version is in place elsewhere now, so its copy goes whole to the
+        // next live rank of the ranking instead.
+        if !committed.is_empty() && committed.len() < n {
+            let live = self.transport.live_workers();
+            for rank in ranking.iter().copied() {
+                if committed.len() >= n {
+                    break;
+                }
+                if tried.contains(&rank) || !live.contains(&rank) {
+                    continue;
+                }
+                tried.push(rank);
+                match ops::put(&self.transport, rank, path, meta, body) {
+                    Ok(()) => committed.push(rank),
+                    Err(e) => {
+                        log::info!("store: copy of {name} to stand-in rank {rank} failed: {e}");
+                        failure = Some(e);
+                    }
+                }
+            }
+        }
+        // What is on disk is what the catalog says, even when fewer copies
+        // than wanted could be put in place after every one was prepared
+        // (rare: only the last step broke); the client hears of it.
         if !committed.is_empty() {
             self.catalog_mut().commit(path, meta, &committed);
         }
-        match failure {
-            None => Ok(()),
-            Some(e) => Err(e),
+        match committed.len() >= n {
+            true => Ok(()),
+            false => Err(failure.unwrap_or(Error::Overloaded)),
         }
     }
 
