@@ -70,9 +70,12 @@ fn main() {
                 log::warn!("access lines are written one by one: {e}");
             }
         }
-        let code = run_front(&cfg, &cluster, files_limit.ok());
+        let (code, poller) = run_front(&cfg, &cluster, files_limit.ok());
         access::flush();
-        cluster.shutdown_workers(code);
+        match poller {
+            Some(poller) => poller.shutdown(code),
+            None => cluster.shutdown_workers(code),
+        }
         code
     } else {
         mpiweb::metrics::count_streams();
@@ -91,19 +94,23 @@ fn main() {
 /// Rank 0: bind, announce, serve; under MPI the main thread becomes the
 /// dispatcher and the server runs on its own thread. Returns an exit code
 /// if serving stops.
-fn run_front(cfg: &Config, cluster: &Cluster, files_limit: Option<u64>) -> i32 {
+fn run_front(
+    cfg: &Config,
+    cluster: &Cluster,
+    files_limit: Option<u64>,
+) -> (i32, Option<cluster::Poller>) {
     let listener = match TcpListener::bind(&cfg.listen) {
         Ok(l) => l,
         Err(e) => {
             say!("mpiweb: cannot listen on {}: {e}", cfg.listen);
-            return EXIT_USAGE;
+            return (EXIT_USAGE, None);
         }
     };
     let files = match StaticFiles::new(&cfg.docroot, cfg.listing) {
         Ok(h) => Arc::new(h),
         Err(e) => {
             say!("mpiweb: document root '{}': {e}", cfg.docroot.display());
-            return EXIT_USAGE;
+            return (EXIT_USAGE, None);
         }
     };
     let max_connections = connection_cap(cfg.max_connections, files_limit);
@@ -131,28 +138,28 @@ fn run_front(cfg: &Config, cluster: &Cluster, files_limit: Option<u64>) -> i32 {
         limits: Default::default(),
         rank: cluster.rank(),
     };
-    let (transport, cmds): (Arc<dyn Transport>, _) = match cluster.size() {
+    let (transport, poller): (Arc<dyn Transport>, _) = match cluster.size() {
         1 => {
             // Alone, rank 0 keeps the store's only replica itself.
             let side = match replica_side(cfg, 0) {
                 Ok(side) => side,
                 Err(msg) => {
                     say!("mpiweb: {msg}");
-                    return EXIT_USAGE;
+                    return (EXIT_USAGE, None);
                 }
             };
             (Arc::new(Local::new(cfg.upstream_timeout, side)), None)
         }
         n => {
-            let (link, cmds, membership) = cluster::link(n);
-            (Arc::new(link), Some((cmds, membership)))
+            let (link, poller, _membership) = cluster::link(n);
+            (Arc::new(link), Some(poller))
         }
     };
     let local = match listener.local_addr() {
         Ok(local) => local,
         Err(e) => {
             say!("mpiweb: cannot read the listening address: {e}");
-            return 1;
+            return (1, poller);
         }
     };
     let proxy = Proxy::new(
@@ -207,8 +214,8 @@ fn run_front(cfg: &Config, cluster: &Cluster, files_limit: Option<u64>) -> i32 {
         files,
     });
     let server = Server::new(listener, conn, handler, max_connections, cfg.grace);
-    let Some((cmds, membership)) = cmds else {
-        return stopped(server.run());
+    let Some(poller) = poller else {
+        return (stopped(server.run()), None);
     };
     let stop = Arc::new(AtomicBool::new(false));
     let stop_server = Arc::clone(&stop);
@@ -221,13 +228,14 @@ fn run_front(cfg: &Config, cluster: &Cluster, files_limit: Option<u64>) -> i32 {
         });
     let serving = match serving {
         Ok(t) => t,
-        Err(e) => return stopped(Err(e)),
+        Err(e) => return (stopped(Err(e)), Some(poller)),
     };
-    cluster.dispatch(cmds, membership, &stop);
-    match serving.join() {
+    cluster.dispatch(&poller, &stop);
+    let code = match serving.join() {
         Ok(result) => stopped(result),
         Err(_) => 1,
-    }
+    };
+    (code, Some(poller))
 }
 
 /// The command line, checked: `None` after printing help or the version.

@@ -1,9 +1,12 @@
-//! Rank 0's dispatcher: the one thread that calls MPI on rank 0. Connection
-//! threads reach it through `Link` (a `Transport`); it sends each new
-//! stream to the live worker with the fewest streams in flight, routes the
-//! frames that come back by stream id, and heartbeats the workers.
+//! Rank 0's dispatcher: the tables of streams and workers, behind rank 0's
+//! MPI lock. A connection thread opens its stream and sends its frames
+//! itself through `Link` (a `Transport`): each new stream goes to the live
+//! worker with the fewest streams in flight. One poller thread receives
+//! the workers' frames, hands each stream's batch to the connection thread
+//! that waits for it (its one wake), and heartbeats the workers.
 
 use super::outbox::{receive, Backoff, Outbox};
+use super::Mpi;
 use crate::error::Error;
 use crate::proxy::transport::{ends_stream, is_tunnel};
 use crate::proxy::wire::{AbortReason, Frame};
@@ -11,8 +14,8 @@ use crate::proxy::Transport;
 use mpi::topology::SimpleCommunicator;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
-use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often rank 0 pings every worker.
@@ -29,10 +32,12 @@ pub enum Cmd {
     Close(u64, bool),
 }
 
-/// The connection threads' end: a `Transport` over a channel.
+/// The connection threads' end: a `Transport` that does its own MPI
+/// sends, under rank 0's MPI lock, with the dispatcher's tables.
 pub struct Link {
-    cmds: Sender<Cmd>,
+    mpi: Arc<Mpi<Dispatcher>>,
     live: Arc<Membership>,
+    kick: Arc<Kick>,
 }
 
 /// Which workers are in rotation, as the dispatcher's heartbeats found;
@@ -50,29 +55,104 @@ impl Membership {
     }
 }
 
-/// A link for a world of `size` ranks, and the dispatcher's end of it.
-pub fn link(size: usize) -> (Link, Receiver<Cmd>, Arc<Membership>) {
-    let (cmds, rx) = channel();
+/// Wakes the poller from a long sleep when a stream opens: the answer is
+/// then looked for at once. A poller that polls often is never woken (a
+/// wake is a context switch, the budget of a busy rank).
+#[derive(Default)]
+pub struct Kick {
+    asleep: AtomicBool,
+    kicked: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Kick {
+    fn kick(&self) {
+        if self.asleep.load(Ordering::Relaxed) {
+            *self.kicked.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            self.cv.notify_one();
+        }
+    }
+
+    /// Sleep up to `wait`, or until kicked.
+    fn sleep(&self, wait: Duration) {
+        // Recovered when poisoned: the lock guards one flag.
+        let mut kicked = self.kicked.lock().unwrap_or_else(|p| p.into_inner());
+        self.asleep.store(true, Ordering::Relaxed);
+        if !*kicked {
+            kicked = self
+                .cv
+                .wait_timeout(kicked, wait)
+                .map_or_else(|p| p.into_inner().0, |r| r.0);
+        }
+        *kicked = false;
+        self.asleep.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The rank-0 end of a world of `size` ranks: the connection threads'
+/// `Link`, and the poller's `Poller`.
+pub fn link(size: usize) -> (Link, Poller, Arc<Membership>) {
     let live = Arc::new(Membership {
         live: (0..size).map(|rank| AtomicBool::new(rank > 0)).collect(),
     });
-    let link = Link {
-        cmds,
-        live: Arc::clone(&live),
+    let now = Instant::now();
+    let d = Dispatcher {
+        world: SimpleCommunicator::world(),
+        membership: Arc::clone(&live),
+        out: Outbox::new(size),
+        peers: (1..size)
+            .map(|rank| Peer {
+                rank,
+                in_flight: 0,
+                last_pong: now,
+                live: true,
+            })
+            .collect(),
+        flows: HashMap::new(),
+        turn: 0,
+        ping_seq: 0,
+        inbox: HashMap::new(),
     };
-    (link, rx, live)
+    let mpi = Arc::new(Mpi::new(d));
+    let kick = Arc::new(Kick::default());
+    let link = Link {
+        mpi: Arc::clone(&mpi),
+        live: Arc::clone(&live),
+        kick: Arc::clone(&kick),
+    };
+    (link, Poller { mpi, kick }, live)
+}
+
+impl Link {
+    fn command(&self, cmd: Cmd) {
+        let refused = match &cmd {
+            Cmd::Open(frame, tx, _) => Some((frame.id(), tx.clone())),
+            Cmd::Frame(_) | Cmd::Close(..) => None,
+        };
+        let done = self.mpi.with(|d| {
+            d.command(cmd);
+            d.out.flush(&d.world);
+        });
+        // After the shutdown no stream opens: its thread hears so at once.
+        if let (None, Some((id, tx))) = (done, refused) {
+            let _ = tx.send(vec![Frame::Abort {
+                id,
+                reason: AbortReason::Refused,
+            }]);
+        }
+    }
 }
 
 impl Transport for Link {
     fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<(), Error> {
-        self.cmds
-            .send(Cmd::Open(open, tx, None))
-            .map_err(|_| Error::Overloaded)
+        self.command(Cmd::Open(open, tx, None));
+        self.kick.kick();
+        Ok(())
     }
     fn open_at(&self, rank: usize, open: Frame, tx: Sender<Vec<Frame>>) -> Result<(), Error> {
-        self.cmds
-            .send(Cmd::Open(open, tx, Some(rank)))
-            .map_err(|_| Error::Overloaded)
+        self.command(Cmd::Open(open, tx, Some(rank)));
+        self.kick.kick();
+        Ok(())
     }
     fn live_workers(&self) -> Vec<usize> {
         (1..self.live.live.len())
@@ -83,10 +163,10 @@ impl Transport for Link {
         (1..self.live.live.len()).collect()
     }
     fn send(&self, frame: Frame) {
-        let _ = self.cmds.send(Cmd::Frame(frame));
+        self.command(Cmd::Frame(frame));
     }
     fn close(&self, id: u64, finished: bool) {
-        let _ = self.cmds.send(Cmd::Close(id, finished));
+        self.command(Cmd::Close(id, finished));
     }
 }
 
@@ -114,8 +194,9 @@ struct Flow {
     pinned: bool,
 }
 
-struct Dispatcher<'w> {
-    world: &'w SimpleCommunicator,
+/// Rank 0's MPI state and tables, behind its MPI lock.
+pub struct Dispatcher {
+    world: SimpleCommunicator,
     membership: Arc<Membership>,
     out: Outbox,
     peers: Vec<Peer>,
@@ -129,77 +210,66 @@ struct Dispatcher<'w> {
     inbox: HashMap<u64, Vec<Frame>>,
 }
 
-/// Run the dispatcher until `stop` is set or every link is gone.
-pub fn run(
-    world: &SimpleCommunicator,
-    size: usize,
-    cmds: Receiver<Cmd>,
-    membership: Arc<Membership>,
-    stop: &AtomicBool,
-) {
-    let now = Instant::now();
-    let mut d = Dispatcher {
-        world,
-        membership,
-        out: Outbox::new(size),
-        peers: (1..size)
-            .map(|rank| Peer {
-                rank,
-                in_flight: 0,
-                last_pong: now,
-                live: true,
-            })
-            .collect(),
-        flows: HashMap::new(),
-        turn: 0,
-        ping_seq: 0,
-        inbox: HashMap::new(),
-    };
-    // Requests wake this thread through its channel; polling only looks
-    // for answers, so with nothing in flight it can sleep longer.
-    let mut backoff = Backoff::new(Duration::from_millis(100));
-    let mut next_ping = now;
-    'serve: while !stop.load(Ordering::Relaxed) {
-        let mut busy = receive(world, |from, frame| d.on_worker_frame(from, frame));
-        d.deliver();
-        loop {
-            match cmds.try_recv() {
-                Ok(cmd) => {
-                    busy = true;
-                    d.command(cmd);
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => break 'serve,
-            }
-        }
-        if Instant::now() >= next_ping {
-            d.heartbeat();
-            next_ping = Instant::now() + PING_EVERY;
-        }
-        d.out.flush(world);
-        let sending = d.out.progress();
-        if busy {
-            backoff.reset();
-            continue;
-        }
-        let wait = backoff.next(d.flows.len() + usize::from(sending));
-        if wait.is_zero() {
-            std::thread::yield_now();
-            continue;
-        }
-        match cmds.recv_timeout(wait) {
-            Ok(cmd) => {
-                backoff.reset();
-                d.command(cmd);
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break 'serve,
-        }
-    }
-    d.out.close(Duration::from_secs(1));
+/// The one thread of rank 0 that receives: it hands each stream's frames
+/// to the connection thread waiting for them, and heartbeats the workers.
+pub struct Poller {
+    mpi: Arc<Mpi<Dispatcher>>,
+    kick: Arc<Kick>,
 }
 
-impl Dispatcher<'_> {
+impl Poller {
+    /// Tell every worker to exit with `code`, under the lock, and close
+    /// it: no thread of rank 0 calls MPI after this.
+    pub fn shutdown(&self, code: i32) {
+        self.mpi.close(|d| {
+            d.out.flush(&d.world);
+            d.out.wait(Duration::from_secs(1));
+            super::tell_workers(&d.world, code);
+        });
+    }
+
+    /// Poll until `stop` is set.
+    pub fn run(&self, stop: &AtomicBool) {
+        let mut backoff = Backoff::new(super::IDLE_POLL_FRONT);
+        let mut next_ping = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let polled = self.mpi.with(|d| {
+                let mut got = Vec::new();
+                let busy = receive(&d.world, |from, frame| got.push((from, frame)));
+                for (from, frame) in got {
+                    d.on_worker_frame(from, frame);
+                }
+                d.deliver();
+                if Instant::now() >= next_ping {
+                    d.heartbeat();
+                    next_ping = Instant::now() + PING_EVERY;
+                }
+                d.out.flush(&d.world);
+                let sending = d.out.progress();
+                (busy, d.flows.len() + usize::from(sending))
+            });
+            let Some((busy, in_flight)) = polled else {
+                return;
+            };
+            if busy {
+                backoff.reset();
+            }
+            let wait = backoff.next(in_flight);
+            if wait.is_zero() {
+                std::thread::yield_now();
+            } else if wait > LONG_SLEEP {
+                self.kick.sleep(wait);
+            } else {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+}
+
+/// A poller's sleep longer than this can be cut short by a new stream.
+const LONG_SLEEP: Duration = Duration::from_millis(1);
+
+impl Dispatcher {
     fn command(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Open(frame, tx, Some(rank)) => {
@@ -213,7 +283,7 @@ impl Dispatcher<'_> {
                     return;
                 };
                 self.peers[peer].in_flight += 1;
-                self.out.push(self.world, rank, &frame);
+                self.out.push(&self.world, rank, &frame);
                 self.flows.insert(
                     id,
                     Flow {
@@ -236,7 +306,7 @@ impl Dispatcher<'_> {
                     return;
                 };
                 self.peers[peer].in_flight += 1;
-                self.out.push(self.world, self.peers[peer].rank, &frame);
+                self.out.push(&self.world, self.peers[peer].rank, &frame);
                 let tunnel = is_tunnel(&frame);
                 let wants_ack = tunnel || matches!(frame, Frame::Open { has_body: true, .. });
                 self.flows.insert(
@@ -254,7 +324,7 @@ impl Dispatcher<'_> {
             Cmd::Frame(frame) => {
                 if let Some(flow) = self.flows.get(&frame.id()) {
                     self.out
-                        .push(self.world, self.peers[flow.peer].rank, &frame);
+                        .push(&self.world, self.peers[flow.peer].rank, &frame);
                 }
             }
             Cmd::Close(id, finished) => {
@@ -269,7 +339,7 @@ impl Dispatcher<'_> {
                         id,
                         reason: AbortReason::ClientGone,
                     };
-                    self.out.push(self.world, rank, &abort);
+                    self.out.push(&self.world, rank, &abort);
                 }
             }
         }
@@ -336,7 +406,7 @@ impl Dispatcher<'_> {
         self.ping_seq += 1;
         let ping = Frame::Ping { id: self.ping_seq };
         for peer in &self.peers {
-            self.out.push(self.world, peer.rank, &ping);
+            self.out.push(&self.world, peer.rank, &ping);
         }
         for stalled in 0..self.peers.len() {
             let p = &mut self.peers[stalled];
@@ -373,7 +443,7 @@ impl Dispatcher<'_> {
                 reason: AbortReason::Refused,
             };
             let _ = flow.tx.send(vec![abort.clone()]);
-            self.out.push(self.world, rank, &abort);
+            self.out.push(&self.world, rank, &abort);
             let p = &mut self.peers[stalled];
             p.in_flight = p.in_flight.saturating_sub(1);
         }
@@ -400,8 +470,8 @@ impl Dispatcher<'_> {
             self.peers[stalled].in_flight = self.peers[stalled].in_flight.saturating_sub(1);
             self.peers[target].in_flight += 1;
             let (from_rank, to_rank) = (self.peers[stalled].rank, self.peers[target].rank);
-            self.out.push(self.world, from_rank, &abort);
-            self.out.push(self.world, to_rank, &open);
+            self.out.push(&self.world, from_rank, &abort);
+            self.out.push(&self.world, to_rank, &open);
             log::info!("stream {id} re-sent from rank {from_rank} to rank {to_rank}");
         }
     }

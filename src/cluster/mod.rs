@@ -1,25 +1,79 @@
 //! MPI: start-up, rank 0's dispatcher, the workers' loop, and telling
-//! workers to exit. This is the only module that calls rsmpi, and on each
-//! rank only the main thread does (MPI is initialised `Funneled`).
+//! workers to exit. This is the only module that calls rsmpi. Any thread
+//! may call MPI, one at a time, under its rank's lock (`Mpi`): MPI is
+//! initialised `Serialized` (or better, where the library grants it).
 
 mod dispatch;
 mod outbox;
 mod worker_loop;
 
 use crate::proxy::worker::Side;
-pub use dispatch::{link, Cmd, Link, Membership};
+pub use dispatch::{link, Link, Membership, Poller};
 use mpi::point_to_point::Destination;
 use mpi::topology::Communicator;
 use mpi::Threading;
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Tag of the exit code rank 0 sends to end a worker.
 const TAG_SHUTDOWN: mpi::Tag = 1;
 /// How long rank 0 takes the workers' last frames before it exits.
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(300);
+/// How often an idle worker looks for frames: a request after a quiet
+/// spell waits at most this long there. Each poll costs a wake-up (35-70
+/// µs of CPU on a small virtual machine): polling every 4 ms took 2.7% of
+/// a core for an idle 3-rank cluster, every 15 ms 1.4-1.5%, against the 1%
+/// allowed.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+/// Rank 0's idle poll: a stream that opens wakes its poller at once, so
+/// only heartbeat answers wait for it.
+const IDLE_POLL_FRONT: Duration = Duration::from_millis(100);
+
+/// A rank's MPI lock and what is used under it (the world communicator,
+/// the send buffers in flight, rank 0's tables): every MPI call of the
+/// rank is made inside `with`, by whichever thread needs it. Once closed
+/// (the rank is about to finalise MPI), nothing runs under it any more.
+pub struct Mpi<T> {
+    inner: Mutex<Option<T>>,
+}
+
+// SAFETY: `T` holds MPI handles and the raw buffers of sends in flight,
+// which rsmpi does not mark Send or Sync. They are only touched inside
+// `with` and `close`, under the mutex, so one thread at a time, and MPI was
+// initialised with at least MPI_THREAD_SERIALIZED, which allows exactly
+// that.
+unsafe impl<T> Send for Mpi<T> {}
+// SAFETY: as above: shared access goes through the mutex only.
+unsafe impl<T> Sync for Mpi<T> {}
+
+impl<T> Mpi<T> {
+    pub fn new(inner: T) -> Mpi<T> {
+        Mpi {
+            inner: Mutex::new(Some(inner)),
+        }
+    }
+
+    /// Run `f` under the lock; `None` once closed. A panic under it
+    /// (rsmpi panics on some MPI errors) leaves the send list and tables
+    /// whole, so a poisoned lock is recovered: refusing every later frame
+    /// would stop the rank.
+    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_mut().map(f)
+    }
+
+    /// Run `f` under the lock for the last time: after it, no thread calls
+    /// MPI through this lock, so MPI may be finalised.
+    pub fn close<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let result = guard.as_mut().map(f);
+        // `f` waited for the sends in flight: nothing is left to drop
+        // that MPI still reads.
+        *guard = None;
+        result
+    }
+}
 
 /// The MPI world this process belongs to; a lone process is a world of one.
 pub enum Cluster {
@@ -50,8 +104,13 @@ impl Cluster {
         if !launched_by_mpirun() {
             return Ok(Cluster::Solo);
         }
-        match mpi::initialize_with_threading(Threading::Funneled) {
-            Some((universe, _)) => Ok(Cluster::Mpi { universe }),
+        match mpi::initialize_with_threading(Threading::Serialized) {
+            Some((universe, granted)) if granted >= Threading::Serialized => {
+                Ok(Cluster::Mpi { universe })
+            }
+            Some((_, granted)) => Err(format!(
+                "the MPI library grants only {granted:?} threading; mpiweb needs Serialized"
+            )),
             None => Err("MPI was already initialised".into()),
         }
     }
@@ -73,39 +132,41 @@ impl Cluster {
     /// The worker loop of ranks > 0. Returns the exit code rank 0 sent.
     /// `side` runs the store's streams when this rank keeps a replica.
     pub fn run_worker(&self, upstream_timeout: Duration, side: Option<Side>) -> i32 {
-        let Cluster::Mpi { universe } = self else {
+        let Cluster::Mpi { .. } = self else {
             return 0;
         };
-        worker_loop::run(&universe.world(), upstream_timeout, side)
+        worker_loop::run(upstream_timeout, side)
     }
 
-    /// Rank 0's dispatcher, on the calling (main) thread, until `stop` is
-    /// set or every `Link` is dropped.
-    pub fn dispatch(&self, cmds: Receiver<Cmd>, membership: Arc<Membership>, stop: &AtomicBool) {
-        let Cluster::Mpi { universe } = self else {
-            return;
-        };
-        let world = universe.world();
-        dispatch::run(&world, world.size() as usize, cmds, membership, stop);
+    /// Rank 0's poller, on the calling (main) thread, until `stop` is set.
+    pub fn dispatch(&self, poller: &Poller, stop: &AtomicBool) {
+        if let Cluster::Mpi { .. } = self {
+            poller.run(stop);
+        }
     }
 
-    /// From rank 0: tell every worker to exit with `code`.
+    /// From rank 0, before any `Link` was made (a failed start): tell
+    /// every worker to exit with `code`. With a `Link`, `Poller::shutdown`.
     pub fn shutdown_workers(&self, code: i32) {
         let Cluster::Mpi { universe } = self else {
             return;
         };
-        let world = universe.world();
-        for rank in 1..world.size() {
-            world
-                .process_at_rank(rank)
-                .send_with_tag(&code, TAG_SHUTDOWN);
-        }
-        // Frames the workers sent before they stopped (heartbeat answers)
-        // are taken and dropped: left unreceived, MPI complains at exit.
-        let until = std::time::Instant::now() + SHUTDOWN_DRAIN;
-        while std::time::Instant::now() < until {
-            outbox::receive(&world, |_, _| {});
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        tell_workers(&universe.world(), code);
+    }
+}
+
+/// Send every worker the exit code, then take and drop the frames they
+/// sent before they stopped (heartbeat answers): left unreceived, MPI
+/// complains at exit.
+fn tell_workers(world: &mpi::topology::SimpleCommunicator, code: i32) {
+    for rank in 1..world.size() {
+        world
+            .process_at_rank(rank)
+            .send_with_tag(&code, TAG_SHUTDOWN);
+    }
+    let until = std::time::Instant::now() + SHUTDOWN_DRAIN;
+    while std::time::Instant::now() < until {
+        outbox::receive(world, |_, _| {});
+        std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -92,7 +92,7 @@ impl Outbox {
 
     /// At exit: wait up to `limit` for sends in flight, then abandon the
     /// rest (a peer that stopped receiving must not hold up the exit).
-    pub fn close(mut self, limit: Duration) {
+    pub fn wait(&mut self, limit: Duration) {
         let until = Instant::now() + limit;
         while self.progress() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
@@ -141,11 +141,12 @@ pub fn is_heartbeat(frame: &Frame) -> bool {
 /// and with so little in flight the cores have room for it.
 ///
 /// A busier rank sleeps instead (a spinning poller would take the core
-/// from the threads doing the work, and finds more to batch after a
-/// pause): a short sleep right after work, then longer and longer, up to
-/// `IN_FLIGHT_SLEEP` while requests are in flight (an answer may come any
-/// moment), `RECENT_SLEEP` while they were lately, and `idle` once the rank
-/// has been quiet for `QUIET_AFTER`.
+/// from the threads doing the work, and every poll is a context switch):
+/// `BATCH_SLEEP` between polls while work keeps coming, so that one
+/// receive takes what came meanwhile; then longer and longer from
+/// `FIRST_SLEEP`, up to `IN_FLIGHT_SLEEP` while requests are in flight (an
+/// answer may come any moment), `RECENT_SLEEP` while they were lately, and
+/// `idle` once the rank has been quiet for `QUIET_AFTER`.
 pub struct Backoff {
     rounds: u32,
     last_work: Instant,
@@ -156,6 +157,9 @@ const SPIN_MAX_IN_FLIGHT: usize = 2;
 const SPIN_FOR: Duration = Duration::from_millis(1);
 const FIRST_SLEEP: Duration = Duration::from_micros(20);
 const IN_FLIGHT_SLEEP: Duration = Duration::from_micros(100);
+/// A busy rank's wait between polls: what arrives meanwhile is taken in
+/// one receive and handed out in one pass, instead of a wake per frame.
+const BATCH_SLEEP: Duration = Duration::from_micros(200);
 const RECENT_SLEEP: Duration = Duration::from_micros(250);
 const QUIET_AFTER: Duration = Duration::from_secs(1);
 
@@ -181,6 +185,9 @@ impl Backoff {
     pub fn next(&mut self, in_flight: usize) -> Duration {
         if in_flight <= SPIN_MAX_IN_FLIGHT && self.last_work.elapsed() < SPIN_FOR {
             return Duration::ZERO;
+        }
+        if in_flight > SPIN_MAX_IN_FLIGHT && self.last_work.elapsed() < SPIN_FOR {
+            return BATCH_SLEEP;
         }
         let doublings = self.rounds.min(16);
         self.rounds = self.rounds.saturating_add(1);
@@ -212,8 +219,13 @@ mod tests {
         b.reset();
         assert_eq!(b.next(0), Duration::ZERO);
         assert_eq!(b.next(SPIN_MAX_IN_FLIGHT), Duration::ZERO);
-        // Busy: sleep, doubling up to the in-flight cap.
+        // Busy right after work: one batch window between polls.
         let busy = SPIN_MAX_IN_FLIGHT + 1;
+        assert_eq!(b.next(busy), BATCH_SLEEP);
+        assert_eq!(b.next(busy), BATCH_SLEEP);
+        // Busy but nothing came for SPIN_FOR: doubling up to the cap.
+        b.last_work = Instant::now() - SPIN_FOR;
+        b.rounds = 0;
         assert_eq!(b.next(busy), FIRST_SLEEP);
         assert_eq!(b.next(busy), FIRST_SLEEP * 2);
         for _ in 0..20 {
@@ -226,9 +238,9 @@ mod tests {
         assert_eq!(b.next(0), RECENT_SLEEP);
         b.last_work = Instant::now() - QUIET_AFTER;
         assert_eq!(b.next(0), idle);
-        // Work again: spin, and the first sleep is short.
+        // Work again: spin when nearly idle, a batch window when busy.
         b.reset();
         assert_eq!(b.next(0), Duration::ZERO);
-        assert_eq!(b.next(busy), FIRST_SLEEP);
+        assert_eq!(b.next(busy), BATCH_SLEEP);
     }
 }

@@ -1,45 +1,78 @@
-//! The loop of a worker rank's MPI thread: take frame batches from rank 0
-//! and hand them to the `Worker`, whose pool threads do the upstream I/O;
-//! send their frames back; answer heartbeats; stop when rank 0 says so.
+//! A worker rank: one poller thread takes frame batches from rank 0 and
+//! hands each to the `Worker`, whose pool thread runs it; the pool thread
+//! sends its own answer frames under the rank's MPI lock, so an answer
+//! wakes nobody on its way out. The poller also answers heartbeats and
+//! stops when rank 0 says so.
 
-use super::outbox::{is_heartbeat, receive, Backoff, Outbox};
-use super::TAG_SHUTDOWN;
+use super::outbox::{receive, Backoff, Outbox};
+use super::{Mpi, TAG_SHUTDOWN};
 use crate::proxy::wire::Frame;
 use crate::proxy::worker::{Side, Worker};
 use mpi::point_to_point::Source;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use std::collections::HashSet;
-use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What a worker rank does under its MPI lock: send to rank 0.
+struct Link {
+    world: SimpleCommunicator,
+    out: Outbox,
+}
+
+impl Link {
+    /// Send `batch` to rank 0 now, and free the buffers of sends done.
+    fn send(&mut self, batch: &[Frame]) {
+        for frame in batch {
+            self.out.push(&self.world, 0, frame);
+        }
+        self.out.flush(&self.world);
+        self.out.progress();
+    }
+}
+
 /// Serve rank 0 until it sends the exit code.
-pub fn run(world: &SimpleCommunicator, upstream_timeout: Duration, side: Option<Side>) -> i32 {
-    let (tx, outgoing) = channel::<Vec<Frame>>();
+pub fn run(upstream_timeout: Duration, side: Option<Side>) -> i32 {
+    let world = SimpleCommunicator::world();
+    let size = world.size() as usize;
+    let mpi = Arc::new(Mpi::new(Link {
+        world,
+        out: Outbox::new(size),
+    }));
+    let sender = Arc::clone(&mpi);
     let worker = Worker::new(
         upstream_timeout,
-        Arc::new(move |batch| {
-            let _ = tx.send(batch); // only fails once the loop has ended
+        Arc::new(move |batch: Vec<Frame>| {
+            // After the shutdown (`None`), a pool thread's frames go nowhere.
+            let _ = sender.with(|link| link.send(&batch));
         }),
         true,
         side,
     );
-    let root = world.process_at_rank(0);
-    let mut out = Outbox::new(world.size() as usize);
-    // A new request is only seen by polling: an idle worker looks 20
-    // times a second; a nearly idle one spins for a millisecond after
+    // A new request is only seen by polling: an idle worker looks every
+    // few milliseconds; a nearly idle one spins for a millisecond after
     // work, and a busy one polls every 20 to 100 µs.
-    let mut backoff = Backoff::new(Duration::from_millis(50));
-    let mut carry: Option<Vec<Frame>> = None;
+    let mut backoff = Backoff::new(super::IDLE_POLL);
     loop {
-        if root.immediate_probe_with_tag(TAG_SHUTDOWN).is_some() {
-            let (code, _) = root.receive_with_tag::<i32>(TAG_SHUTDOWN);
-            out.flush(world);
-            out.close(Duration::from_millis(500));
+        let mut frames = Vec::new();
+        let polled = mpi.with(|link| {
+            let root = link.world.process_at_rank(0);
+            if root.immediate_probe_with_tag(TAG_SHUTDOWN).is_some() {
+                let (code, _) = root.receive_with_tag::<i32>(TAG_SHUTDOWN);
+                return (Some(code), false, false);
+            }
+            let busy = receive(&link.world, |_, frame| frames.push(frame));
+            (None, busy, link.out.progress())
+        });
+        let Some((code, busy, sending)) = polled else {
+            return 1;
+        };
+        if let Some(code) = code {
+            // Closed: pool threads still running send nothing more, and
+            // MPI may be finalised.
+            mpi.close(|link| link.out.wait(Duration::from_millis(500)));
             return code;
         }
-        let mut frames = Vec::new();
-        let mut busy = receive(world, |_, frame| frames.push(frame));
         // A stream rank 0 took back (this rank stalled) comes as its
         // `Open` and then an `Abort`, read together when the rank wakes:
         // it is dropped unstarted.
@@ -54,35 +87,13 @@ pub fn run(world: &SimpleCommunicator, upstream_timeout: Duration, side: Option<
             }
             worker.deliver(frame);
         }
-        for frame in carry
-            .take()
-            .into_iter()
-            .chain(outgoing.try_iter())
-            .flatten()
-        {
-            out.push(world, 0, &frame);
-            busy |= !is_heartbeat(&frame);
-        }
-        out.flush(world);
-        let sending = out.progress();
         if busy {
             backoff.reset();
-            continue;
         }
         let wait = backoff.next(worker.in_flight() + usize::from(sending));
-        if wait.is_zero() {
-            std::thread::yield_now();
-            continue;
-        }
-        match outgoing.recv_timeout(wait) {
-            Ok(batch) => {
-                if !batch.iter().all(is_heartbeat) {
-                    backoff.reset();
-                }
-                carry = Some(batch);
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return 1,
+        match wait.is_zero() {
+            true => std::thread::yield_now(),
+            false => std::thread::sleep(wait),
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::http::buffer::Buffered;
 use crate::http::encode::write_request_head;
 use crate::http::response_head::{parse_response_head, ResponseHead};
 use crate::http::Method;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, BufRead};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Mutex;
@@ -36,9 +36,6 @@ pub struct Conn {
     /// Taken from the pool rather than new: if it fails before any answer,
     /// the upstream may simply have closed it while idle.
     pub reused: bool,
-    /// It was quiet when reused after its first answer: the upstream does
-    /// not write after its answers, and it may be reused at once.
-    proven: bool,
     /// Some byte of an answer came back since the connection was taken:
     /// from then on a failure is the upstream's, never a stale connection.
     heard: bool,
@@ -51,12 +48,13 @@ pub struct Conn {
 const CHATTY_WITHIN: Duration = Duration::from_secs(1);
 /// How long such an upstream gets a new connection for every request.
 const CHATTY_FOR: Duration = Duration::from_secs(60);
-/// A connection that has answered once is reused only after it sat idle
-/// this long and stayed quiet: bytes an upstream writes after an answer
-/// (a second write of a busy thread) come within a few milliseconds, and
-/// seen there, they mark the upstream before any request could meet them.
-/// Once quiet at such a reuse, it is reused at once ever after; meanwhile a
-/// request that finds none old enough opens a new one.
+/// Until an upstream is proven, its connections are reused only after they
+/// sat idle this long and stayed quiet: bytes an upstream writes after an
+/// answer (a second write of a busy thread) come within a few
+/// milliseconds, and seen there, they mark the upstream before any request
+/// could meet them. The first connection found quiet after that long
+/// proves the upstream: from then on its connections are reused at once.
+/// Meanwhile a request that finds none old enough opens a new one.
 const SETTLE: Duration = Duration::from_millis(5);
 
 /// Idle connections by upstream `host:port`.
@@ -65,6 +63,9 @@ pub struct Pool {
     /// Upstreams seen writing after their answers, and until when their
     /// connections are not reused.
     chatty: Mutex<HashMap<String, Instant>>,
+    /// Upstreams found quiet after an answer and `SETTLE`: their
+    /// connections are reused at once.
+    proven: Mutex<HashSet<String>>,
     timeout: Duration,
 }
 
@@ -86,6 +87,7 @@ impl Pool {
         Pool {
             idle: Mutex::new(HashMap::new()),
             chatty: Mutex::new(HashMap::new()),
+            proven: Mutex::new(HashSet::new()),
             timeout,
         }
     }
@@ -95,11 +97,13 @@ impl Pool {
     /// it, or wrote bytes nobody asked for) is closed, never used: those
     /// bytes would be taken as the next request's answer.
     pub fn get(&self, authority: &str) -> Result<Conn, Error> {
-        while let Some((mut conn, since)) = self.pop(authority) {
+        while let Some((conn, since)) = self.pop(authority) {
             let idle = since.elapsed();
             match conn.idle_state() {
                 Idle::Quiet if idle < IDLE_FOR => {
-                    conn.proven = true;
+                    if idle >= SETTLE {
+                        self.lock_proven().insert(authority.to_string());
+                    }
                     return Ok(conn);
                 }
                 Idle::Bytes if idle < CHATTY_WITHIN => self.mark_chatty(authority),
@@ -126,6 +130,7 @@ impl Pool {
             );
         }
         drop(chatty);
+        self.lock_proven().remove(authority);
         // Its idle connections go too.
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         idle.remove(authority);
@@ -145,18 +150,25 @@ impl Pool {
     }
 
     /// The idle connection to `authority` kept longest ago that may be
-    /// tried: proven, or settled (`SETTLE`). The oldest has had the most
-    /// time to show bytes nobody asked for, or its close. The lock is held
-    /// only for the pick, not for the check that follows.
+    /// tried: any, once the upstream is proven, else a settled one
+    /// (`SETTLE`). The oldest has had the most time to show bytes nobody
+    /// asked for, or its close. The lock is held only for the pick, not
+    /// for the check that follows.
     fn pop(&self, authority: &str) -> Option<(Conn, Instant)> {
+        let proven = self.lock_proven().contains(authority);
         // A poisoned pool lock held only pushes and pops of whole entries:
         // the map is consistent, so the guard is recovered.
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(authority)?;
         let at = list
             .iter()
-            .position(|(conn, since)| conn.proven || since.elapsed() >= SETTLE)?;
+            .position(|(_, since)| proven || since.elapsed() >= SETTLE)?;
         list.remove(at)
+    }
+
+    /// Recovered when poisoned: a set changed one whole name at a time.
+    fn lock_proven(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.proven.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A new connection to `authority`, never an idle one.
@@ -166,7 +178,6 @@ impl Pool {
             authority: authority.to_string(),
             input: Buffered::new(stream, BUFFER),
             reused: false,
-            proven: false,
             heard: false,
         })
     }
