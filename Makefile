@@ -9,7 +9,7 @@ BIN := target/release/mpiweb
 
 BUILD_PKGS := mpich libmpich-dev libclang-dev clang pkg-config
 TEST_PKGS := $(BUILD_PKGS) curl chromium
-BENCH_PKGS := $(BUILD_PKGS) curl nginx-light wrk
+BENCH_PKGS := $(BUILD_PKGS) curl nginx-light wrk linux-perf
 
 .PHONY: run run-openmpi build test lint bench deps-build deps-test deps-bench fuzz
 

@@ -369,6 +369,9 @@ struct Config {
     nginx: Option<PathBuf>,
     nginx_has_e: bool,
     wrk: PathBuf,
+    /// `perf`, for context switches system-wide (Debian's linux-perf);
+    /// without it that column shows `-`.
+    perf: Option<PathBuf>,
     mpiweb: PathBuf,
 }
 
@@ -396,6 +399,7 @@ impl Config {
             nginx: None,
             nginx_has_e: false,
             wrk,
+            perf: find_program("perf"),
             mpiweb: env::var_os("MPIWEB_BIN").map_or_else(default_mpiweb_bin, PathBuf::from),
         };
         // The proxy and pool rows need nginx as their origins even for mpiweb alone.
@@ -1709,6 +1713,12 @@ struct WrkFigures {
     error_count: u64,
     /// Median latency in microseconds: the "50%" line of "Latency Distribution" (`--latency`).
     p50_us: Option<f64>,
+    /// Requests wrk completed ("N requests in ...").
+    requests: u64,
+    /// CPU time of the server's whole process tree per request, in µs (`run_wrk_costed`).
+    cpu_us_per_req: Option<f64>,
+    /// Context switches of the whole machine per request (`perf stat -a`).
+    cs_per_req: Option<f64>,
 }
 
 impl WrkFigures {
@@ -1790,6 +1800,65 @@ fn run_wrk_for(
     parse_wrk(&out).ok_or_else(|| format!("cannot read wrk's output:\n{out}").into())
 }
 
+/// CPU ticks used so far by `root` and every process below it (exited
+/// threads included: a process's times count them).
+fn tree_ticks(root: u32) -> u64 {
+    let mut tree = descendants(root);
+    tree.push((root, 0));
+    tree.iter()
+        .filter_map(|&(pid, _)| proc_stat(pid))
+        .map(|s| s.cpu_ticks)
+        .sum()
+}
+
+/// `run_wrk`, with what each request cost: the CPU time of the server's
+/// whole process tree (`root` and below: mpirun, its proxies, every rank;
+/// nginx's master and workers), and the context switches of the whole
+/// machine (wrk and the origin included) counted by `perf stat -a` around
+/// wrk. Both drift less with a noisy machine than req/s does.
+fn run_wrk_costed(
+    cfg: &Config,
+    root: u32,
+    port: u16,
+    path: &str,
+    conns: u32,
+) -> BoxResult<WrkFigures> {
+    let before = tree_ticks(root);
+    let counts = env::temp_dir().join(format!("mpiweb-bench-perf-{}.txt", std::process::id()));
+    let mut figures = match &cfg.perf {
+        Some(perf) => {
+            let mut cmd = Command::new(perf);
+            cmd.args(["stat", "-e", "context-switches", "-a", "-x", ","])
+                .arg("-o")
+                .arg(&counts)
+                .arg("--")
+                .arg(&cfg.wrk)
+                .arg("-t1")
+                .arg(format!("-c{conns}"))
+                .arg(format!("-d{}s", cfg.secs))
+                .args(["--timeout", "5s"])
+                .arg(format!("http://127.0.0.1:{port}{path}"));
+            let (status, out) = run_bounded(&mut cmd, Duration::from_secs(cfg.secs + 35))?;
+            if !status.success() {
+                return Err(format!("perf stat wrk failed ({status}): {}", out.trim()).into());
+            }
+            parse_wrk(&out).ok_or_else(|| format!("cannot read wrk's output:\n{out}"))?
+        }
+        None => run_wrk(cfg, port, path, conns, 5)?,
+    };
+    let used = tree_ticks(root).saturating_sub(before);
+    if figures.requests > 0 {
+        let n = figures.requests as f64;
+        figures.cpu_us_per_req = Some(used as f64 * 1e6 / clock_ticks_per_sec() as f64 / n);
+        figures.cs_per_req = fs::read_to_string(&counts).ok().and_then(|text| {
+            let line = text.lines().find(|l| l.contains("context-switches"))?;
+            Some(line.split(',').next()?.trim().parse::<f64>().ok()? / n)
+        });
+    }
+    let _ = fs::remove_file(&counts);
+    Ok(figures)
+}
+
 /// Runs a command to completion, killing it after `limit`; returns stdout and stderr together.
 fn run_bounded(cmd: &mut Command, limit: Duration) -> BoxResult<(ExitStatus, String)> {
     let mut child = cmd
@@ -1840,6 +1909,11 @@ fn parse_wrk(out: &str) -> Option<WrkFigures> {
             in_distribution = true;
         } else if let Some(v) = line.strip_prefix("50%").filter(|_| in_distribution) {
             figures.p50_us = Some(parse_wrk_time_us(v.trim())?);
+        } else if let Some(n) = line
+            .split_once(" requests in ")
+            .and_then(|(n, _)| n.trim().parse::<u64>().ok())
+        {
+            figures.requests = n;
         } else if let Some(v) = line.strip_prefix("Requests/sec:") {
             figures.req_per_sec = v.trim().parse().ok()?;
             have_reqs = true;
@@ -2647,11 +2721,19 @@ fn proxy_small(
         row.name(),
         cfg.secs
     );
-    let figures = match run_wrk(cfg, server.port, "/small.html", SMALL_CONNS, 5) {
+    let figures = match run_wrk_costed(
+        cfg,
+        server.child.id(),
+        server.port,
+        "/small.html",
+        SMALL_CONNS,
+    ) {
         Ok(w) => {
             eprintln!(
-                "bench: {label}:   {:.0} req/s, errors: {}",
+                "bench: {label}:   {:.0} req/s, {} µs CPU and {} context switches per request, errors: {}",
                 w.req_per_sec,
+                w.cpu_us_per_req.map_or("-".into(), |v| format!("{v:.1}")),
+                w.cs_per_req.map_or("-".into(), |v| format!("{v:.2}")),
                 w.errors_cell()
             );
             Some(w)
@@ -3613,7 +3695,21 @@ impl Report {
                 nginx_rps,
                 m.proxy_small.as_ref().map(|w| w.req_per_sec),
                 0,
-                "-",
+                ">= 0.5",
+            ),
+            number_row(
+                "  CPU per request, whole process tree (µs)".into(),
+                n.proxy_small.as_ref().and_then(|w| w.cpu_us_per_req),
+                m.proxy_small.as_ref().and_then(|w| w.cpu_us_per_req),
+                1,
+                "<= 2.0",
+            ),
+            number_row(
+                "  context switches per request, system-wide".into(),
+                n.proxy_small.as_ref().and_then(|w| w.cs_per_req),
+                m.proxy_small.as_ref().and_then(|w| w.cs_per_req),
+                2,
+                "mpiweb <= 5",
             ),
             text_row(
                 "  wrk errors",
@@ -3628,6 +3724,20 @@ impl Report {
                 nginx_rps,
                 m.proxy_solo.as_ref().map(|w| w.req_per_sec),
                 0,
+                ">= 0.8",
+            ));
+            rows.push(number_row(
+                "  CPU per request, mpiweb alone (µs)".into(),
+                n.proxy_small.as_ref().and_then(|w| w.cpu_us_per_req),
+                m.proxy_solo.as_ref().and_then(|w| w.cpu_us_per_req),
+                1,
+                "-",
+            ));
+            rows.push(number_row(
+                "  context switches per request, mpiweb alone".into(),
+                n.proxy_small.as_ref().and_then(|w| w.cs_per_req),
+                m.proxy_solo.as_ref().and_then(|w| w.cs_per_req),
+                2,
                 "-",
             ));
             rows.push(text_row(

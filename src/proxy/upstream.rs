@@ -48,13 +48,13 @@ pub struct Conn {
 const CHATTY_WITHIN: Duration = Duration::from_secs(1);
 /// How long such an upstream gets a new connection for every request.
 const CHATTY_FOR: Duration = Duration::from_secs(60);
-/// Until an upstream is proven, its connections are reused only after they
-/// sat idle this long and stayed quiet: bytes an upstream writes after an
+/// Until an upstream is proven, a connection is reused only once it sat
+/// idle this long and stayed quiet (a request that takes a younger one
+/// waits out the rest, watching it): bytes an upstream writes after an
 /// answer (a second write of a busy thread) come within a few
 /// milliseconds, and seen there, they mark the upstream before any request
 /// could meet them. The first connection found quiet after that long
 /// proves the upstream: from then on its connections are reused at once.
-/// Meanwhile a request that finds none old enough opens a new one.
 const SETTLE: Duration = Duration::from_millis(5);
 
 /// Idle connections by upstream `host:port`.
@@ -98,6 +98,12 @@ impl Pool {
     /// bytes would be taken as the next request's answer.
     pub fn get(&self, authority: &str) -> Result<Conn, Error> {
         while let Some((conn, since)) = self.pop(authority) {
+            // Not proven yet: give the upstream the rest of SETTLE to show
+            // what it writes after an answer (once per upstream).
+            let young = SETTLE.saturating_sub(since.elapsed());
+            if !young.is_zero() && conn.input.pending().is_empty() {
+                wait_readable(conn.input.get_ref(), young);
+            }
             let idle = since.elapsed();
             match conn.idle_state() {
                 Idle::Quiet if idle < IDLE_FOR => {
@@ -149,21 +155,26 @@ impl Pool {
         }
     }
 
-    /// The idle connection to `authority` kept longest ago that may be
-    /// tried: any, once the upstream is proven, else a settled one
-    /// (`SETTLE`). The oldest has had the most time to show bytes nobody
-    /// asked for, or its close. The lock is held only for the pick, not
-    /// for the check that follows.
+    /// The idle connection to `authority` kept longest ago, and when it
+    /// was kept; for an upstream not proven yet, as if kept `SETTLE` ago
+    /// when it is younger (the caller waits out the rest). The oldest has
+    /// had the most time to show bytes nobody asked for, or its close. The
+    /// lock is held only for the pop, not for the check that follows.
     fn pop(&self, authority: &str) -> Option<(Conn, Instant)> {
         let proven = self.lock_proven().contains(authority);
         // A poisoned pool lock held only pushes and pops of whole entries:
         // the map is consistent, so the guard is recovered.
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.get_mut(authority)?;
-        let at = list
-            .iter()
-            .position(|(_, since)| proven || since.elapsed() >= SETTLE)?;
-        list.remove(at)
+        let (conn, since) = idle.get_mut(authority)?.pop_front()?;
+        drop(idle);
+        match proven {
+            // Proven: used at once, counted as settled.
+            true => {
+                let settled = Instant::now().checked_sub(SETTLE).unwrap_or(since);
+                Some((conn, since.min(settled)))
+            }
+            false => Some((conn, since)),
+        }
     }
 
     /// Recovered when poisoned: a set changed one whole name at a time.
@@ -233,6 +244,22 @@ fn connect(authority: &str, timeout: Duration) -> Result<TcpStream, Error> {
         }
     }
     Err(last)
+}
+
+/// Wait up to `limit` until `stream` is readable (bytes, an end of file or
+/// an error), without reading; whether it is.
+fn wait_readable(stream: &TcpStream, limit: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // Whole milliseconds, rounded up: never a busy zero.
+    let ms = limit.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd that outlives the call; the descriptor is
+    // open (borrowed from `stream`).
+    unsafe { libc::poll(&mut fd, 1, ms) > 0 }
 }
 
 /// What a reading of `stream` would meet now. One `recv(MSG_PEEK |

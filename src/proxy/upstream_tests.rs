@@ -95,22 +95,25 @@ fn connections_are_kept_and_reused_once_settled_then_at_once() {
     ask(&mut first);
     pool.put(first);
     assert_eq!(pool.idle_count(&addr), 1);
-    // Answered once and idle for less than SETTLE: not tried yet.
-    let mut second = pool.get(&addr).unwrap();
-    assert!(!second.reused);
-    ask(&mut second);
-    pool.put(second);
-    assert_eq!(pool.idle_count(&addr), 2);
-    thread::sleep(SETTLE);
-    // Settled and quiet: reused, and at once from then on.
+    // Answered once, the upstream not proven: the next request waits out
+    // SETTLE watching the connection, then takes it.
+    let t0 = Instant::now();
+    let mut conn = pool.get(&addr).unwrap();
+    assert!(conn.reused);
+    assert!(t0.elapsed() >= SETTLE - Duration::from_millis(1));
+    ask(&mut conn);
+    pool.put(conn);
+    // Proven: reused at once from then on.
     for _ in 0..4 {
+        let t0 = Instant::now();
         let mut conn = pool.get(&addr).unwrap();
         assert!(conn.reused);
+        assert!(t0.elapsed() < SETTLE, "{:?}", t0.elapsed());
         ask(&mut conn);
         pool.put(conn);
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
-    assert_eq!(pool.idle_count(&addr), 2);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(pool.idle_count(&addr), 1);
 }
 
 #[test]
@@ -242,7 +245,11 @@ fn an_idle_connection_that_became_readable_is_closed_not_reused() {
         assert_eq!(exchange_once(&mut conn), "ok");
         pool.put(conn);
         assert_eq!(pool.idle_count(&addr), 1, "quiet when put back: pooled");
+        // Settled and quiet: the upstream is proven.
         thread::sleep(SETTLE);
+        let conn = pool.get(&addr).unwrap();
+        assert!(conn.reused);
+        pool.put(conn);
         tx.send(()).unwrap();
         // Until the upstream's move arrives, the pooled connection is
         // quiet and handed out again; after, a new one takes its place.
