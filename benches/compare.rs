@@ -905,7 +905,7 @@ fn nginx_conf(site: &Site, role: NginxRole, dir: &Path, port: u16) -> String {
     let tmp = dir.display();
     let root = site.docroot.display();
     // The origin logs nothing: its log would cost both proxies' rows the same,
-    // and only the proxies' own logging is compared (mpiweb's --access-log).
+    // and only the proxies' own logging is compared (mpiweb's stderr).
     let access_log = match role {
         NginxRole::Static
         | NginxRole::Proxy { .. }
@@ -1087,12 +1087,10 @@ fn spawn_mpiweb(
         c
     };
     let (reader, writer) = io::pipe()?;
-    // Access lines go to a file, as nginx's do: under mpirun, stderr would
-    // pass through the launcher's processes and cost CPU on every line.
-    cmd.arg("-l")
-        .arg("127.0.0.1:0")
-        .arg("--access-log")
-        .arg(site.docroot.with_file_name("mpiweb-access.log"));
+    // As users start it: access lines on stderr (in batches), which under
+    // mpirun pass through the launcher's processes; nginx writes its
+    // access file.
+    cmd.arg("-l").arg("127.0.0.1:0");
     if let Some(route) = &launch.route {
         cmd.arg("--route").arg(route);
     }
