@@ -155,17 +155,18 @@ impl Pool {
         }
     }
 
-    /// The idle connection to `authority` kept longest ago, and when it
-    /// was kept; for an upstream not proven yet, as if kept `SETTLE` ago
-    /// when it is younger (the caller waits out the rest). The oldest has
-    /// had the most time to show bytes nobody asked for, or its close. The
-    /// lock is held only for the pop, not for the check that follows.
+    /// The idle connection to `authority` kept last, and when it was kept;
+    /// for a proven upstream, as if kept `SETTLE` ago (for a young one of
+    /// an upstream not proven yet, the caller waits out the rest). The most
+    /// recent is the warmest, and the least likely to have been closed by
+    /// the upstream; the ones below it age out. The lock is held only for
+    /// the pop, not for the check that follows.
     fn pop(&self, authority: &str) -> Option<(Conn, Instant)> {
         let proven = self.lock_proven().contains(authority);
         // A poisoned pool lock held only pushes and pops of whole entries:
         // the map is consistent, so the guard is recovered.
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let (conn, since) = idle.get_mut(authority)?.pop_front()?;
+        let (conn, since) = idle.get_mut(authority)?.pop_back()?;
         drop(idle);
         match proven {
             // Proven: used at once, counted as settled.
