@@ -8,6 +8,7 @@ use crate::handler::{Handler, Request};
 use crate::http::{Method, RequestHead, Response, Target};
 use crate::proxy::route::{has_dot_segment, split_port, RouteSpec};
 use crate::proxy::Proxy;
+use crate::static_files::path::percent_decode;
 use crate::static_files::StaticFiles;
 use crate::status::{Cidr, Page, Status};
 use crate::store::Store;
@@ -80,7 +81,14 @@ impl Router {
             (Target::Origin | Target::Absolute { .. }, _) => {}
         }
         let path_query = head.path_query();
-        let path = path_query.split('?').next().unwrap_or_default();
+        let raw_path = path_query.split('?').next().unwrap_or_default();
+        // Prefixes are matched against the path as its handler will read
+        // it, percent-decoded (as nginx matches locations): `/%73tore/x`
+        // is the store's `/store/x`, not a file of that name.
+        let decoded = percent_decode(raw_path.as_bytes())
+            .ok()
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+        let path = decoded.as_deref().unwrap_or(raw_path);
         if let Some(page) = status_page(path) {
             return match self.status_allow.iter().any(|c| c.contains(peer.ip())) {
                 true => Route::Status(page),
@@ -101,7 +109,7 @@ impl Router {
         .and_then(split_port)
         .map(|(h, _)| h.to_ascii_lowercase());
         let matching = self.routes.iter().position(|spec| {
-            path_query.starts_with(&spec.prefix)
+            path.starts_with(&spec.prefix)
                 && spec.host.as_ref().is_none_or(|h| host.as_ref() == Some(h))
                 && spec.header.as_ref().is_none_or(|(name, value)| {
                     head.header_str(name).map(str::trim) == Some(value.as_str())

@@ -61,6 +61,10 @@ fn every_request_has_exactly_one_place() {
         (&full, get("/store/a/../b"), local, "Store"),
         (&full, get("/store/../api/x"), local, "Reverse(1)"),
         (&full, get("/storefront"), local, "Reverse(2)"),
+        // Prefixes are matched once percent-decoded, as the handlers read.
+        (&full, get("/%73tore/missing"), local, "Store"),
+        (&full, get("/%61pi/v1"), local, "Reverse(1)"),
+        (&full, get("/-/%73tatus.json"), local, "Status(Json)"),
         (&rooted, get("/anything"), local, "Store"),
         (&rooted, get("/"), local, "Store"),
         (

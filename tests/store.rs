@@ -1512,6 +1512,9 @@ fn the_store_prefix_owns_its_names_whatever_else_would_match() {
             assert!(!r.text().contains("docroot file"));
         }
         assert_eq!(delete(&srv, "/store/missing.txt").status, 404);
+        // Percent-encoded, the prefix is the store's all the same.
+        let r = get(&srv, "/%73tore/file.txt");
+        assert_eq!(r.status, 404, "{}", r.text());
         assert_eq!(
             up.requests().len(),
             before,
@@ -1643,7 +1646,23 @@ fn a_full_disk_is_507_and_nothing_half_written_is_acknowledged() {
     let r = put(&srv, &first, None, &binary(3 << 20, 99));
     assert_eq!(r.status, 507, "{}", r.text());
     read_back(&srv, &first, &stored[&first]);
-    // Deleting works on the full disk, and frees the bodies' space.
+    // Fill what is left to the brim: smaller and smaller documents, each
+    // until one is refused (those acknowledged are kept whole).
+    for size in [256 << 10, 16 << 10, 1 << 10, 1] {
+        for i in 0..400u64 {
+            let path = format!("/store/fill-{size}-{i}");
+            let body = binary(size, i);
+            match put(&srv, &path, None, &body).status {
+                201 => {
+                    stored.insert(path, body);
+                }
+                507 => break,
+                other => panic!("PUT {path}: {other}"),
+            }
+        }
+    }
+    // Deleting works on the full disk (each replica frees the body before
+    // it writes the tombstone), and frees the bodies' space.
     let gone: Vec<String> = stored.keys().take(2).cloned().collect();
     for path in &gone {
         assert_eq!(delete(&srv, path).status, 204, "DELETE {path}");

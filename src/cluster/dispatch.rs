@@ -13,7 +13,7 @@ use crate::proxy::wire::{AbortReason, Frame};
 use crate::proxy::Transport;
 use mpi::topology::SimpleCommunicator;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -60,6 +60,9 @@ impl Membership {
 /// wake is a context switch, the budget of a busy rank).
 #[derive(Default)]
 pub struct Kick {
+    /// Streams opened so far: a poller about to sleep compares it with
+    /// what it saw under the MPI lock, so an open in between is not missed.
+    opened: AtomicU64,
     asleep: AtomicBool,
     kicked: Mutex<bool>,
     cv: Condvar,
@@ -67,25 +70,34 @@ pub struct Kick {
 
 impl Kick {
     fn kick(&self) {
-        if self.asleep.load(Ordering::Relaxed) {
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        if self.asleep.load(Ordering::SeqCst) {
             *self.kicked.lock().unwrap_or_else(|p| p.into_inner()) = true;
             self.cv.notify_one();
         }
     }
 
-    /// Sleep up to `wait`, or until kicked.
-    fn sleep(&self, wait: Duration) {
+    /// Streams opened so far (read under the MPI lock, before a poll).
+    fn opened(&self) -> u64 {
+        self.opened.load(Ordering::SeqCst)
+    }
+
+    /// Sleep up to `wait`, or until kicked; not at all if a stream opened
+    /// since `seen`. Either the opener sees `asleep` and notifies (the
+    /// notice waits for the mutex this sleep holds until it waits), or
+    /// this sleep sees its count: both are SeqCst.
+    fn sleep(&self, wait: Duration, seen: u64) {
         // Recovered when poisoned: the lock guards one flag.
         let mut kicked = self.kicked.lock().unwrap_or_else(|p| p.into_inner());
-        self.asleep.store(true, Ordering::Relaxed);
-        if !*kicked {
+        self.asleep.store(true, Ordering::SeqCst);
+        if !*kicked && self.opened() == seen {
             kicked = self
                 .cv
                 .wait_timeout(kicked, wait)
                 .map_or_else(|p| p.into_inner().0, |r| r.0);
         }
         *kicked = false;
-        self.asleep.store(false, Ordering::Relaxed);
+        self.asleep.store(false, Ordering::SeqCst);
     }
 }
 
@@ -233,6 +245,7 @@ impl Poller {
         let mut backoff = Backoff::new(super::IDLE_POLL_FRONT);
         let mut next_ping = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            let seen = self.kick.opened();
             let polled = self.mpi.with(|d| {
                 let mut got = Vec::new();
                 let busy = receive(&d.world, |from, frame| got.push((from, frame)));
@@ -258,7 +271,7 @@ impl Poller {
             if wait.is_zero() {
                 std::thread::yield_now();
             } else if wait > LONG_SLEEP {
-                self.kick.sleep(wait);
+                self.kick.sleep(wait, seen);
             } else {
                 std::thread::sleep(wait);
             }

@@ -11,6 +11,7 @@ use crate::proxy::worker::{Side, Worker};
 use mpi::point_to_point::Source;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,9 @@ use std::time::Duration;
 struct Link {
     world: SimpleCommunicator,
     out: Outbox,
+    /// Sends not complete yet: the poller keeps polling (which drives
+    /// them) instead of an idle sleep. Set by whoever sent last.
+    sending: Arc<AtomicBool>,
 }
 
 impl Link {
@@ -27,7 +31,8 @@ impl Link {
             self.out.push(&self.world, 0, frame);
         }
         self.out.flush(&self.world);
-        self.out.progress();
+        let left = self.out.progress();
+        self.sending.store(left, Ordering::SeqCst);
     }
 }
 
@@ -35,9 +40,11 @@ impl Link {
 pub fn run(upstream_timeout: Duration, side: Option<Side>) -> i32 {
     let world = SimpleCommunicator::world();
     let size = world.size() as usize;
+    let sending = Arc::new(AtomicBool::new(false));
     let mpi = Arc::new(Mpi::new(Link {
         world,
         out: Outbox::new(size),
+        sending: Arc::clone(&sending),
     }));
     let sender = Arc::clone(&mpi);
     let worker = Worker::new(
@@ -62,9 +69,11 @@ pub fn run(upstream_timeout: Duration, side: Option<Side>) -> i32 {
                 return (Some(code), false, false);
             }
             let busy = receive(&link.world, |_, frame| frames.push(frame));
-            (None, busy, link.out.progress())
+            let left = link.out.progress();
+            link.sending.store(left, Ordering::SeqCst);
+            (None, busy, left)
         });
-        let Some((code, busy, sending)) = polled else {
+        let Some((code, busy, _)) = polled else {
             return 1;
         };
         if let Some(code) = code {
@@ -73,16 +82,17 @@ pub fn run(upstream_timeout: Duration, side: Option<Side>) -> i32 {
             mpi.close(|link| link.out.wait(Duration::from_millis(500)));
             return code;
         }
-        // A stream rank 0 took back (this rank stalled) comes as its
-        // `Open` and then an `Abort`, read together when the rank wakes:
-        // it is dropped unstarted.
+        // A stream rank 0 gave up on while this rank stalled comes with
+        // its `Abort` in the same batch when the rank wakes: its other
+        // frames are dropped, so that it is not started (an `Open`) nor
+        // finished (a store write's commit `End`) after rank 0 moved on.
         let aborted: HashSet<u64> = frames
             .iter()
             .filter(|f| matches!(f, Frame::Abort { .. }))
             .map(Frame::id)
             .collect();
         for frame in frames {
-            if matches!(frame, Frame::Open { .. }) && aborted.contains(&frame.id()) {
+            if aborted.contains(&frame.id()) && !matches!(frame, Frame::Abort { .. }) {
                 continue;
             }
             worker.deliver(frame);
@@ -90,7 +100,10 @@ pub fn run(upstream_timeout: Duration, side: Option<Side>) -> i32 {
         if busy {
             backoff.reset();
         }
-        let wait = backoff.next(worker.in_flight() + usize::from(sending));
+        // Read after the streams in flight: a pool thread that sent its
+        // last frames and ended meanwhile left `sending` set.
+        let in_flight = worker.in_flight();
+        let wait = backoff.next(in_flight + usize::from(sending.load(Ordering::SeqCst)));
         match wait.is_zero() {
             true => std::thread::yield_now(),
             false => std::thread::sleep(wait),

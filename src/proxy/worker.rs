@@ -72,6 +72,12 @@ impl Ctx {
         }
     }
 
+    /// Whether stream `id` still has its socket watched: an abort from
+    /// rank 0 takes it away when it cuts it.
+    fn is_watched(&self, id: u64) -> bool {
+        self.sockets().contains_key(&id)
+    }
+
     fn unwatch(&self, id: u64) {
         self.sockets().remove(&id);
     }
@@ -322,6 +328,9 @@ fn exchange(req: &Req<'_>, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(u16, u64)
             // reset) fails before one byte of an answer: send the request
             // once more, whatever its method, on a new connection to the
             // same upstream, when its body can be sent again whole.
+            // Rank 0 aborted the stream (its client left) and cut the
+            // socket: that failure is ours, and nothing is sent again.
+            Err(Failure::Abort(_)) if !ctx.is_watched(req.id) => return Err(Failure::Quiet),
             Err(Failure::Abort(AbortReason::BadUpstream | AbortReason::Unreachable))
                 if conn.may_be_stale() && body.replay.is_whole() =>
             {

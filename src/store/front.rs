@@ -12,7 +12,7 @@ use crate::http::response::BodySource;
 use crate::http::{html_escape, json_string, Method, Response, ResponseBody};
 use crate::proxy::wire::DocMeta;
 use crate::static_files::cond::{self, Conditions, Outcome, Validators};
-use crate::static_files::path::{map_url_path, percent_encode_segment};
+use crate::static_files::path::{map_url_path, percent_decode, percent_encode_segment};
 use crate::static_files::{respond, FileInfo};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -60,13 +60,12 @@ impl Store {
     fn place(&self, path_query: &str) -> Result<Option<Place>, Error> {
         let path = path_query.split('?').next().unwrap_or_default();
         let prefix = self.cfg.prefix.as_str();
-        if path == prefix.trim_end_matches('/') && prefix != "/" {
+        let decoded = percent_decode(path.as_bytes())?;
+        if decoded == prefix.trim_end_matches('/').as_bytes() && prefix != "/" {
             return Ok(Some(Place::Bare));
         }
-        if !path.starts_with(prefix) {
-            return Ok(None);
-        }
-        // The static rules: decoded once, no `..`, no NUL.
+        // The static rules: decoded once, no `..`, no NUL; the prefix is
+        // checked on the decoded key below.
         let mapped = map_url_path(path)?;
         let mut key = b"/".to_vec();
         key.extend_from_slice(mapped.rel.as_os_str().as_bytes());
