@@ -150,6 +150,49 @@ pub enum StoreOp {
     Drop,
 }
 
+/// What a replica answers a `Store` frame with: the status of its `Head`,
+/// named. Each operation has its own, and every `match` on them is
+/// exhaustive, so a new answer must be decided on everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreReply {
+    /// Put: the body is durable in a temporary file; a second `End`
+    /// commits it, an `Abort` drops it.
+    Prepared,
+    /// Put, committed: this version is now the one on disk.
+    Written,
+    /// Put, committed: the replica had this version or a newer one.
+    Stale,
+    /// Read, List, Drop: here it is (or it was removed).
+    Found,
+    /// Read, Drop: the replica has another version, or none.
+    Missing,
+}
+
+impl StoreReply {
+    /// The `Head` status that carries it (HTTP-like, for logs and metrics).
+    pub fn status(self) -> u16 {
+        match self {
+            StoreReply::Prepared => 202,
+            StoreReply::Written => 201,
+            StoreReply::Stale | StoreReply::Found => 200,
+            StoreReply::Missing => 404,
+        }
+    }
+
+    /// The answer a `Head` status gives to `op`; `None` for one the
+    /// operation cannot have.
+    pub fn of(op: StoreOp, status: u16) -> Option<StoreReply> {
+        Some(match (op, status) {
+            (StoreOp::Put, 202) => StoreReply::Prepared,
+            (StoreOp::Put, 201) => StoreReply::Written,
+            (StoreOp::Put, 200) => StoreReply::Stale,
+            (StoreOp::Read | StoreOp::List | StoreOp::Drop, 200) => StoreReply::Found,
+            (StoreOp::Read | StoreOp::Drop, 404) => StoreReply::Missing,
+            _ => return None,
+        })
+    }
+}
+
 impl StoreOp {
     fn code(self) -> u8 {
         match self {
@@ -613,6 +656,26 @@ mod tests {
             // A cut between two entries is a shorter inventory, never garbage.
             assert!(r.is_err() || r.unwrap().len() == 1, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn store_replies_read_back_from_their_status_for_their_operation() {
+        let all = [
+            (StoreOp::Put, StoreReply::Prepared),
+            (StoreOp::Put, StoreReply::Written),
+            (StoreOp::Put, StoreReply::Stale),
+            (StoreOp::Read, StoreReply::Found),
+            (StoreOp::Read, StoreReply::Missing),
+            (StoreOp::List, StoreReply::Found),
+            (StoreOp::Drop, StoreReply::Found),
+            (StoreOp::Drop, StoreReply::Missing),
+        ];
+        for (op, reply) in all {
+            assert_eq!(StoreReply::of(op, reply.status()), Some(reply), "{op:?}");
+        }
+        assert_eq!(StoreReply::of(StoreOp::List, 404), None);
+        assert_eq!(StoreReply::of(StoreOp::Put, 404), None);
+        assert_eq!(StoreReply::of(StoreOp::Read, 500), None);
     }
 
     #[test]

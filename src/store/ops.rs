@@ -1,11 +1,12 @@
 //! Rank 0's side of the store's frames: one operation on one replica,
 //! through the `Transport` (a worker rank, or this process when alone).
 
-use super::replica::PREPARED;
 use crate::error::Error;
 use crate::http::response::BodySource;
 use crate::proxy::transport::{take_grant, Stream, Transport, CHUNK};
-use crate::proxy::wire::{decode_inventory, AbortReason, DocMeta, Frame, Inventory, StoreOp};
+use crate::proxy::wire::{
+    decode_inventory, AbortReason, DocMeta, Frame, Inventory, StoreOp, StoreReply,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,11 +44,15 @@ fn aborted(reason: AbortReason) -> Error {
     }
 }
 
-/// The status of the `Head` that answers `stream`.
-fn status(stream: &mut Stream) -> Result<u16, Error> {
+/// The replica's answer to `op` on `stream`.
+fn reply(stream: &mut Stream, op: StoreOp) -> Result<StoreReply, Error> {
     loop {
         match stream.recv(OP_WAIT)? {
-            Frame::Head { status, .. } => return Ok(status),
+            Frame::Head { status, .. } => {
+                return StoreReply::of(op, status).ok_or_else(|| {
+                    Error::Internal(format!("replica answered {op:?} with {status}"))
+                })
+            }
             Frame::Abort { reason, .. } => return Err(aborted(reason)),
             _ => {}
         }
@@ -89,9 +94,14 @@ pub fn start_put(
 /// Wait until the replica has the body of a `start_put` durable, in a
 /// temporary file: 507 if its disk is full.
 pub fn prepared(stream: &mut Stream) -> Result<(), Error> {
-    match status(stream)? {
-        PREPARED => Ok(()),
-        _ => Err(Error::Internal("replica refused a write".into())),
+    match reply(stream, StoreOp::Put)? {
+        StoreReply::Prepared => Ok(()),
+        other @ (StoreReply::Written
+        | StoreReply::Stale
+        | StoreReply::Found
+        | StoreReply::Missing) => Err(Error::Internal(format!(
+            "replica answered {other:?} before preparing"
+        ))),
     }
 }
 
@@ -103,9 +113,11 @@ pub fn commit_start(stream: &Stream) {
 
 /// The replica has the committed version on disk (or a newer one).
 pub fn commit_done(mut stream: Stream) -> Result<(), Error> {
-    match status(&mut stream)? {
-        200 | 201 => end(&mut stream),
-        _ => Err(Error::Internal("replica refused a commit".into())),
+    match reply(&mut stream, StoreOp::Put)? {
+        StoreReply::Written | StoreReply::Stale => end(&mut stream),
+        other @ (StoreReply::Prepared | StoreReply::Found | StoreReply::Missing) => Err(
+            Error::Internal(format!("replica answered {other:?} to a commit")),
+        ),
     }
 }
 
@@ -139,7 +151,15 @@ pub fn drop_copy(
         ..DocMeta::default()
     };
     let mut stream = open(t, rank, StoreOp::Drop, path, &meta)?;
-    let found = status(&mut stream)? == 200;
+    let found = match reply(&mut stream, StoreOp::Drop)? {
+        StoreReply::Found => true,
+        StoreReply::Missing => false,
+        other @ (StoreReply::Prepared | StoreReply::Written | StoreReply::Stale) => {
+            return Err(Error::Internal(format!(
+                "replica answered {other:?} to a drop"
+            )))
+        }
+    };
     end(&mut stream)?;
     Ok(found)
 }
@@ -147,7 +167,7 @@ pub fn drop_copy(
 /// Every document on `rank`.
 pub fn inventory(t: &Arc<dyn Transport>, rank: usize) -> Result<Inventory, Error> {
     let mut stream = open(t, rank, StoreOp::List, b"", &DocMeta::default())?;
-    status(&mut stream)?;
+    reply(&mut stream, StoreOp::List)?;
     let mut all = Vec::new();
     loop {
         match stream.recv(OP_WAIT)? {
@@ -174,8 +194,14 @@ pub fn read(
         ..DocMeta::default()
     };
     let mut stream = open(t, rank, StoreOp::Read, path, &meta)?;
-    if status(&mut stream)? != 200 {
-        return Ok(None);
+    match reply(&mut stream, StoreOp::Read)? {
+        StoreReply::Found => {}
+        StoreReply::Missing => return Ok(None),
+        other @ (StoreReply::Prepared | StoreReply::Written | StoreReply::Stale) => {
+            return Err(Error::Internal(format!(
+                "replica answered {other:?} to a read"
+            )))
+        }
     }
     Ok(Some(DocBody {
         stream,

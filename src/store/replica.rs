@@ -10,7 +10,9 @@
 use super::doc::{file_name, header, parse_header, MAX_HEADER};
 use crate::error::Error;
 use crate::proxy::transport::{take_credit, CHUNK, WINDOW};
-use crate::proxy::wire::{encode_inventory, AbortReason, DocMeta, Frame, Inventory, StoreOp};
+use crate::proxy::wire::{
+    encode_inventory, AbortReason, DocMeta, Frame, Inventory, StoreOp, StoreReply,
+};
 use crate::proxy::worker::Out;
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -26,9 +28,6 @@ use std::time::Duration;
 const STRIPES: usize = 64;
 /// How long a replica waits for the next frame of a stream from rank 0.
 const FRAME_WAIT: Duration = Duration::from_secs(60);
-/// The status of a replica's `Head` that says a write's body is durable
-/// and waits to be committed.
-pub const PREPARED: u16 = 202;
 /// Inventory bytes in one `Data` frame.
 const INVENTORY_PIECE: usize = 512 * 1024;
 
@@ -299,20 +298,22 @@ pub fn serve(replica: &Replica, first: Frame, rx: &Receiver<Frame>, out: &Out) {
             m.record(status, bytes, t0.elapsed());
         }
     };
-    let answer = |status: u16, length: Option<u64>| Frame::Head {
-        id,
-        status,
-        fields: Vec::new(),
-        length,
-    };
+    let answer = |reply: StoreReply| reply_head(id, reply, None);
     let result = match op {
-        StoreOp::Put => receive_put(replica, id, &path, &meta, rx, out)
-            .map(|written| vec![answer(if written { 201 } else { 200 }, None)]),
-        StoreOp::Drop => replica
-            .remove(&path, meta.version)
-            .map(|gone| vec![answer(if gone { 200 } else { 404 }, None)]),
+        StoreOp::Put => receive_put(replica, id, &path, &meta, rx, out).map(|written| {
+            vec![answer(match written {
+                true => StoreReply::Written,
+                false => StoreReply::Stale,
+            })]
+        }),
+        StoreOp::Drop => replica.remove(&path, meta.version).map(|gone| {
+            vec![answer(match gone {
+                true => StoreReply::Found,
+                false => StoreReply::Missing,
+            })]
+        }),
         StoreOp::List => replica.inventory().map(|inv| {
-            let mut frames = vec![answer(200, None)];
+            let mut frames = vec![answer(StoreReply::Found)];
             let mut piece = Vec::new();
             for doc in inv {
                 piece.push(doc);
@@ -331,10 +332,10 @@ pub fn serve(replica: &Replica, first: Frame, rx: &Receiver<Frame>, out: &Out) {
             Ok(Some(doc)) if doc.meta.version == meta.version => {
                 let length = doc.meta.length;
                 send_doc(doc, id, rx, out);
-                record(200, length);
+                record(StoreReply::Found.status(), length);
                 return;
             }
-            Ok(_) => Ok(vec![answer(404, None)]),
+            Ok(_) => Ok(vec![answer(StoreReply::Missing)]),
             Err(e) => Err(e),
         },
     };
@@ -384,12 +385,7 @@ fn receive_put(
             Ok(Frame::End { .. }) if !body_done => {
                 replica.prepare(&mut pending)?;
                 body_done = true;
-                out(vec![Frame::Head {
-                    id,
-                    status: PREPARED,
-                    fields: Vec::new(),
-                    length: None,
-                }]);
+                out(vec![reply_head(id, StoreReply::Prepared, None)]);
             }
             Ok(Frame::End { .. }) => return replica.commit(pending),
             Ok(Frame::Abort { .. }) | Err(RecvTimeoutError::Disconnected) => {
@@ -401,15 +397,20 @@ fn receive_put(
     }
 }
 
+/// The `Head` that carries a replica's answer.
+fn reply_head(id: u64, reply: StoreReply, length: Option<u64>) -> Frame {
+    Frame::Head {
+        id,
+        status: reply.status(),
+        fields: Vec::new(),
+        length,
+    }
+}
+
 /// Send a document's body within the credit rank 0 grants.
 fn send_doc(doc: Opened, id: u64, rx: &Receiver<Frame>, out: &Out) {
     let length = doc.meta.length;
-    let mut batch = vec![Frame::Head {
-        id,
-        status: 200,
-        fields: Vec::new(),
-        length: Some(length),
-    }];
+    let mut batch = vec![reply_head(id, StoreReply::Found, Some(length))];
     let mut credit = u64::from(WINDOW);
     let mut at = 0u64;
     while at < length {
