@@ -14,3 +14,4 @@ pub mod server;
 pub mod static_files;
 pub mod status;
 pub mod store;
+pub mod stream;

@@ -8,9 +8,9 @@
 use super::outbox::{receive, Backoff, Outbox};
 use super::Mpi;
 use crate::error::Error;
-use crate::proxy::transport::{ends_stream, is_tunnel};
-use crate::proxy::wire::{AbortReason, Frame};
 use crate::proxy::Transport;
+use crate::stream::transport::{ends_stream, is_tunnel};
+use crate::stream::wire::{AbortReason, Frame};
 use mpi::topology::SimpleCommunicator;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -7,7 +7,7 @@
 //! protocol). So every send is an `MPI_Isend` whose buffer lives here
 //! until MPI says it is done.
 
-use crate::proxy::wire::{decode_batch, push_batch, Frame};
+use crate::stream::wire::{decode_batch, push_batch, Frame};
 use mpi::point_to_point::{Destination, MatchedReceiveVec, Source};
 use mpi::request::{Request, StaticScope};
 use mpi::topology::{Communicator, SimpleCommunicator};

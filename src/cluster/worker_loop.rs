@@ -6,8 +6,8 @@
 
 use super::outbox::{receive, Backoff, Outbox};
 use super::{Mpi, TAG_SHUTDOWN};
-use crate::proxy::wire::Frame;
 use crate::proxy::worker::{Side, Worker};
+use crate::stream::wire::Frame;
 use mpi::point_to_point::Source;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use std::collections::HashSet;

@@ -7,9 +7,9 @@
 
 use super::backends::Backends;
 use super::route::HealthCheck;
-use super::transport::{Stream, Transport};
-use super::wire::{AbortReason, Frame};
 use crate::error::Error;
+use crate::stream::transport::{Stream, Transport};
+use crate::stream::wire::{AbortReason, Frame};
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;

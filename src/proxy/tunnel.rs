@@ -3,11 +3,12 @@
 //! relay runs on rank 0 (the client's socket) and on the worker (the
 //! upstream's socket).
 
-use super::transport::{take_grant, CHUNK, WINDOW};
-use super::wire::{AbortReason, Frame};
 use super::worker::Ctx;
 use crate::error::Error;
 use crate::http::response::Duplex;
+use crate::stream::transport::Frames;
+use crate::stream::transport::{take_grant, CHUNK, WINDOW};
+use crate::stream::wire::{AbortReason, Frame};
 use std::io;
 use std::net::Shutdown;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -44,17 +45,6 @@ pub fn open_upstream(
     // The first credit for the upstream's bytes comes from rank 0.
     relay(&mut ends, &[], conn.stream(), 0, IDLE_TIMEOUT);
     Ok(())
-}
-
-/// Where a relay's frames come from.
-pub trait Frames {
-    fn next_frame(&mut self, timeout: Duration) -> Result<Frame, RecvTimeoutError>;
-}
-
-impl Frames for &Receiver<Frame> {
-    fn next_frame(&mut self, timeout: Duration) -> Result<Frame, RecvTimeoutError> {
-        self.recv_timeout(timeout)
-    }
 }
 
 /// The frame side of a relay.

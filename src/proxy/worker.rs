@@ -6,11 +6,8 @@
 
 use super::hop::forward_response_fields;
 use super::replay::Replay;
-use super::threads::Threads;
-use super::transport::{is_tunnel, take_credit, take_grant, NoCredit, CHUNK, WINDOW};
 use super::tunnel;
 use super::upstream::{Conn, Pool};
-use super::wire::{AbortReason, Fields, Frame};
 use crate::config;
 use crate::error::Error;
 use crate::http::body::BodyFraming;
@@ -18,6 +15,9 @@ use crate::http::encode::ChunkedWriter;
 use crate::http::request::parse_content_length;
 use crate::http::response_head::ResponseHead;
 use crate::http::Method;
+use crate::stream::threads::Threads;
+use crate::stream::transport::{is_tunnel, take_credit, take_grant, NoCredit, CHUNK, WINDOW};
+use crate::stream::wire::{AbortReason, Fields, Frame};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{Read, Write};

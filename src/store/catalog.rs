@@ -2,7 +2,7 @@
 //! and which ranks hold which version; and the repair plan that brings a
 //! document back to its place. Pure: no I/O, no MPI.
 
-use crate::proxy::wire::DocMeta;
+use crate::stream::wire::DocMeta;
 use std::collections::BTreeMap;
 
 /// What rank 0 knows of one document.

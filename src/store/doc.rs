@@ -18,8 +18,8 @@
 //! `/a/b` never collide; the path itself is kept in the header.
 
 use crate::hash::hash64;
-use crate::proxy::wire::DocMeta;
 use crate::static_files::path::{percent_decode, percent_encode_segment};
+use crate::stream::wire::DocMeta;
 
 /// The first line of every document file.
 const MAGIC: &[u8] = b"mpiweb-doc 1\n";

@@ -3,8 +3,8 @@
 
 use crate::error::Error;
 use crate::http::response::BodySource;
-use crate::proxy::transport::{take_grant, Stream, Transport, CHUNK};
-use crate::proxy::wire::{
+use crate::stream::transport::{take_grant, Stream, Transport, CHUNK};
+use crate::stream::wire::{
     decode_inventory, AbortReason, DocMeta, Frame, Inventory, StoreOp, StoreReply,
 };
 use std::sync::Arc;

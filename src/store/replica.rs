@@ -9,11 +9,11 @@
 
 use super::doc::{file_name, header, parse_header, MAX_HEADER};
 use crate::error::Error;
-use crate::proxy::transport::{take_credit, CHUNK, WINDOW};
-use crate::proxy::wire::{
+use crate::proxy::worker::Out;
+use crate::stream::transport::{take_credit, CHUNK, WINDOW};
+use crate::stream::wire::{
     encode_inventory, AbortReason, DocMeta, Frame, Inventory, StoreOp, StoreReply,
 };
-use crate::proxy::worker::Out;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
