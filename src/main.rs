@@ -80,7 +80,9 @@ fn main() {
     } else {
         mpiweb::metrics::count_streams();
         match replica_side(&cfg, cluster.rank()) {
-            Ok(side) => cluster.run_worker(cfg.upstream_timeout, side),
+            Ok(side) => cluster.run_worker(|out| {
+                mpiweb::proxy::worker::Worker::new(cfg.upstream_timeout, out, true, side).runner()
+            }),
             Err(msg) => {
                 say!("mpiweb[{}]: {msg}", cluster.rank());
                 EXIT_USAGE

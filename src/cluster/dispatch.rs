@@ -8,7 +8,7 @@
 use super::outbox::{receive, Backoff, Outbox};
 use super::Mpi;
 use crate::error::Error;
-use crate::proxy::Transport;
+use crate::stream::transport::Transport;
 use crate::stream::transport::{ends_stream, is_tunnel};
 use crate::stream::wire::{AbortReason, Frame};
 use mpi::topology::SimpleCommunicator;

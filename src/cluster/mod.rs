@@ -7,7 +7,7 @@ mod dispatch;
 mod outbox;
 mod worker_loop;
 
-use crate::proxy::worker::Side;
+use crate::stream::transport::{Out, Runner};
 pub use dispatch::{link, Link, Membership, Poller};
 use mpi::point_to_point::Destination;
 use mpi::topology::Communicator;
@@ -129,13 +129,13 @@ impl Cluster {
         }
     }
 
-    /// The worker loop of ranks > 0. Returns the exit code rank 0 sent.
-    /// `side` runs the store's streams when this rank keeps a replica.
-    pub fn run_worker(&self, upstream_timeout: Duration, side: Option<Side>) -> i32 {
+    /// The worker loop of ranks > 0, driving what `make` builds (given
+    /// where its frames go). Returns the exit code rank 0 sent.
+    pub fn run_worker(&self, make: impl FnOnce(Out) -> Box<dyn Runner>) -> i32 {
         let Cluster::Mpi { .. } = self else {
             return 0;
         };
-        worker_loop::run(upstream_timeout, side)
+        worker_loop::run(make)
     }
 
     /// Rank 0's poller, on the calling (main) thread, until `stop` is set.

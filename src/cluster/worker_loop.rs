@@ -6,7 +6,7 @@
 
 use super::outbox::{receive, Backoff, Outbox};
 use super::{Mpi, TAG_SHUTDOWN};
-use crate::proxy::worker::{Side, Worker};
+use crate::stream::transport::{Out, Runner};
 use crate::stream::wire::Frame;
 use mpi::point_to_point::Source;
 use mpi::topology::{Communicator, SimpleCommunicator};
@@ -37,7 +37,8 @@ impl Link {
 }
 
 /// Serve rank 0 until it sends the exit code.
-pub fn run(upstream_timeout: Duration, side: Option<Side>) -> i32 {
+/// `make` builds what this rank runs, given where its frames go.
+pub fn run(make: impl FnOnce(Out) -> Box<dyn Runner>) -> i32 {
     let world = SimpleCommunicator::world();
     let size = world.size() as usize;
     let sending = Arc::new(AtomicBool::new(false));
@@ -47,15 +48,10 @@ pub fn run(upstream_timeout: Duration, side: Option<Side>) -> i32 {
         sending: Arc::clone(&sending),
     }));
     let sender = Arc::clone(&mpi);
-    let worker = Worker::new(
-        upstream_timeout,
-        Arc::new(move |batch: Vec<Frame>| {
-            // After the shutdown (`None`), a pool thread's frames go nowhere.
-            let _ = sender.with(|link| link.send(&batch));
-        }),
-        true,
-        side,
-    );
+    let worker = make(Arc::new(move |batch: Vec<Frame>| {
+        // After the shutdown (`None`), a pool thread's frames go nowhere.
+        let _ = sender.with(|link| link.send(&batch));
+    }));
     // A new request is only seen by polling: an idle worker looks every
     // few milliseconds; a nearly idle one spins for a millisecond after
     // work, and a busy one polls every 20 to 100 µs.

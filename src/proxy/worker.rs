@@ -16,7 +16,9 @@ use crate::http::request::parse_content_length;
 use crate::http::response_head::ResponseHead;
 use crate::http::Method;
 use crate::stream::threads::Threads;
-use crate::stream::transport::{is_tunnel, take_credit, take_grant, NoCredit, CHUNK, WINDOW};
+use crate::stream::transport::{
+    is_tunnel, take_credit, take_grant, NoCredit, Runner, CHUNK, WINDOW,
+};
 use crate::stream::wire::{AbortReason, Fields, Frame};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -26,10 +28,7 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Where a worker's frames go, a batch at a time: frames of one stream
-/// that are ready together travel together (a small answer's head, body
-/// and end wake its connection thread once).
-pub type Out = Arc<dyn Fn(Vec<Frame>) + Send + Sync>;
+pub use crate::stream::transport::Out;
 
 /// Runs a stream that is not a proxied request (a store operation): its
 /// first frame, the later frames of the stream, and where answers go.
@@ -183,11 +182,29 @@ impl Worker {
         self.streams().len()
     }
 
+    /// This worker as what a worker rank's loop drives.
+    pub fn runner(self: Arc<Self>) -> Box<dyn Runner> {
+        Box::new(Running(self))
+    }
+
     /// The table of running streams. Poisoned, it is recovered: each
     /// change is one insert or remove of a whole entry, so the map stays
     /// consistent, and skipping one would lose a stream's frames.
     fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Sender<Frame>>> {
         self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A worker behind the `Runner` seam.
+struct Running(Arc<Worker>);
+
+impl Runner for Running {
+    fn deliver(&self, frame: Frame) {
+        self.0.deliver(frame);
+    }
+
+    fn in_flight(&self) -> usize {
+        self.0.in_flight()
     }
 }
 

@@ -9,7 +9,7 @@
 
 use super::doc::{file_name, header, parse_header, MAX_HEADER};
 use crate::error::Error;
-use crate::proxy::worker::Out;
+use crate::stream::transport::Out;
 use crate::stream::transport::{take_credit, CHUNK, WINDOW};
 use crate::stream::wire::{
     encode_inventory, AbortReason, DocMeta, Frame, Inventory, StoreOp, StoreReply,

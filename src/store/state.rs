@@ -7,7 +7,7 @@ use super::ops;
 use super::placement;
 use crate::config;
 use crate::error::Error;
-use crate::proxy::Transport;
+use crate::stream::transport::Transport;
 use crate::stream::wire::DocMeta;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};

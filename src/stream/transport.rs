@@ -79,6 +79,22 @@ impl Frames for &Receiver<Frame> {
     }
 }
 
+/// Where a runner's frames go, a batch at a time: frames of one stream
+/// that are ready together travel together (a small answer's head, body
+/// and end wake its connection thread once).
+pub type Out = Arc<dyn Fn(Vec<Frame>) + Send + Sync>;
+
+/// What a worker rank runs: every frame from rank 0 goes in through
+/// `deliver`; answers go out through the `Out` it was made with. Cluster
+/// drives one without knowing what it serves (proxied requests, store
+/// operations, statistics).
+pub trait Runner: Send + Sync {
+    /// Take one frame from rank 0 (never blocks on upstream work).
+    fn deliver(&self, frame: Frame);
+    /// Streams running now.
+    fn in_flight(&self) -> usize;
+}
+
 /// Carries frames between connection threads and the request runners.
 pub trait Transport: Send + Sync {
     /// Start stream `open.id()`: its frames come on `tx` from now on, in
