@@ -63,12 +63,18 @@ fn main() {
     // Workers only note a stop signal: rank 0 tells them when to exit.
     mpiweb::server::signals::install();
     let code = if cluster.rank() == 0 {
-        // Access lines go to stderr in batches too, unless a file was
-        // named (or RUST_LOG turned them off).
-        if cfg.access_log.is_none() && log::log_enabled!(target: access::TARGET, log::Level::Info) {
-            if let Err(e) = access::to_stderr() {
-                log::warn!("access lines are written one by one: {e}");
+        // Only rank 0 serves requests, so only it writes access lines:
+        // to `--access-log FILE`, else to stderr, in batches either way
+        // (unless RUST_LOG turned them off).
+        let started = match &cfg.access_log {
+            Some(path) => access::to_file(path),
+            None if log::log_enabled!(target: access::TARGET, log::Level::Info) => {
+                access::to_stderr()
             }
+            None => Ok(()),
+        };
+        if let Err(e) = started {
+            log::warn!("access lines are written one by one: {e}");
         }
         let (code, poller) = run_front(&cfg, &cluster, files_limit.ok());
         access::flush();
@@ -262,7 +268,7 @@ fn checked_config() -> Result<Option<Config>, String> {
     }
     check_store(&cfg)?;
     if let Some(path) = &cfg.access_log {
-        access::to_file(path)
+        access::check_file(path)
             .map_err(|e| format!("cannot open access log '{}': {e}", path.display()))?;
     }
     Ok(Some(*cfg))

@@ -75,6 +75,13 @@ pub fn to_file(path: &Path) -> io::Result<()> {
     })
 }
 
+/// Whether `path` can be opened for appending (created if missing): every
+/// rank checks it at start, so that a bad path fails the same way on all;
+/// only rank 0 then writes to it (`to_file`).
+pub fn check_file(path: &Path) -> io::Result<()> {
+    open(path).map(drop)
+}
+
 /// Write access lines to stderr in batches too (the default): one write
 /// of up to 4 KiB for many lines instead of one per request.
 pub fn to_stderr() -> io::Result<()> {
