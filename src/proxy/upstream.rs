@@ -13,7 +13,7 @@ use crate::http::buffer::Buffered;
 use crate::http::encode::write_request_head;
 use crate::http::response_head::{parse_response_head, ResponseHead};
 use crate::http::Method;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::io::{self, BufRead};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Mutex;
@@ -57,16 +57,38 @@ const CHATTY_FOR: Duration = Duration::from_secs(60);
 /// proves the upstream: from then on its connections are reused at once.
 const SETTLE: Duration = Duration::from_millis(5);
 
-/// Idle connections by upstream `host:port`.
+/// Idle connections and what is known of each upstream, by `host:port`.
 pub struct Pool {
-    idle: Mutex<HashMap<String, VecDeque<(Conn, Instant)>>>,
-    /// Upstreams seen writing after their answers, and until when their
-    /// connections are not reused.
-    chatty: Mutex<HashMap<String, Instant>>,
-    /// Upstreams found quiet after an answer and `SETTLE`: their
-    /// connections are reused at once.
-    proven: Mutex<HashSet<String>>,
+    upstreams: Mutex<HashMap<String, Upstream>>,
     timeout: Duration,
+}
+
+/// One upstream as the pool knows it.
+#[derive(Default)]
+struct Upstream {
+    /// Idle connections, the one kept last at the end.
+    idle: Vec<(Conn, Instant)>,
+    /// One of its connections was found quiet after an answer and
+    /// `SETTLE`: its connections are reused at once.
+    proven: bool,
+    /// It was seen writing after its answers: until then its connections
+    /// are not reused.
+    chatty_until: Option<Instant>,
+}
+
+impl Upstream {
+    /// Whether it was seen writing after its answers lately; a past
+    /// deadline is forgotten here.
+    fn is_chatty(&mut self) -> bool {
+        match self.chatty_until {
+            Some(until) if until > Instant::now() => true,
+            Some(_) => {
+                self.chatty_until = None;
+                false
+            }
+            None => false,
+        }
+    }
 }
 
 /// What an idle connection has waiting.
@@ -85,11 +107,16 @@ impl Pool {
     /// connect, read or write.
     pub fn new(timeout: Duration) -> Pool {
         Pool {
-            idle: Mutex::new(HashMap::new()),
-            chatty: Mutex::new(HashMap::new()),
-            proven: Mutex::new(HashSet::new()),
+            upstreams: Mutex::new(HashMap::new()),
             timeout,
         }
+    }
+
+    /// The table. A poisoned lock is recovered: it is held only for a
+    /// push, a pop or a flag of one upstream, never across I/O, so the
+    /// table stays consistent.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Upstream>> {
+        self.upstreams.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// An idle connection to `authority` that is still quiet, or a new
@@ -108,7 +135,9 @@ impl Pool {
             match conn.idle_state() {
                 Idle::Quiet if idle < IDLE_FOR => {
                     if idle >= SETTLE {
-                        self.lock_proven().insert(authority.to_string());
+                        if let Some(up) = self.lock().get_mut(authority) {
+                            up.proven = true;
+                        }
                     }
                     return Ok(conn);
                 }
@@ -123,36 +152,20 @@ impl Pool {
 
     /// Reuse no connection to `authority` for a while: it writes after its
     /// answers, and the next bytes could land in another request's answer.
+    /// Its idle connections go too.
     fn mark_chatty(&self, authority: &str) {
-        // Recovered when poisoned: a map of deadlines is consistent after
-        // any single insert.
-        let mut chatty = self.chatty.lock().unwrap_or_else(|p| p.into_inner());
-        let until = Instant::now() + CHATTY_FOR;
-        if chatty.insert(authority.to_string(), until).is_none() {
+        let mut upstreams = self.lock();
+        let up = upstreams.entry(authority.to_string()).or_default();
+        if !up.is_chatty() {
             log::warn!(
                 "upstream {authority} wrote bytes after its answer: its connections \
                  are not reused for {} s",
                 CHATTY_FOR.as_secs()
             );
         }
-        drop(chatty);
-        self.lock_proven().remove(authority);
-        // Its idle connections go too.
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.remove(authority);
-    }
-
-    /// Whether `authority` was seen writing after its answers lately.
-    fn is_chatty(&self, authority: &str) -> bool {
-        let mut chatty = self.chatty.lock().unwrap_or_else(|p| p.into_inner());
-        match chatty.get(authority) {
-            Some(until) if *until > Instant::now() => true,
-            Some(_) => {
-                chatty.remove(authority);
-                false
-            }
-            None => false,
-        }
+        up.chatty_until = Some(Instant::now() + CHATTY_FOR);
+        up.proven = false;
+        up.idle.clear();
     }
 
     /// The idle connection to `authority` kept last, and when it was kept;
@@ -162,13 +175,10 @@ impl Pool {
     /// the upstream; the ones below it age out. The lock is held only for
     /// the pop, not for the check that follows.
     fn pop(&self, authority: &str) -> Option<(Conn, Instant)> {
-        let proven = self.lock_proven().contains(authority);
-        // A poisoned pool lock held only pushes and pops of whole entries:
-        // the map is consistent, so the guard is recovered.
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let (conn, since) = idle.get_mut(authority)?.pop_back()?;
-        drop(idle);
-        match proven {
+        let mut upstreams = self.lock();
+        let up = upstreams.get_mut(authority)?;
+        let (conn, since) = up.idle.pop()?;
+        match up.proven {
             // Proven: used at once, counted as settled.
             true => {
                 let settled = Instant::now().checked_sub(SETTLE).unwrap_or(since);
@@ -176,11 +186,6 @@ impl Pool {
             }
             false => Some((conn, since)),
         }
-    }
-
-    /// Recovered when poisoned: a set changed one whole name at a time.
-    fn lock_proven(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.proven.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A new connection to `authority`, never an idle one.
@@ -205,23 +210,26 @@ impl Pool {
             Idle::Bytes => return self.mark_chatty(&conn.authority),
             Idle::Closed => return,
         }
-        if self.is_chatty(&conn.authority) {
-            return;
-        }
         conn.reused = true;
         conn.heard = false;
-        // Recovered when poisoned, as in `pop`.
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.entry(conn.authority.clone()).or_default();
-        if list.len() < MAX_IDLE_PER_UPSTREAM {
-            list.push_back((conn, Instant::now()));
+        let mut upstreams = self.lock();
+        let up = upstreams.entry(conn.authority.clone()).or_default();
+        if !up.is_chatty() && up.idle.len() < MAX_IDLE_PER_UPSTREAM {
+            up.idle.push((conn, Instant::now()));
         }
     }
 
     /// Idle connections held for `authority`, for tests and metrics.
     pub fn idle_count(&self, authority: &str) -> usize {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.get(authority).map_or(0, VecDeque::len)
+        self.lock().get(authority).map_or(0, |up| up.idle.len())
+    }
+
+    /// Whether `authority` was seen writing after its answers lately.
+    #[cfg(test)]
+    fn is_chatty(&self, authority: &str) -> bool {
+        self.lock()
+            .get_mut(authority)
+            .is_some_and(Upstream::is_chatty)
     }
 }
 
@@ -248,8 +256,8 @@ fn connect(authority: &str, timeout: Duration) -> Result<TcpStream, Error> {
 }
 
 /// Wait up to `limit` until `stream` is readable (bytes, an end of file or
-/// an error), without reading; whether it is.
-fn wait_readable(stream: &TcpStream, limit: Duration) -> bool {
+/// an error), without reading: the caller looks at what came.
+fn wait_readable(stream: &TcpStream, limit: Duration) {
     use std::os::fd::AsRawFd;
     let mut fd = libc::pollfd {
         fd: stream.as_raw_fd(),
@@ -260,7 +268,7 @@ fn wait_readable(stream: &TcpStream, limit: Duration) -> bool {
     let ms = limit.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
     // SAFETY: one valid pollfd that outlives the call; the descriptor is
     // open (borrowed from `stream`).
-    unsafe { libc::poll(&mut fd, 1, ms) > 0 }
+    unsafe { libc::poll(&mut fd, 1, ms) };
 }
 
 /// What a reading of `stream` would meet now. One `recv(MSG_PEEK |
