@@ -232,11 +232,9 @@ impl State {
         loop {
             let live = self.transport.live_workers();
             while ready.len() + waiting.len() < n {
-                let next = ranking
-                    .iter()
-                    .copied()
-                    .find(|r| !tried.contains(r) && live.contains(r));
-                let Some(rank) = next else { break };
+                let Some(rank) = next_rank(&ranking, &tried, &live) else {
+                    break;
+                };
                 tried.push(rank);
                 match ops::start_put(&self.transport, rank, path, meta, body) {
                     Ok(stream) => waiting.push_back((rank, stream)),
@@ -294,13 +292,10 @@ impl State {
         // next live rank of the ranking instead.
         if !committed.is_empty() && committed.len() < n {
             let live = self.transport.live_workers();
-            for rank in ranking.iter().copied() {
-                if committed.len() >= n {
+            while committed.len() < n {
+                let Some(rank) = next_rank(&ranking, &tried, &live) else {
                     break;
-                }
-                if tried.contains(&rank) || !live.contains(&rank) {
-                    continue;
-                }
+                };
                 tried.push(rank);
                 match ops::put(&self.transport, rank, path, meta, body) {
                     Ok(()) => committed.push(rank),
@@ -355,6 +350,14 @@ impl State {
         );
         Err(Error::Overloaded)
     }
+}
+
+/// The first rank of `ranking` not tried yet and live now.
+fn next_rank(ranking: &[usize], tried: &[usize], live: &[usize]) -> Option<usize> {
+    ranking
+        .iter()
+        .copied()
+        .find(|r| !tried.contains(r) && live.contains(r))
 }
 
 /// Document bytes counted against `config::STORE_BUDGET` while held.
