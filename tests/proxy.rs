@@ -414,3 +414,65 @@ fn a_client_that_leaves_aborts_its_upstream_request() {
         );
     });
 }
+
+/// Names of the threads of process `pid` now.
+fn thread_names(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn alone_a_request_without_a_body_runs_on_its_connection_thread() {
+    let up = Upstream::start();
+    let route = format!("/={}/", up.url());
+    let site = common::Site::new();
+    let srv = Server::start(&site.root(), &["--route", &route]);
+    // Keep-alive and not, small and 3 MiB, every framing: all of it read
+    // by the connection threads themselves.
+    let mut c = srv.connect();
+    for i in 0..20 {
+        c.write_all(format!("GET /echo?i={i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        let r = read_one(&mut c, false);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(
+            r.text().contains(&format!("GET /echo?i={i}")),
+            "{}",
+            r.text()
+        );
+    }
+    for path in [
+        "/big?n=3145728",
+        "/big-chunked?n=3145728",
+        "/big-close?n=3145728",
+    ] {
+        let r = srv.get(path, "");
+        assert_eq!((r.status, r.body.len()), (200, 3 << 20), "{path}");
+        assert_eq!(pattern_mismatch(0, &r.body), None, "{path}");
+    }
+    let r = send(
+        &srv,
+        "HEAD /hop HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let names = thread_names(srv.pid());
+    assert!(!names.is_empty(), "cannot read the server's threads");
+    assert!(
+        !names.iter().any(|n| n == "upstream"),
+        "a pool thread ran a request without a body: {names:?}"
+    );
+    // A body still goes through the pool, whose thread shows up: the
+    // check above can see one.
+    let r = send(
+        &srv,
+        "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let names = thread_names(srv.pid());
+    assert!(names.iter().any(|n| n == "upstream"), "{names:?}");
+}

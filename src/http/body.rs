@@ -69,6 +69,16 @@ pub struct BodyReader<'a, R: BufRead> {
     continue_to: Option<&'a mut dyn Write>,
 }
 
+/// Where a paused `BodyReader` was in its body.
+pub struct Paused(Framing);
+
+impl Paused {
+    /// Whether the whole body was read.
+    pub fn is_done(&self) -> bool {
+        self.0.state == State::Done
+    }
+}
+
 /// The decoder's state, apart from the input it reads.
 struct Framing {
     state: State,
@@ -104,6 +114,22 @@ impl<'a, R: BufRead> BodyReader<'a, R> {
             },
             continue_to: None,
         })
+    }
+
+    /// Go on decoding a body from where `pause` left it, on the same input.
+    pub fn resume(input: &'a mut R, paused: Paused) -> Self {
+        BodyReader {
+            input,
+            framing: paused.0,
+            continue_to: None,
+        }
+    }
+
+    /// Stop reading for now and give the input back, keeping where the
+    /// decoder is: a body read a piece at a time by whoever owns its input
+    /// between pieces (a lone process's proxied answer).
+    pub fn pause(self) -> Paused {
+        Paused(self.framing)
     }
 
     /// Send `100 Continue` to `out` before the first read that needs bytes.

@@ -118,6 +118,37 @@ fn chunked_split_at_every_byte() {
 }
 
 #[test]
+fn a_body_paused_after_every_read_decodes_the_same() {
+    let input = b"5;e=1\r\nhello\r\n1\r\n!\r\n0\r\nT: v\r\n\r\nNEXT";
+    let mut r = BufReader::with_capacity(
+        64,
+        Pieces {
+            data: input,
+            cuts: vec![1; input.len()],
+        },
+    );
+    let mut paused = BodyReader::new(&mut r, BodyFraming::Chunked, 1000)
+        .unwrap()
+        .pause();
+    let mut body = Vec::new();
+    while !paused.is_done() {
+        // Each piece on a reader made anew, as the owner of the input
+        // lends it between pieces.
+        let mut reader = BodyReader::resume(&mut r, paused);
+        let mut buf = [0u8; 3];
+        let n = reader.read_body(&mut buf).unwrap();
+        body.extend_from_slice(&buf[..n]);
+        paused = reader.pause();
+    }
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    assert_eq!(
+        (body.as_slice(), rest.as_slice()),
+        (&b"hello!"[..], &b"NEXT"[..])
+    );
+}
+
+#[test]
 fn content_length_stops_at_its_end() {
     for cut in 0..8 {
         let (body, rest) = decode(b"abcdeNEXT", BodyFraming::Length(5), vec![cut]).unwrap();

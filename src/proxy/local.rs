@@ -1,9 +1,11 @@
 //! The in-process transport of a lone mpiweb: the `Worker` that worker
 //! ranks run, called directly instead of through MPI.
 
+use super::exchange::Req;
+use super::inline::Inline;
 use super::worker::{Side, Worker};
 use crate::error::Error;
-use crate::stream::transport::{ends_stream, is_tunnel, Transport};
+use crate::stream::transport::{ends_stream, is_tunnel, Pull, Transport};
 use crate::stream::wire::{AbortReason, Frame};
 use std::collections::HashMap;
 use std::sync::mpsc::Sender;
@@ -14,6 +16,7 @@ use std::time::Duration;
 /// ranks run, called directly instead of through MPI.
 pub struct Local {
     worker: Arc<Worker>,
+    upstream_timeout: Duration,
     /// Each stream's channel, and whether it is a tunnel.
     routes: Routes,
 }
@@ -49,11 +52,31 @@ impl Local {
         };
         // In one process nothing needs a stream acknowledged.
         let worker = Worker::new(upstream_timeout, Arc::new(out), false, side);
-        Local { worker, routes }
+        Local {
+            worker,
+            upstream_timeout,
+            routes,
+        }
     }
 }
 
 impl Transport for Local {
+    /// A request without a body runs on the connection thread itself.
+    fn pull(&self, open: Frame) -> Result<Box<dyn Pull>, Frame> {
+        if !matches!(
+            open,
+            Frame::Open {
+                has_body: false,
+                ..
+            }
+        ) {
+            return Err(open);
+        }
+        let req = Req::from_open(open)?;
+        let pool = Arc::clone(self.worker.pool());
+        Ok(Box::new(Inline::new(pool, req, self.upstream_timeout)))
+    }
+
     fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<(), Error> {
         let tunnel = is_tunnel(&open);
         lock_routes(&self.routes).insert(open.id(), (tx, tunnel));

@@ -4,9 +4,11 @@
 //! the header rules of a proxy hop, and CONNECT tunnels.
 
 pub mod backends;
+pub mod exchange;
 pub mod front;
 pub mod health;
 pub mod hop;
+pub mod inline;
 pub mod local;
 pub mod replay;
 pub mod route;

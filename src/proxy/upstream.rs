@@ -8,7 +8,7 @@
 
 use crate::config;
 use crate::error::Error;
-use crate::http::body::{BodyFraming, BodyReader};
+use crate::http::body::{BodyFraming, BodyReader, Paused};
 use crate::http::buffer::Buffered;
 use crate::http::encode::write_request_head;
 use crate::http::response_head::{parse_response_head, ResponseHead};
@@ -256,8 +256,8 @@ fn connect(authority: &str, timeout: Duration) -> Result<TcpStream, Error> {
 }
 
 /// Wait up to `limit` until `stream` is readable (bytes, an end of file or
-/// an error), without reading: the caller looks at what came.
-fn wait_readable(stream: &TcpStream, limit: Duration) {
+/// an error), without reading; whether it is.
+fn wait_readable(stream: &TcpStream, limit: Duration) -> bool {
     use std::os::fd::AsRawFd;
     let mut fd = libc::pollfd {
         fd: stream.as_raw_fd(),
@@ -268,7 +268,7 @@ fn wait_readable(stream: &TcpStream, limit: Duration) {
     let ms = limit.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
     // SAFETY: one valid pollfd that outlives the call; the descriptor is
     // open (borrowed from `stream`).
-    unsafe { libc::poll(&mut fd, 1, ms) };
+    unsafe { libc::poll(&mut fd, 1, ms) > 0 }
 }
 
 /// What a reading of `stream` would meet now. One `recv(MSG_PEEK |
@@ -348,6 +348,17 @@ impl Conn {
                 Err(e) => return Err(Error::from_upstream_io(e)),
             }
         }
+    }
+
+    /// Wait up to `limit` for the upstream to say something (bytes, an
+    /// end of file or an error); whether it did.
+    pub fn wait_answer(&self, limit: Duration) -> bool {
+        !self.input.pending().is_empty() || wait_readable(self.input.get_ref(), limit)
+    }
+
+    /// Go on reading a body that `body(..).pause()` left off.
+    pub fn resume_body(&mut self, paused: Paused) -> BodyReader<'_, Buffered<TcpStream>> {
+        BodyReader::resume(&mut self.input, paused)
     }
 
     /// The body of the response whose head was just read.

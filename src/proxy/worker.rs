@@ -4,23 +4,22 @@
 //! the MPI thread's queue on a worker rank and the connection thread's
 //! channel in a lone process.
 
-use super::hop::forward_response_fields;
+use super::exchange::{
+    connect_failure, head_frame, log_abort, may_resend, read_final_head, Failure, Opened, Req,
+    READ_BUF,
+};
 use super::replay::Replay;
 use super::tunnel;
 use super::upstream::{Conn, Pool};
 use crate::config;
-use crate::error::Error;
 use crate::http::body::BodyFraming;
 use crate::http::encode::ChunkedWriter;
-use crate::http::request::parse_content_length;
 use crate::http::response_head::ResponseHead;
-use crate::http::Method;
 use crate::stream::threads::Threads;
 use crate::stream::transport::{
     is_tunnel, take_credit, take_grant, NoCredit, Runner, CHUNK, WINDOW,
 };
-use crate::stream::wire::{AbortReason, Fields, Frame};
-use std::cell::RefCell;
+use crate::stream::wire::{AbortReason, Frame};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -40,7 +39,7 @@ const DOWNSTREAM_WAIT: Duration = Duration::from_secs(config::SEND_TIMEOUT.as_se
 
 /// The shared part of every exchange.
 pub struct Ctx {
-    pub pool: Pool,
+    pub pool: Arc<Pool>,
     pub out: Out,
     /// The upstream socket of each running exchange, so that an abort
     /// from rank 0 can cut a read or write that is blocked on it.
@@ -111,7 +110,7 @@ impl Worker {
         Arc::new(Worker {
             streams: Mutex::new(HashMap::new()),
             ctx: Arc::new(Ctx {
-                pool: Pool::new(upstream_timeout),
+                pool: Arc::new(Pool::new(upstream_timeout)),
                 out,
                 sockets: Mutex::new(HashMap::new()),
             }),
@@ -177,6 +176,11 @@ impl Worker {
         }
     }
 
+    /// The upstream connections this worker keeps.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.ctx.pool
+    }
+
     /// Streams running now.
     pub fn in_flight(&self) -> usize {
         self.streams().len()
@@ -208,89 +212,24 @@ impl Runner for Running {
     }
 }
 
-/// How an exchange failed: tell rank 0 why, or stay quiet because rank 0
-/// ended the stream itself.
-enum Failure {
-    Abort(AbortReason),
-    Quiet,
-}
-
-impl From<Error> for Failure {
-    /// Every error a runner can meet, decided one by one (no wildcard: a
-    /// new variant must be placed here too).
-    fn from(e: Error) -> Failure {
-        Failure::Abort(match e {
-            Error::UpstreamTimeout => AbortReason::Timeout,
-            Error::UpstreamUnreachable(_) => AbortReason::Unreachable,
-            Error::InsufficientStorage => AbortReason::NoSpace,
-            Error::Overloaded | Error::NoHealthyUpstream(_) => AbortReason::Refused,
-            // The downstream side went away while the runner waited on it.
-            Error::PeerGone => AbortReason::ClientGone,
-            // What the upstream sent broke a rule (a bad head, a body past
-            // its length), or reading it failed in our own code.
-            Error::UpstreamBroken(_)
-            | Error::Internal(_)
-            | Error::BadRequest(_)
-            | Error::UnknownMethod
-            | Error::UnknownTransferCoding
-            | Error::VersionNotSupported
-            | Error::UriTooLong
-            | Error::HeadTooLarge
-            | Error::BodyTooLarge
-            | Error::HeadTimeout
-            | Error::ExpectationFailed
-            | Error::Forbidden
-            | Error::Unauthorized
-            | Error::NotFound
-            | Error::MethodNotAllowed(_)
-            | Error::PreconditionFailed
-            | Error::RangeNotSatisfiable(_) => AbortReason::BadUpstream,
-        })
-    }
-}
-
 /// Run the stream that `open` starts, to its end.
 fn run(open: Frame, rx: &Receiver<Frame>, ctx: &Ctx) {
-    let Frame::Open {
-        id,
-        upstream,
-        method,
-        target,
-        fields,
-        has_body,
-        length,
-    } = open
-    else {
+    let Some(opened) = Opened::from_frame(open) else {
         return;
     };
-    let authority = String::from_utf8_lossy(&upstream).into_owned();
     let t0 = std::time::Instant::now();
     let metrics = crate::metrics::streams();
     let _counted = metrics.map(|m| m.begin());
-    let result = match Method::from_token(&method) {
-        Some(Method::Connect) => tunnel::open_upstream(id, &authority, rx, ctx)
-            .map(|()| (200, 0))
-            .map_err(Failure::from),
-        Some(method) => {
-            let framing = match (has_body, length) {
-                (false, _) => BodyFraming::None,
-                (true, Some(n)) => BodyFraming::Length(n),
-                (true, None) => BodyFraming::Chunked,
-            };
-            let req = Req {
-                id,
-                authority: &authority,
-                method,
-                target: &target,
-                fields: fields
-                    .into_iter()
-                    .map(|(n, v)| (String::from_utf8_lossy(&n).into_owned(), v))
-                    .collect(),
-                framing,
-            };
-            exchange(&req, rx, ctx)
+    let (id, authority, result) = match opened {
+        Opened::Tunnel { id, authority } => {
+            let done = tunnel::open_upstream(id, &authority, rx, ctx).map(|()| (200, 0));
+            (id, authority, done.map_err(Failure::from))
         }
-        None => Err(Failure::Abort(AbortReason::Refused)),
+        Opened::Request(req) => {
+            let done = exchange(&req, rx, ctx);
+            (req.id, req.authority, done)
+        }
+        Opened::Refused { id } => (id, String::new(), Err(Failure::Abort(AbortReason::Refused))),
     };
     // A failure caused by rank 0's own abort (it cut the upstream socket)
     // is no upstream's fault: say nothing.
@@ -314,39 +253,16 @@ fn run(open: Frame, rx: &Receiver<Frame>, ctx: &Ctx) {
     match result {
         Ok(_) => {}
         Err(Failure::Abort(reason)) => {
-            // Rank 0 logs the answer, and an upstream's change of state
-            // at warn.
-            if reason != AbortReason::ClientGone {
-                log::info!("upstream {authority}: {reason:?}");
-            }
+            log_abort(&authority, reason);
             ctx.send(Frame::Abort { id, reason });
         }
         Err(Failure::Quiet) => {}
     }
 }
 
-/// A connection that could not be made: nothing reached the upstream, so
-/// rank 0 may try another.
-fn connect_failure(e: Error) -> Failure {
-    match e {
-        Error::UpstreamTimeout => Failure::Abort(AbortReason::ConnectTimeout),
-        _ => Failure::Abort(AbortReason::Unreachable),
-    }
-}
-
-/// A request as the runner sends it on.
-struct Req<'a> {
-    id: u64,
-    authority: &'a str,
-    method: Method,
-    target: &'a [u8],
-    fields: Vec<(String, Vec<u8>)>,
-    framing: BodyFraming,
-}
-
 /// One request and its answer: the answer's status and body bytes.
-fn exchange(req: &Req<'_>, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(u16, u64), Failure> {
-    let mut conn = ctx.pool.get(req.authority).map_err(connect_failure)?;
+fn exchange(req: &Req, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(u16, u64), Failure> {
+    let mut conn = ctx.pool.get(&req.authority).map_err(connect_failure)?;
     ctx.watch(req.id, conn.stream());
     // A body sent on a reused connection is kept (within the replay
     // budget), to be sent again if that connection proves stale.
@@ -365,49 +281,23 @@ fn exchange(req: &Req<'_>, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(u16, u64)
     };
     let (head, clean) = loop {
         match send_and_read_head(&mut conn, req, &mut body) {
-            // A pooled connection the upstream closed while it sat idle (or
-            // reset) fails before one byte of an answer: send the request
-            // once more, whatever its method, on a new connection to the
-            // same upstream, when its body can be sent again whole.
             // Rank 0 aborted the stream (its client left) and cut the
             // socket: that failure is ours, and nothing is sent again.
             Err(Failure::Abort(_)) if !ctx.is_watched(req.id) => return Err(Failure::Quiet),
-            Err(Failure::Abort(AbortReason::BadUpstream | AbortReason::Unreachable))
-                if conn.may_be_stale() && body.replay.is_whole() =>
-            {
+            Err(f) if may_resend(&f, &conn) && body.replay.is_whole() => {
                 log::debug!(
                     "upstream {}: reused connection failed before answering; sending again",
                     req.authority
                 );
                 body.rewind();
-                conn = ctx.pool.connect(req.authority).map_err(connect_failure)?;
+                conn = ctx.pool.connect(&req.authority).map_err(connect_failure)?;
                 ctx.watch(req.id, conn.stream());
             }
             other => break other?,
         }
     };
     let id = req.id;
-    let length = match head.framing {
-        BodyFraming::Length(n) => Some(n),
-        // HEAD and 304 answers may state the length they do not carry.
-        BodyFraming::None => head
-            .field_all("content-length")
-            .next()
-            .and_then(|v| parse_content_length(v).ok()),
-        BodyFraming::Chunked | BodyFraming::UntilClose => None,
-    };
-    let fields: Fields = forward_response_fields(head.fields(), head.minor)
-        .into_iter()
-        // Rank 0 writes its own Date and Server, as nginx does.
-        .filter(|(n, _)| !n.eq_ignore_ascii_case("date") && !n.eq_ignore_ascii_case("server"))
-        .map(|(n, v)| (n.into_bytes(), v))
-        .collect();
-    let mut batch = vec![Frame::Head {
-        id,
-        status: head.status,
-        fields,
-        length,
-    }];
+    let mut batch = vec![head_frame(id, &head)];
     let mut bytes = 0;
     if head.framing != BodyFraming::None {
         bytes = relay_body(&mut conn, &head, rx, ctx, id, &mut batch)?;
@@ -426,10 +316,10 @@ fn exchange(req: &Req<'_>, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(u16, u64)
 /// 0). Also says whether the whole request went out.
 fn send_and_read_head(
     conn: &mut Conn,
-    req: &Req<'_>,
+    req: &Req,
     body: &mut Upload<'_>,
 ) -> Result<(ResponseHead, bool), Failure> {
-    conn.send_head(req.method, req.target, &req.fields, req.framing)?;
+    conn.send_head(req.method, &req.target, &req.fields, req.framing)?;
     // If the upstream stops reading the body, it may still have answered
     // (a 413, say): the head is read either way.
     let sent = match req.framing {
@@ -437,14 +327,7 @@ fn send_and_read_head(
         BodyFraming::Length(_) => body.send(conn.stream())?,
         BodyFraming::Chunked => body.send(ChunkedWriter::new(conn.stream()))?,
     };
-    loop {
-        let head = conn.read_head(req.method)?;
-        match head.status {
-            101 => return Err(Failure::Abort(AbortReason::BadUpstream)),
-            100..=199 => continue,
-            _ => return Ok((head, sent)),
-        }
-    }
+    Ok((read_final_head(conn, req.method)?, sent))
 }
 
 /// A writer that ends a body when it is done.
@@ -515,13 +398,6 @@ impl Upload<'_> {
         }
         Ok(w.end().is_ok())
     }
-}
-
-thread_local! {
-    /// The upstream read buffer of a pool thread, kept for its next
-    /// exchange: each piece sent is a copy of just what one read brought,
-    /// so a small answer does not cost a fresh 256 KiB buffer.
-    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; CHUNK]);
 }
 
 /// Send the response body to rank 0 in pieces, never more than the credit

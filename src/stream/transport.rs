@@ -95,8 +95,23 @@ pub trait Runner: Send + Sync {
     fn in_flight(&self) -> usize;
 }
 
+/// A stream run on the thread that receives it: each `pull` does the next
+/// step of the work and gives the frames it made, or waits at most
+/// `timeout` (`Timeout`: nothing yet, ask again). Nothing is sent to it:
+/// it reads its source only when asked, so it needs no credit, and
+/// dropping it before its end stops the work.
+pub trait Pull: Send {
+    fn pull(&mut self, timeout: Duration) -> Result<Vec<Frame>, RecvTimeoutError>;
+}
+
 /// Carries frames between connection threads and the request runners.
 pub trait Transport: Send + Sync {
+    /// Run stream `open` on the calling thread as a `Pull`, when this
+    /// transport can (a lone process's request without a body: no hand-off
+    /// to any other thread); `open` comes back when it cannot.
+    fn pull(&self, open: Frame) -> Result<Box<dyn Pull>, Frame> {
+        Err(open)
+    }
     /// Start stream `open.id()`: its frames come on `tx` from now on, in
     /// batches. The transport forgets a stream by itself after its `End`
     /// or `Abort`, except a tunnel's (its `End` is a half-close).
@@ -118,10 +133,18 @@ pub trait Transport: Send + Sync {
 /// Stream ids are unique within rank 0's life.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Where a stream's frames come from.
+enum Source {
+    /// Another thread sends them.
+    Channel(Receiver<Vec<Frame>>),
+    /// This thread makes them, when it asks.
+    Pull(Box<dyn Pull>),
+}
+
 /// One request's frames, seen from rank 0. Dropping it closes the stream.
 pub struct Stream {
     pub id: u64,
-    rx: Receiver<Vec<Frame>>,
+    source: Source,
     /// Frames of the last batch not taken yet.
     queue: VecDeque<Frame>,
     transport: Arc<dyn Transport>,
@@ -154,16 +177,26 @@ impl Stream {
         make: impl FnOnce(u64) -> Frame,
     ) -> Result<Stream, Error> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = channel();
         let open = make(id);
         let tunnel = is_tunnel(&open);
-        match rank {
-            Some(rank) => transport.open_at(rank, open, tx)?,
-            None => transport.open(open, tx)?,
-        }
+        let open = match rank {
+            Some(_) => Err(open),
+            None => transport.pull(open),
+        };
+        let source = match open {
+            Ok(pull) => Source::Pull(pull),
+            Err(open) => {
+                let (tx, rx) = channel();
+                match rank {
+                    Some(rank) => transport.open_at(rank, open, tx)?,
+                    None => transport.open(open, tx)?,
+                }
+                Source::Channel(rx)
+            }
+        };
         Ok(Stream {
             id,
-            rx,
+            source,
             queue: VecDeque::new(),
             transport: Arc::clone(transport),
             finished: false,
@@ -171,8 +204,13 @@ impl Stream {
         })
     }
 
+    /// Send `frame` to whoever runs the stream. A pulled stream takes
+    /// nothing: it reads its source only when asked, so credit is moot.
     pub fn send(&self, frame: Frame) {
-        self.transport.send(frame);
+        match &self.source {
+            Source::Channel(_) => self.transport.send(frame),
+            Source::Pull(_) => {}
+        }
     }
 
     /// The next frame, waiting at most `timeout`.
@@ -186,7 +224,11 @@ impl Stream {
     /// The next frame if one is waiting.
     pub fn try_recv(&mut self) -> Option<Result<Frame, Error>> {
         if self.queue.is_empty() {
-            match self.rx.try_recv() {
+            // A pulled stream has only what its last pull made.
+            let Source::Channel(rx) = &self.source else {
+                return None;
+            };
+            match rx.try_recv() {
                 Ok(batch) => self.queue.extend(batch),
                 Err(TryRecvError::Empty) => return None,
                 Err(TryRecvError::Disconnected) => {
@@ -215,7 +257,10 @@ impl Stream {
 impl Frames for Stream {
     fn next_frame(&mut self, timeout: Duration) -> Result<Frame, RecvTimeoutError> {
         if self.queue.is_empty() {
-            let batch = self.rx.recv_timeout(timeout)?;
+            let batch = match &mut self.source {
+                Source::Channel(rx) => rx.recv_timeout(timeout)?,
+                Source::Pull(pull) => pull.pull(timeout)?,
+            };
             self.queue.extend(batch);
         }
         let frame = self.queue.pop_front().ok_or(RecvTimeoutError::Timeout)?;
@@ -225,8 +270,9 @@ impl Frames for Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        // A finished stream was forgotten by the transport already.
-        if !self.finished || self.tunnel {
+        // A finished stream was forgotten by the transport already; a
+        // pulled one stops as it is dropped.
+        if matches!(self.source, Source::Channel(_)) && (!self.finished || self.tunnel) {
             self.transport.close(self.id, self.finished);
         }
     }
