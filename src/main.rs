@@ -48,6 +48,7 @@ fn main() {
     // Every rank, before MPI opens its own descriptors: rank 0 holds the
     // connections, workers upstream connections and replica files.
     let files_limit = mpiweb::server::sys::raise_open_files_limit();
+    let batch = mpiweb::server::sys::batch_scheduling();
     let cluster = match Cluster::init() {
         Ok(c) => c,
         Err(msg) => {
@@ -58,6 +59,9 @@ fn main() {
     init_logging(cluster.rank());
     if let Err(e) = &files_limit {
         log::warn!("cannot raise the open-file limit: {e}");
+    }
+    if let Err(e) = &batch {
+        log::warn!("cannot set the SCHED_BATCH policy (threads keep the default): {e}");
     }
     // After MPI's start-up, so that these handlers are the ones in place.
     // Workers only note a stop signal: rank 0 tells them when to exit.

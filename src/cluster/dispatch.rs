@@ -246,23 +246,33 @@ impl Poller {
         let mut next_ping = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let seen = self.kick.opened();
-            let polled = self.mpi.with(|d| {
+            let polled = self.mpi.try_with(|d| {
                 let mut got = Vec::new();
                 let busy = receive(&d.world, |from, frame| got.push((from, frame)));
                 for (from, frame) in got {
                     d.on_worker_frame(from, frame);
                 }
-                d.deliver();
+                let handed = d.deliver();
                 if Instant::now() >= next_ping {
                     d.heartbeat();
                     next_ping = Instant::now() + PING_EVERY;
                 }
                 d.out.flush(&d.world);
                 let sending = d.out.progress();
-                (busy, d.flows.len() + usize::from(sending))
+                (busy, d.flows.len() + usize::from(sending), handed)
             });
-            let Some((busy, in_flight)) = polled else {
-                return;
+            let (busy, in_flight) = match polled {
+                Ok(Some((busy, in_flight, handed))) => {
+                    // Woken outside the lock: a thread that wakes and
+                    // sends at once does not find it taken.
+                    for (tx, batch) in handed {
+                        let _ = tx.send(batch); // the connection may be gone: Close follows
+                    }
+                    (busy, in_flight)
+                }
+                Ok(None) => return,
+                // A connection thread is sending: poll after a batch's wait.
+                Err(super::Busy) => (false, 3),
             };
             if busy {
                 backoff.reset();
@@ -395,15 +405,17 @@ impl Dispatcher {
         self.inbox.entry(frame.id()).or_default().push(frame);
     }
 
-    /// Hand each stream's gathered frames to its connection thread, and
-    /// forget the streams they end.
-    fn deliver(&mut self) {
+    /// Each stream's gathered frames and the connection thread to hand
+    /// them to (once the lock is let go); the streams they end are
+    /// forgotten.
+    fn deliver(&mut self) -> Vec<(Sender<Vec<Frame>>, Vec<Frame>)> {
+        let mut handed = Vec::with_capacity(self.inbox.len());
         for (id, batch) in self.inbox.drain() {
             let Some(flow) = self.flows.get(&id) else {
                 continue;
             };
             let done = batch.iter().any(|f| ends_stream(f, flow.tunnel));
-            let _ = flow.tx.send(batch); // the connection may be gone: Close follows
+            handed.push((flow.tx.clone(), batch));
             if done {
                 let peer = flow.peer;
                 self.flows.remove(&id);
@@ -411,6 +423,7 @@ impl Dispatcher {
                 p.in_flight = p.in_flight.saturating_sub(1);
             }
         }
+        handed
     }
 
     /// Ping every worker; take silent ones out of rotation and send the

@@ -63,6 +63,20 @@ impl<T> Mpi<T> {
         guard.as_mut().map(f)
     }
 
+    /// Run `f` under the lock if no other thread holds it now: `Err(Busy)`
+    /// when one does (it is making MPI progress itself), `Ok(None)` once
+    /// closed. A poller that finds the lock taken polls later instead of
+    /// waiting in line behind the senders (a wait is two context switches).
+    pub fn try_with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<Option<R>, Busy> {
+        let mut guard = match self.inner.try_lock() {
+            Ok(guard) => guard,
+            // Recovered when poisoned, as in `with`.
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(Busy),
+        };
+        Ok(guard.as_mut().map(f))
+    }
+
     /// Run `f` under the lock for the last time: after it, no thread calls
     /// MPI through this lock, so MPI may be finalised.
     pub fn close<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
@@ -74,6 +88,10 @@ impl<T> Mpi<T> {
         result
     }
 }
+
+/// Another thread holds the MPI lock now.
+#[derive(Debug)]
+pub struct Busy;
 
 /// The MPI world this process belongs to; a lone process is a world of one.
 pub enum Cluster {

@@ -58,7 +58,7 @@ pub fn run(make: impl FnOnce(Out) -> Box<dyn Runner>) -> i32 {
     let mut backoff = Backoff::new(super::IDLE_POLL);
     loop {
         let mut frames = Vec::new();
-        let polled = mpi.with(|link| {
+        let polled = mpi.try_with(|link| {
             let root = link.world.process_at_rank(0);
             if root.immediate_probe_with_tag(TAG_SHUTDOWN).is_some() {
                 let (code, _) = root.receive_with_tag::<i32>(TAG_SHUTDOWN);
@@ -69,8 +69,11 @@ pub fn run(make: impl FnOnce(Out) -> Box<dyn Runner>) -> i32 {
             link.sending.store(left, Ordering::SeqCst);
             (None, busy, left)
         });
-        let Some((code, busy, _)) = polled else {
-            return 1;
+        let (code, busy) = match polled {
+            Ok(Some((code, busy, _))) => (code, busy),
+            Ok(None) => return 1,
+            // A pool thread is sending: poll after the usual wait.
+            Err(super::Busy) => (None, false),
         };
         if let Some(code) = code {
             // Closed: pool threads still running send nothing more, and

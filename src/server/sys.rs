@@ -1,7 +1,7 @@
 //! The system calls std does not expose: `sendfile(2)`, since std's
 //! `io::copy` refuses file-to-socket sendfile on purpose; `listen(2)` again,
-//! since std fixes the backlog at 128; and `setrlimit(2)` for the open-file
-//! limit.
+//! since std fixes the backlog at 128; `setrlimit(2)` for the open-file
+//! limit; and `sched_setscheduler(2)` for the threads' policy.
 
 use crate::http::response::SendFile;
 use std::fs::File;
@@ -73,6 +73,26 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
     // SAFETY: `raised` is a valid rlimit that outlives the call.
     match unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } {
         0 => Ok(ceiling),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Put the calling thread, and every thread it starts from now on, under
+/// Linux's `SCHED_BATCH` policy: the same share of the CPU at the same
+/// nice value, but a thread that wakes does not preempt the one running on
+/// its core; it runs when that one blocks or its slice ends. A request
+/// wakes a chain of threads (a connection thread, a poller, a pool
+/// thread); under the default policy each wake-up also pushed the waker
+/// off its core, mid-batch, a switch more per wake-up. Measured with
+/// proxied small answers at 50 connections: 9.0-9.2 switches per request
+/// became 7.4-7.7 under mpirun, 2.8 became 2.2 alone, and req/s rose
+/// 8-17%. Called before MPI starts any thread of its own.
+pub fn batch_scheduling() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param
+    // that outlives the call.
+    match unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } {
+        0 => Ok(()),
         _ => Err(io::Error::last_os_error()),
     }
 }
