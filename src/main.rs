@@ -31,6 +31,7 @@ macro_rules! say {
 }
 
 fn main() {
+    mpiweb::metrics::start();
     // Everything that can be checked without MPI is checked first, so a bad
     // start fails the same way on every rank.
     let cfg = match checked_config() {

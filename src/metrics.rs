@@ -45,6 +45,14 @@ pub fn global() -> &'static Metrics {
     &METRICS
 }
 
+/// Start this process's clock: uptime counts from here. Called first
+/// thing at start; without it the clock started at the first use of the
+/// counters (a worker's at the first status request), so every rank
+/// showed an uptime of a second or two.
+pub fn start() {
+    LazyLock::force(&METRICS);
+}
+
 /// Whether this process counts the streams it runs (a worker rank). A lone
 /// mpiweb counts each request once, where the client sent it.
 static STREAMS: AtomicBool = AtomicBool::new(false);

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::Command;
 use std::thread;
+use std::time::{Duration, Instant};
 
 /// `name{labels} value` lines of a Prometheus text page, by series.
 fn series(page: &str) -> BTreeMap<String, f64> {
@@ -127,6 +128,27 @@ fn figures_of_every_rank_add_up_while_load_runs() {
         json_num(&json, "\"upstreams\"", "answered"),
         Some(PROXIED as f64)
     );
+}
+
+#[test]
+fn every_rank_counts_its_uptime_from_its_start() {
+    let site = Site::new();
+    let t0 = Instant::now();
+    let srv = Server::start_mpi(3, &site.root(), &[]);
+    // Time passes with no status page asked for (the first ask used to
+    // start a rank's clock): not a wait for the server, which is up.
+    thread::sleep(Duration::from_secs(3));
+    let (status, json) = get_text(&srv, "/-/status.json");
+    let lived = t0.elapsed().as_secs_f64();
+    assert_eq!(status, 200, "{json}");
+    for rank in 0..3 {
+        let up = json_num(&json, &format!("\"rank\":{rank},"), "uptime_s")
+            .unwrap_or_else(|| panic!("no uptime_s for rank {rank}: {json}"));
+        assert!(
+            (2.5..=lived + 0.2).contains(&up),
+            "rank {rank}: {up} s of {lived:.1}: {json}"
+        );
+    }
 }
 
 #[test]

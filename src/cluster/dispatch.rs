@@ -5,13 +5,15 @@
 //! the workers' frames, hands each stream's batch to the connection thread
 //! that waits for it (its one wake), and heartbeats the workers.
 
-use super::outbox::{receive, Backoff, Outbox};
-use super::Mpi;
+use super::bell::{Card, Ringer};
+use super::outbox::{nearly_idle, receive, Backoff, Outbox};
+use super::{Mpi, TAG_BELL};
 use crate::error::Error;
 use crate::stream::transport::Transport;
 use crate::stream::transport::{ends_stream, is_tunnel};
 use crate::stream::wire::{AbortReason, Frame};
-use mpi::topology::SimpleCommunicator;
+use mpi::point_to_point::{MatchedReceiveVec, Source};
+use mpi::topology::{Communicator, SimpleCommunicator};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
@@ -23,6 +25,10 @@ const PING_EVERY: Duration = Duration::from_millis(200);
 /// A worker silent this long leaves the rotation (well within the 2 s in
 /// which new requests must go elsewhere).
 const STALL_AFTER: Duration = Duration::from_millis(1000);
+/// A worker's bell is rung for a new stream while at most this many are in
+/// flight: beyond it the workers are busy enough to find requests by
+/// polling, and a ring would only add a wake-up.
+const RING_MAX_IN_FLIGHT: usize = 8;
 
 /// What connection threads ask of the dispatcher.
 pub enum Cmd {
@@ -124,6 +130,8 @@ pub fn link(size: usize) -> (Link, Poller, Arc<Membership>) {
         turn: 0,
         ping_seq: 0,
         inbox: HashMap::new(),
+        ringer: Ringer::new(size),
+        rings: Vec::new(),
     };
     let mpi = Arc::new(Mpi::new(d));
     let kick = Arc::new(Kick::default());
@@ -136,35 +144,44 @@ pub fn link(size: usize) -> (Link, Poller, Arc<Membership>) {
 }
 
 impl Link {
-    fn command(&self, cmd: Cmd) {
+    /// Run `cmd`; for an `Open`, the rank it went to.
+    fn command(&self, cmd: Cmd) -> Option<usize> {
         let refused = match &cmd {
             Cmd::Open(frame, tx, _) => Some((frame.id(), tx.clone())),
             Cmd::Frame(_) | Cmd::Close(..) => None,
         };
         let done = self.mpi.with(|d| {
-            d.command(cmd);
+            let placed = d.command(cmd);
             d.out.flush(&d.world);
+            // After the send: a worker that wakes finds the frame.
+            for rank in std::mem::take(&mut d.rings) {
+                d.ringer.ring(rank);
+            }
+            placed
         });
         // After the shutdown no stream opens: its thread hears so at once.
-        if let (None, Some((id, tx))) = (done, refused) {
+        if let (None, Some((id, tx))) = (&done, refused) {
             let _ = tx.send(vec![Frame::Abort {
                 id,
                 reason: AbortReason::Refused,
             }]);
         }
+        done.flatten()
     }
 }
 
 impl Transport for Link {
-    fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<(), Error> {
-        self.command(Cmd::Open(open, tx, None));
+    /// A stream no worker took ends with an `Abort` on its channel; its
+    /// rank is then 0's.
+    fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<usize, Error> {
+        let rank = self.command(Cmd::Open(open, tx, None));
         self.kick.kick();
-        Ok(())
+        Ok(rank.unwrap_or(0))
     }
-    fn open_at(&self, rank: usize, open: Frame, tx: Sender<Vec<Frame>>) -> Result<(), Error> {
-        self.command(Cmd::Open(open, tx, Some(rank)));
+    fn open_at(&self, rank: usize, open: Frame, tx: Sender<Vec<Frame>>) -> Result<usize, Error> {
+        let placed = self.command(Cmd::Open(open, tx, Some(rank)));
         self.kick.kick();
-        Ok(())
+        Ok(placed.unwrap_or(0))
     }
     fn live_workers(&self) -> Vec<usize> {
         (1..self.live.live.len())
@@ -220,6 +237,9 @@ pub struct Dispatcher {
     /// Frames from workers gathered during one receive, by stream: each
     /// stream's connection thread gets its frames in one batch.
     inbox: HashMap<u64, Vec<Frame>>,
+    /// The workers' bells, and the ranks to ring once the frames are sent.
+    ringer: Ringer,
+    rings: Vec<usize>,
 }
 
 /// The one thread of rank 0 that receives: it hands each stream's frames
@@ -247,6 +267,7 @@ impl Poller {
         while !stop.load(Ordering::Relaxed) {
             let seen = self.kick.opened();
             let polled = self.mpi.try_with(|d| {
+                d.learn_bells();
                 let mut got = Vec::new();
                 let busy = receive(&d.world, |from, frame| got.push((from, frame)));
                 for (from, frame) in got {
@@ -277,7 +298,7 @@ impl Poller {
             if busy {
                 backoff.reset();
             }
-            let wait = backoff.next(in_flight);
+            let wait = backoff.next(nearly_idle(in_flight), in_flight);
             if wait.is_zero() {
                 std::thread::yield_now();
             } else if wait > LONG_SLEEP {
@@ -293,7 +314,32 @@ impl Poller {
 const LONG_SLEEP: Duration = Duration::from_millis(1);
 
 impl Dispatcher {
-    fn command(&mut self, cmd: Cmd) {
+    /// Take the cards workers sent at start: where their bells are.
+    fn learn_bells(&mut self) {
+        while let Some(probed) = self
+            .world
+            .any_process()
+            .immediate_matched_probe_with_tag(TAG_BELL)
+        {
+            let (bytes, status) = probed.matched_receive_vec::<u8>();
+            let rank = status.source_rank() as usize;
+            match Card::decode(&bytes) {
+                Some(card) => self.ringer.learn(rank, &card),
+                None => log::warn!("rank {rank} sent a bell card that does not parse"),
+            }
+        }
+    }
+
+    /// Ring worker `rank`'s bell for a stream just sent, if few are in
+    /// flight.
+    fn ring_if_quiet(&mut self, rank: usize) {
+        if self.flows.len() <= RING_MAX_IN_FLIGHT {
+            self.rings.push(rank);
+        }
+    }
+
+    /// Run `cmd`; for an `Open`, the rank it went to.
+    fn command(&mut self, cmd: Cmd) -> Option<usize> {
         match cmd {
             Cmd::Open(frame, tx, Some(rank)) => {
                 let id = frame.id();
@@ -303,7 +349,7 @@ impl Dispatcher {
                         id,
                         reason: AbortReason::Refused,
                     }]);
-                    return;
+                    return None;
                 };
                 self.peers[peer].in_flight += 1;
                 self.out.push(&self.world, rank, &frame);
@@ -318,6 +364,8 @@ impl Dispatcher {
                         pinned: true,
                     },
                 );
+                self.ring_if_quiet(rank);
+                Some(rank)
             }
             Cmd::Open(frame, tx, None) => {
                 let id = frame.id();
@@ -326,7 +374,7 @@ impl Dispatcher {
                         id,
                         reason: AbortReason::Refused,
                     }]);
-                    return;
+                    return None;
                 };
                 self.peers[peer].in_flight += 1;
                 self.out.push(&self.world, self.peers[peer].rank, &frame);
@@ -343,17 +391,19 @@ impl Dispatcher {
                         pinned: false,
                     },
                 );
+                let rank = self.peers[peer].rank;
+                self.ring_if_quiet(rank);
+                Some(rank)
             }
             Cmd::Frame(frame) => {
                 if let Some(flow) = self.flows.get(&frame.id()) {
                     self.out
                         .push(&self.world, self.peers[flow.peer].rank, &frame);
                 }
+                None
             }
             Cmd::Close(id, finished) => {
-                let Some(flow) = self.flows.remove(&id) else {
-                    return;
-                };
+                let flow = self.flows.remove(&id)?;
                 let peer = &mut self.peers[flow.peer];
                 peer.in_flight = peer.in_flight.saturating_sub(1);
                 if !finished {
@@ -364,6 +414,7 @@ impl Dispatcher {
                     };
                     self.out.push(&self.world, rank, &abort);
                 }
+                None
             }
         }
     }

@@ -3,6 +3,7 @@
 //! may call MPI, one at a time, under its rank's lock (`Mpi`): MPI is
 //! initialised `Serialized` (or better, where the library grants it).
 
+mod bell;
 mod dispatch;
 mod outbox;
 mod worker_loop;
@@ -18,6 +19,8 @@ use std::time::Duration;
 
 /// Tag of the exit code rank 0 sends to end a worker.
 const TAG_SHUTDOWN: mpi::Tag = 1;
+/// Tag of the card a worker sends at start: where its bell is.
+const TAG_BELL: mpi::Tag = 3;
 /// How long rank 0 takes the workers' last frames before it exits.
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(300);
 /// How often an idle worker looks for frames: a request after a quiet

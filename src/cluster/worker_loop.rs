@@ -1,19 +1,24 @@
 //! A worker rank: one poller thread takes frame batches from rank 0 and
 //! hands each to the `Worker`, whose pool thread runs it; the pool thread
 //! sends its own answer frames under the rank's MPI lock, so an answer
-//! wakes nobody on its way out. The poller also answers heartbeats and
-//! stops when rank 0 says so.
+//! wakes nobody on its way out. Between polls the poller sleeps on its
+//! bell, which rank 0 rings for a new request while few are in flight.
+//! The poller also answers heartbeats and stops when rank 0 says so.
 
-use super::outbox::{receive, Backoff, Outbox};
-use super::{Mpi, TAG_SHUTDOWN};
+use super::bell::Bell;
+use super::outbox::{nearly_idle, receive, Backoff, Outbox};
+use super::{Mpi, TAG_BELL, TAG_SHUTDOWN};
 use crate::stream::transport::{Out, Runner};
 use crate::stream::wire::Frame;
-use mpi::point_to_point::Source;
+use mpi::point_to_point::{Destination, Source};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A worker rung this recently spins after work.
+const RUNG_LATELY: Duration = Duration::from_millis(1);
 
 /// What a worker rank does under its MPI lock: send to rank 0.
 struct Link {
@@ -47,6 +52,24 @@ pub fn run(make: impl FnOnce(Out) -> Box<dyn Runner>) -> i32 {
         out: Outbox::new(size),
         sending: Arc::clone(&sending),
     }));
+    // Rank 0 rings the bell when it sends a request while few are in
+    // flight; without one, a request waits for the next poll.
+    let bell = Bell::bind().and_then(|b| b.card().map(|card| (b, card)));
+    let bell = match bell {
+        Ok((bell, card)) => {
+            let card = card.encode();
+            mpi.with(|link| {
+                link.world
+                    .process_at_rank(0)
+                    .send_with_tag(&card[..], TAG_BELL)
+            });
+            Some(bell)
+        }
+        Err(e) => {
+            log::warn!("no bell for rank 0 to wake this worker with ({e}): polling only");
+            None
+        }
+    };
     let sender = Arc::clone(&mpi);
     let worker = make(Arc::new(move |batch: Vec<Frame>| {
         // After the shutdown (`None`), a pool thread's frames go nowhere.
@@ -56,6 +79,7 @@ pub fn run(make: impl FnOnce(Out) -> Box<dyn Runner>) -> i32 {
     // few milliseconds; a nearly idle one spins for a millisecond after
     // work, and a busy one polls every 20 to 100 µs.
     let mut backoff = Backoff::new(super::IDLE_POLL);
+    let mut last_ring: Option<Instant> = None;
     loop {
         let mut frames = Vec::new();
         let polled = mpi.try_with(|link| {
@@ -101,11 +125,24 @@ pub fn run(make: impl FnOnce(Out) -> Box<dyn Runner>) -> i32 {
         }
         // Read after the streams in flight: a pool thread that sent its
         // last frames and ended meanwhile left `sending` set.
-        let in_flight = worker.in_flight();
-        let wait = backoff.next(in_flight + usize::from(sending.load(Ordering::SeqCst)));
-        match wait.is_zero() {
-            true => std::thread::yield_now(),
-            false => std::thread::sleep(wait),
+        let in_flight = worker.in_flight() + usize::from(sending.load(Ordering::SeqCst));
+        // Spin after work only when rung lately (rank 0 rings while few
+        // streams are in flight), or, as long as the bell never rang
+        // (rank 0 cannot reach it), when this rank has few streams.
+        let spin = match last_ring {
+            Some(at) => at.elapsed() < RUNG_LATELY,
+            None => nearly_idle(in_flight),
+        };
+        let wait = backoff.next(spin, in_flight);
+        match (wait.is_zero(), &bell) {
+            (true, _) => std::thread::yield_now(),
+            (false, Some(bell)) => {
+                if bell.wait(wait) {
+                    last_ring = Some(Instant::now());
+                    backoff.reset();
+                }
+            }
+            (false, None) => std::thread::sleep(wait),
         }
     }
 }

@@ -106,6 +106,9 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(Cow<'static, str>, String)>,
     pub body: ResponseBody,
+    /// The rank that served it, when not the one writing it (a proxied
+    /// answer, a document read from a replica): the access log names it.
+    pub served_by: Option<usize>,
 }
 
 impl Response {
@@ -114,6 +117,7 @@ impl Response {
             status,
             headers: Vec::new(),
             body,
+            served_by: None,
         }
     }
 

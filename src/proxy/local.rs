@@ -77,18 +77,18 @@ impl Transport for Local {
         Ok(Box::new(Inline::new(pool, req, self.upstream_timeout)))
     }
 
-    fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<(), Error> {
+    fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<usize, Error> {
         let tunnel = is_tunnel(&open);
         lock_routes(&self.routes).insert(open.id(), (tx, tunnel));
         self.worker.deliver(open);
-        Ok(())
+        Ok(0)
     }
 
     fn send(&self, frame: Frame) {
         self.worker.deliver(frame);
     }
 
-    fn open_at(&self, _rank: usize, open: Frame, tx: Sender<Vec<Frame>>) -> Result<(), Error> {
+    fn open_at(&self, _rank: usize, open: Frame, tx: Sender<Vec<Frame>>) -> Result<usize, Error> {
         self.open(open, tx)
     }
 

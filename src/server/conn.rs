@@ -366,7 +366,7 @@ where
         user_agent: head.and_then(|h| h.header("user-agent")),
         duration: t0.elapsed(),
         id,
-        rank: cfg.rank,
+        rank: resp.served_by.unwrap_or(cfg.rank),
     });
     match sent {
         Ok(_) if !tunneled => Some(keep),

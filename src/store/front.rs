@@ -213,10 +213,14 @@ impl Store {
                     let data = self.small_body(key, &entry)?;
                     ResponseBody::Shared { data, offset, len }
                 }
-                (Method::Get, 1..) => ResponseBody::Stream {
-                    source: Box::new(self.state.fetch(key, &entry, offset, len)?),
-                    length: Some(len),
-                },
+                (Method::Get, 1..) => {
+                    let source = self.state.fetch(key, &entry, offset, len)?;
+                    resp.served_by = Some(source.rank());
+                    ResponseBody::Stream {
+                        source: Box::new(source),
+                        length: Some(len),
+                    }
+                }
                 // HEAD: the length, without asking a replica.
                 _ => ResponseBody::Stream {
                     source: Box::new(Nothing),

@@ -240,6 +240,11 @@ pub struct DocBody {
 }
 
 impl DocBody {
+    /// The rank it is read from.
+    pub fn rank(&self) -> usize {
+        self.stream.rank
+    }
+
     /// Only `len` bytes from `offset`.
     pub fn range(mut self, offset: u64, len: u64) -> DocBody {
         self.skip = offset;

@@ -114,8 +114,9 @@ pub trait Transport: Send + Sync {
     }
     /// Start stream `open.id()`: its frames come on `tx` from now on, in
     /// batches. The transport forgets a stream by itself after its `End`
-    /// or `Abort`, except a tunnel's (its `End` is a half-close).
-    fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<(), Error>;
+    /// or `Abort`, except a tunnel's (its `End` is a half-close). Returns
+    /// the rank that runs it (this one, 0, in a lone process).
+    fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<usize, Error>;
     /// Send a frame of an open stream.
     fn send(&self, frame: Frame);
     /// Forget stream `id`; unless it `finished`, its runner is told to stop.
@@ -123,7 +124,7 @@ pub trait Transport: Send + Sync {
     /// Start a stream on worker `rank` itself (a store replica). If that
     /// rank stalls or leaves the rotation, the stream ends with an `Abort`
     /// (`Refused`) instead of moving to another rank.
-    fn open_at(&self, rank: usize, open: Frame, tx: Sender<Vec<Frame>>) -> Result<(), Error>;
+    fn open_at(&self, rank: usize, open: Frame, tx: Sender<Vec<Frame>>) -> Result<usize, Error>;
     /// The ranks that run streams and answer heartbeats now, in order.
     fn live_workers(&self) -> Vec<usize>;
     /// Every rank that runs streams, live or not.
@@ -144,6 +145,8 @@ enum Source {
 /// One request's frames, seen from rank 0. Dropping it closes the stream.
 pub struct Stream {
     pub id: u64,
+    /// The rank that runs it (as the transport placed it).
+    pub rank: usize,
     source: Source,
     /// Frames of the last batch not taken yet.
     queue: VecDeque<Frame>,
@@ -183,19 +186,21 @@ impl Stream {
             Some(_) => Err(open),
             None => transport.pull(open),
         };
-        let source = match open {
-            Ok(pull) => Source::Pull(pull),
+        let (source, rank) = match open {
+            // Pulled on this very thread, of rank 0.
+            Ok(pull) => (Source::Pull(pull), 0),
             Err(open) => {
                 let (tx, rx) = channel();
-                match rank {
+                let rank = match rank {
                     Some(rank) => transport.open_at(rank, open, tx)?,
                     None => transport.open(open, tx)?,
-                }
-                Source::Channel(rx)
+                };
+                (Source::Channel(rx), rank)
             }
         };
         Ok(Stream {
             id,
+            rank,
             source,
             queue: VecDeque::new(),
             transport: Arc::clone(transport),
