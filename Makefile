@@ -13,8 +13,10 @@ BENCH_PKGS := $(BUILD_PKGS) curl nginx-light wrk linux-perf
 
 .PHONY: run run-openmpi build test lint bench deps-build deps-test deps-bench fuzz
 
+# -disable-auto-cleanup: a worker that dies (its keeper exits non-zero)
+# does not take the other ranks with it.
 run: build
-	mpirun -np $(NP) ./$(BIN) --listen $(LISTEN) www/
+	mpirun -disable-auto-cleanup -np $(NP) ./$(BIN) --listen $(LISTEN) www/
 
 # Open MPI instead of MPICH: its own build (a binary runs only under the
 # launcher of the MPI it links), --oversubscribe for 3 ranks on 2 cores.

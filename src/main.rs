@@ -17,6 +17,7 @@ use std::process::exit;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 /// Exit code for a bad command line or an unusable DOCROOT.
 const EXIT_USAGE: i32 = 2;
@@ -31,6 +32,7 @@ macro_rules! say {
 }
 
 fn main() {
+    mpiweb::cluster::keeper::run_if_keeper();
     mpiweb::metrics::start();
     // Everything that can be checked without MPI is checked first, so a bad
     // start fails the same way on every rank.
@@ -48,6 +50,9 @@ fn main() {
     };
     // Every rank, before MPI opens its own descriptors: rank 0 holds the
     // connections, workers upstream connections and replica files.
+    // A worker rank under a launcher forks here: its parent keeps it, so
+    // that its death by a signal does not end the job.
+    mpiweb::cluster::keeper::keep_worker();
     let files_limit = mpiweb::server::sys::raise_open_files_limit();
     let batch = mpiweb::server::sys::batch_scheduling();
     let cluster = match Cluster::init() {
@@ -83,9 +88,17 @@ fn main() {
         }
         let (code, poller) = run_front(&cfg, &cluster, files_limit.ok());
         access::flush();
-        match poller {
+        let died = match poller {
             Some(poller) => poller.shutdown(code),
-            None => cluster.shutdown_workers(code),
+            None => {
+                cluster.shutdown_workers(code);
+                false
+            }
+        };
+        if died {
+            // MPI_Finalize would wait for the dead rank forever.
+            log::warn!("a worker died: exiting without MPI_Finalize");
+            exit(code);
         }
         code
     } else {
@@ -100,6 +113,28 @@ fn main() {
             }
         }
     };
+    finalize(cluster, code);
+}
+
+/// How long MPI_Finalize may take before the process exits without it.
+const FINALIZE_LIMIT: Duration = Duration::from_secs(1);
+
+/// Finalise MPI and exit with `code`. MPI_Finalize waits for the other
+/// ranks; with a dead one, or over TCP once the others left first (MPICH
+/// with UCX spins in it forever), it never returns: after `FINALIZE_LIMIT`
+/// the process exits without it.
+fn finalize(cluster: Cluster, code: i32) -> ! {
+    if let Cluster::Mpi { .. } = cluster {
+        let rank = cluster.rank();
+        let _ = std::thread::Builder::new()
+            .name("finalize-limit".into())
+            .spawn(move || {
+                std::thread::sleep(FINALIZE_LIMIT);
+                say!("mpiweb[{rank}]: MPI_Finalize did not return within {FINALIZE_LIMIT:?}: exiting without it");
+                // SAFETY: _exit ends the process at once, whatever MPI holds.
+                unsafe { libc::_exit(code) };
+            });
+    }
     drop(cluster); // MPI_Finalize
     exit(code);
 }

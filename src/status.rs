@@ -91,6 +91,8 @@ pub struct Status {
 struct Row {
     rank: usize,
     snap: Option<Snapshot>,
+    /// Taken for dead by rank 0 (silent for long), not only silent now.
+    dead: bool,
 }
 
 impl Status {
@@ -98,7 +100,9 @@ impl Status {
     /// MPI at once; a worker that is out of rotation or does not answer
     /// within a second has none.
     fn gather(&self) -> Vec<Row> {
+        let dead = self.transport.dead_workers();
         let mut rows = vec![Row {
+            dead: false,
             rank: 0,
             snap: Some(metrics::global().snapshot(0)),
         }];
@@ -134,6 +138,7 @@ impl Status {
             rows.push(Row {
                 rank,
                 snap: snap.map(|s| Snapshot { rank, ..s }),
+                dead: dead.contains(&rank),
             });
         }
         rows
@@ -212,7 +217,9 @@ fn json(
             role(row.rank)
         );
         match &row.snap {
-            None => out.push_str(",\"up\":false}"),
+            None => {
+                let _ = write!(out, ",\"up\":false,\"state\":\"{}\"}}", down_state(row));
+            }
             Some(s) => {
                 let _ = write!(
                     out,
@@ -269,6 +276,15 @@ fn json(
     }
     out.push_str("}\n");
     out
+}
+
+/// What a rank without figures is: `dead` once rank 0 took it for dead,
+/// else `not answering` (stalled, or out of rotation for now).
+fn down_state(row: &Row) -> &'static str {
+    match row.dead {
+        true => "dead",
+        false => "not answering",
+    }
 }
 
 fn role(rank: usize) -> &'static str {
@@ -503,9 +519,10 @@ fn html(
             None => {
                 let _ = writeln!(
                     p,
-                    "<tr><td>{}</td><td>{}</td><td class=\"down\">not answering</td>{}</tr>",
+                    "<tr><td>{}</td><td>{}</td><td class=\"down\">{}</td>{}</tr>",
                     r.rank,
                     role(r.rank),
+                    down_state(r),
                     "<td></td>".repeat(13)
                 );
             }
@@ -616,20 +633,31 @@ mod tests {
             Row {
                 rank: 0,
                 snap: Some(a),
+                dead: false,
             },
             Row {
                 rank: 1,
                 snap: Some(b),
+                dead: false,
             },
             Row {
                 rank: 2,
                 snap: None,
+                dead: false,
+            },
+            Row {
+                rank: 3,
+                snap: None,
+                dead: true,
             },
         ];
         let store = Some(("/store/".to_string(), 2, 3));
         let j = json(&rows, &[], store.as_ref());
-        assert_eq!(j.matches("\"rank\":").count(), 3);
-        assert!(j.contains("\"rank\":2,\"role\":\"worker\",\"up\":false"));
+        assert_eq!(j.matches("\"rank\":").count(), 4);
+        assert!(
+            j.contains("\"rank\":2,\"role\":\"worker\",\"up\":false,\"state\":\"not answering\"")
+        );
+        assert!(j.contains("\"rank\":3,\"role\":\"worker\",\"up\":false,\"state\":\"dead\""));
         assert!(j.contains("\"store_documents\":4"));
         let m = prometheus(&rows, &[], store.as_ref());
         assert!(m.contains("mpiweb_up{rank=\"2\"} 0"));
@@ -638,6 +666,7 @@ mod tests {
         assert!(m.contains("mpiweb_store_replica_files{rank=\"1\"} 4"));
         let h = html(&rows, &[], store.as_ref());
         assert!(h.contains("<table id=\"ranks\">") && h.contains("not answering"));
+        assert!(h.contains("<td class=\"down\">dead</td>"));
         assert!(h.contains("<svg") && !h.contains("<script"));
     }
 }

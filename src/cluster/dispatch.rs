@@ -25,6 +25,15 @@ const PING_EVERY: Duration = Duration::from_millis(200);
 /// A worker silent this long leaves the rotation (well within the 2 s in
 /// which new requests must go elsewhere).
 const STALL_AFTER: Duration = Duration::from_millis(1000);
+/// A worker silent this long is taken for dead: the streams it had started
+/// end with 502, and the store places its documents elsewhere. MPI does
+/// not say when a rank on the same host dies (only silence does), so this
+/// is well past any stall a busy machine shows. When the launcher signals
+/// a death (MPICH's sends every rank SIGUSR1), a worker that missed a ping
+/// is taken for dead at once.
+const DEAD_AFTER: Duration = Duration::from_secs(5);
+/// With a death signalled, silence this long marks the dead worker.
+const DEAD_AFTER_SIGNAL: Duration = Duration::from_millis(2 * PING_EVERY.as_millis() as u64);
 /// A worker's bell is rung for a new stream while at most this many are in
 /// flight: beyond it the workers are busy enough to find requests by
 /// polling, and a ring would only add a wake-up.
@@ -51,6 +60,8 @@ pub struct Link {
 pub struct Membership {
     /// By rank; rank 0 is never a worker here.
     live: Vec<AtomicBool>,
+    /// By rank: taken for dead (silent past `DEAD_AFTER`).
+    dead: Vec<AtomicBool>,
 }
 
 impl Membership {
@@ -58,6 +69,19 @@ impl Membership {
         if let Some(flag) = self.live.get(rank) {
             flag.store(live, Ordering::Relaxed);
         }
+    }
+
+    fn set_dead(&self, rank: usize, dead: bool) {
+        if let Some(flag) = self.dead.get(rank) {
+            flag.store(dead, Ordering::Relaxed);
+        }
+    }
+
+    /// The workers taken for dead now.
+    pub fn dead(&self) -> Vec<usize> {
+        (1..self.dead.len())
+            .filter(|&r| self.dead[r].load(Ordering::Relaxed))
+            .collect()
     }
 }
 
@@ -112,6 +136,7 @@ impl Kick {
 pub fn link(size: usize) -> (Link, Poller, Arc<Membership>) {
     let live = Arc::new(Membership {
         live: (0..size).map(|rank| AtomicBool::new(rank > 0)).collect(),
+        dead: (0..size).map(|_| AtomicBool::new(false)).collect(),
     });
     let now = Instant::now();
     let d = Dispatcher {
@@ -124,6 +149,7 @@ pub fn link(size: usize) -> (Link, Poller, Arc<Membership>) {
                 in_flight: 0,
                 last_pong: now,
                 live: true,
+                dead: false,
             })
             .collect(),
         flows: HashMap::new(),
@@ -191,6 +217,9 @@ impl Transport for Link {
     fn workers(&self) -> Vec<usize> {
         (1..self.live.live.len()).collect()
     }
+    fn dead_workers(&self) -> Vec<usize> {
+        self.live.dead()
+    }
     fn send(&self, frame: Frame) {
         self.command(Cmd::Frame(frame));
     }
@@ -205,6 +234,8 @@ struct Peer {
     in_flight: usize,
     last_pong: Instant,
     live: bool,
+    /// Taken for dead: nothing more is sent to it.
+    dead: bool,
 }
 
 /// A stream and where it runs.
@@ -250,14 +281,21 @@ pub struct Poller {
 }
 
 impl Poller {
-    /// Tell every worker to exit with `code`, under the lock, and close
-    /// it: no thread of rank 0 calls MPI after this.
-    pub fn shutdown(&self, code: i32) {
-        self.mpi.close(|d| {
-            d.out.flush(&d.world);
-            d.out.wait(Duration::from_secs(1));
-            super::tell_workers(&d.world, code);
-        });
+    /// Tell every worker not taken for dead to exit with `code`, under the
+    /// lock, and close it: no thread of rank 0 calls MPI after this.
+    /// Returns whether a worker died: then MPI must not be finalised (that
+    /// would wait for the dead rank forever).
+    pub fn shutdown(&self, code: i32) -> bool {
+        self.mpi
+            .close(|d| {
+                d.out.flush(&d.world);
+                d.out.wait(Duration::from_secs(1));
+                let alive: Vec<usize> =
+                    d.peers.iter().filter(|p| !p.dead).map(|p| p.rank).collect();
+                super::tell_workers(&d.world, &alive, code);
+                alive.len() < d.peers.len()
+            })
+            .unwrap_or(false)
     }
 
     /// Poll until `stop` is set.
@@ -438,7 +476,9 @@ impl Dispatcher {
         self.peers[peer].last_pong = Instant::now();
         if !self.peers[peer].live {
             self.peers[peer].live = true;
+            self.peers[peer].dead = false;
             self.membership.set(from, true);
+            self.membership.set_dead(from, false);
             log::warn!("worker rank {from} answers again: back in rotation");
         }
         if let Frame::Pong { .. } = frame {
@@ -482,10 +522,21 @@ impl Dispatcher {
     fn heartbeat(&mut self) {
         self.ping_seq += 1;
         let ping = Frame::Ping { id: self.ping_seq };
-        for peer in &self.peers {
+        for peer in self.peers.iter().filter(|p| !p.dead) {
             self.out.push(&self.world, peer.rank, &ping);
         }
+        let signalled = crate::server::signals::take_death_notice();
         for stalled in 0..self.peers.len() {
+            let p = &self.peers[stalled];
+            let silent = p.last_pong.elapsed();
+            let dead_after = match signalled {
+                true => DEAD_AFTER_SIGNAL,
+                false => DEAD_AFTER,
+            };
+            if !p.dead && silent >= dead_after {
+                self.bury(stalled);
+                continue;
+            }
             let p = &mut self.peers[stalled];
             if !p.live || p.last_pong.elapsed() < STALL_AFTER {
                 continue;
@@ -499,6 +550,41 @@ impl Dispatcher {
             );
             self.resend_from(stalled);
         }
+    }
+
+    /// Take worker `index` for dead: out of rotation for good (unless it
+    /// answers again), every stream on it ended with `Unreachable` (502),
+    /// those not started yet sent elsewhere first.
+    fn bury(&mut self, index: usize) {
+        let rank = self.peers[index].rank;
+        let silent = self.peers[index].last_pong.elapsed();
+        if self.peers[index].live {
+            self.peers[index].live = false;
+            self.membership.set(rank, false);
+            self.resend_from(index);
+        }
+        self.peers[index].dead = true;
+        self.membership.set_dead(rank, true);
+        let lost: Vec<u64> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.peer == index)
+            .map(|(&id, _)| id)
+            .collect();
+        log::warn!(
+            "worker rank {rank} silent for {} ms: taken for dead; {} stream(s) on it end",
+            silent.as_millis(),
+            lost.len()
+        );
+        for id in lost {
+            if let Some(flow) = self.flows.remove(&id) {
+                let _ = flow.tx.send(vec![Frame::Abort {
+                    id,
+                    reason: AbortReason::Unreachable,
+                }]);
+            }
+        }
+        self.peers[index].in_flight = 0;
     }
 
     fn resend_from(&mut self, stalled: usize) {

@@ -5,6 +5,7 @@
 
 mod bell;
 mod dispatch;
+pub mod keeper;
 mod outbox;
 mod worker_loop;
 
@@ -127,6 +128,16 @@ impl Cluster {
         }
         match mpi::initialize_with_threading(Threading::Serialized) {
             Some((universe, granted)) if granted >= Threading::Serialized => {
+                // An error talking to a rank (a dead one) is returned, not
+                // fatal: heartbeats decide what it means.
+                // SAFETY: MPI is initialised; both handles are the
+                // library's own constants.
+                unsafe {
+                    mpi::ffi::MPI_Comm_set_errhandler(
+                        mpi::ffi::RSMPI_COMM_WORLD,
+                        mpi::ffi::RSMPI_ERRORS_RETURN,
+                    )
+                };
                 Ok(Cluster::Mpi { universe })
             }
             Some((_, granted)) => Err(format!(
@@ -172,17 +183,19 @@ impl Cluster {
         let Cluster::Mpi { universe } = self else {
             return;
         };
-        tell_workers(&universe.world(), code);
+        let world = universe.world();
+        let all: Vec<usize> = (1..world.size() as usize).collect();
+        tell_workers(&world, &all, code);
     }
 }
 
 /// Send every worker the exit code, then take and drop the frames they
 /// sent before they stopped (heartbeat answers): left unreceived, MPI
 /// complains at exit.
-fn tell_workers(world: &mpi::topology::SimpleCommunicator, code: i32) {
-    for rank in 1..world.size() {
+fn tell_workers(world: &mpi::topology::SimpleCommunicator, ranks: &[usize], code: i32) {
+    for &rank in ranks {
         world
-            .process_at_rank(rank)
+            .process_at_rank(rank as mpi::Rank)
             .send_with_tag(&code, TAG_SHUTDOWN);
     }
     let until = std::time::Instant::now() + SHUTDOWN_DRAIN;

@@ -9,7 +9,7 @@
 
 use crate::stream::wire::{decode_batch, push_batch, Frame};
 use mpi::point_to_point::{Destination, MatchedReceiveVec, Source};
-use mpi::request::{Request, StaticScope};
+use mpi::request::StaticScope;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::Rank;
 use std::time::{Duration, Instant};
@@ -19,9 +19,11 @@ pub const TAG_FRAMES: mpi::Tag = 2;
 /// A batch is sent once it holds this many bytes, even mid-drain.
 const BATCH_BYTES: usize = 1 << 20;
 
-/// An `MPI_Isend` in flight and the buffer it reads.
+/// An `MPI_Isend` in flight and the buffer it reads. The request is kept
+/// raw: one that failed (its rank died) completes with an error, which
+/// rsmpi's `test` takes for a bug and panics on.
 struct Pending {
-    request: Request<'static, [u8]>,
+    request: mpi::ffi::MPI_Request,
     buf: *mut [u8],
 }
 
@@ -72,19 +74,32 @@ impl Outbox {
             data,
             TAG_FRAMES,
         );
+        // SAFETY: the handle is completed or leaked by `progress` and
+        // `wait`, and the buffer outlives it (see above).
+        let (request, _, _) = unsafe { request.into_raw() };
         self.pending.push(Pending { request, buf });
     }
 
     /// Free the buffers of completed sends. Returns whether any are left.
     pub fn progress(&mut self) -> bool {
-        for p in std::mem::take(&mut self.pending) {
-            match p.request.test() {
-                // SAFETY: MPI is done with the buffer (see `send`).
-                Ok(_) => drop(unsafe { Box::from_raw(p.buf) }),
-                Err(request) => self.pending.push(Pending {
-                    request,
-                    buf: p.buf,
-                }),
+        for mut p in std::mem::take(&mut self.pending) {
+            let mut flag = 0;
+            let mut status = std::mem::MaybeUninit::<mpi::ffi::MPI_Status>::uninit();
+            // SAFETY: a live request handle and valid out-pointers. Errors
+            // are returned (the world's handler is MPI_ERRORS_RETURN): a
+            // send to a dead rank completes with one.
+            unsafe { mpi::ffi::MPI_Test(&mut p.request, &mut flag, status.as_mut_ptr()) };
+            if flag == 0 {
+                self.pending.push(p);
+                continue;
+            }
+            // SAFETY: the request is complete; one that failed may still
+            // need freeing. MPI is done with the buffer (see `send`).
+            unsafe {
+                if p.request != mpi::ffi::RSMPI_REQUEST_NULL {
+                    mpi::ffi::MPI_Request_free(&mut p.request);
+                }
+                drop(Box::from_raw(p.buf));
             }
         }
         !self.pending.is_empty()
@@ -97,10 +112,9 @@ impl Outbox {
         while self.progress() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
         }
-        for p in self.pending.drain(..) {
-            // Dropping an incomplete request panics in rsmpi; leak it.
-            std::mem::forget(p.request);
-        }
+        // Incomplete sends (to a rank that died or stopped) are left to
+        // MPI, their buffers leaked: the process is about to exit.
+        self.pending.clear();
     }
 }
 

@@ -5,11 +5,16 @@
 //! reopen its file. SIGUSR2 is the stop Open MPI's launcher passes on:
 //! `mpirun.openmpi` turns SIGTERM and SIGINT into SIGKILL of every rank
 //! two seconds later, but forwards SIGUSR1 and SIGUSR2 and keeps waiting.
+//! SIGUSR1 only notes a death: MPICH's launcher sends it to every rank
+//! each time one dies (its default action would end the survivors too),
+//! and rank 0 then takes a silent worker for dead at once.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Stop signals received so far.
 static STOPS: AtomicUsize = AtomicUsize::new(0);
+/// A SIGUSR1 (a rank died) not yet acted on.
+static DEATH: AtomicBool = AtomicBool::new(false);
 /// A SIGHUP not yet acted on.
 static REOPEN: AtomicBool = AtomicBool::new(false);
 /// Exit code after a second stop signal (128 + SIGTERM, as a shell reports it).
@@ -22,17 +27,22 @@ extern "C" fn on_stop(_: libc::c_int) {
     }
 }
 
+extern "C" fn on_death(_: libc::c_int) {
+    DEATH.store(true, Ordering::SeqCst);
+}
+
 extern "C" fn on_hangup(_: libc::c_int) {
     REOPEN.store(true, Ordering::SeqCst);
 }
 
 /// Install the handlers for this process.
 pub fn install() {
-    let handlers: [(libc::c_int, extern "C" fn(libc::c_int)); 4] = [
+    let handlers: [(libc::c_int, extern "C" fn(libc::c_int)); 5] = [
         (libc::SIGTERM, on_stop),
         (libc::SIGINT, on_stop),
         (libc::SIGUSR2, on_stop),
         (libc::SIGHUP, on_hangup),
+        (libc::SIGUSR1, on_death),
     ];
     for (signal, handler) in handlers {
         // SAFETY: a zeroed sigaction with a handler that only uses atomics
@@ -52,6 +62,11 @@ pub fn install() {
 /// Whether a stop was asked for.
 pub fn stop_requested() -> bool {
     STOPS.load(Ordering::SeqCst) > 0
+}
+
+/// Whether a SIGUSR1 (a rank died) came since the last call.
+pub fn take_death_notice() -> bool {
+    DEATH.swap(false, Ordering::SeqCst)
 }
 
 /// Whether a SIGHUP came since the last call.

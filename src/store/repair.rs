@@ -81,8 +81,17 @@ fn run(state: &State) {
     let mut last_pass = Instant::now();
     let mut wanted = false;
     let mut full = Full::default();
+    let mut buried: Vec<usize> = Vec::new();
     loop {
         let live = state.transport.live_workers();
+        let dead = state.transport.dead_workers();
+        if dead.iter().any(|r| !buried.contains(r)) {
+            log::warn!(
+                "store: rank(s) {dead:?} taken for dead: their documents are copied to the others"
+            );
+            wanted = true;
+        }
+        buried = dead;
         let now = Instant::now();
         for &rank in &all {
             if live.contains(&rank) {
@@ -122,13 +131,17 @@ fn run(state: &State) {
             );
         }
         if state.is_ready() && (wanted || last_pass.elapsed() > PASS_EVERY) {
+            // A dead rank is not waited for: its documents go to the
+            // next ranks of their rankings at once.
+            let dead = state.transport.dead_workers();
             let placeable: Vec<usize> = all
                 .iter()
                 .copied()
                 .filter(|r| {
-                    down_since
-                        .get(r)
-                        .is_none_or(|t| t.elapsed() < REPLACE_AFTER)
+                    !dead.contains(r)
+                        && down_since
+                            .get(r)
+                            .is_none_or(|t| t.elapsed() < REPLACE_AFTER)
                 })
                 .collect();
             pass(state, &placeable, &live, &mut full);

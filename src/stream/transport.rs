@@ -129,6 +129,11 @@ pub trait Transport: Send + Sync {
     fn live_workers(&self) -> Vec<usize>;
     /// Every rank that runs streams, live or not.
     fn workers(&self) -> Vec<usize>;
+    /// The workers taken for dead (silent for long): never back unless
+    /// they answer again.
+    fn dead_workers(&self) -> Vec<usize> {
+        Vec::new()
+    }
 }
 
 /// Stream ids are unique within rank 0's life.

@@ -1,0 +1,112 @@
+//! A worker killed with SIGKILL, in a cluster started the way `make run`
+//! starts it (`mpirun -disable-auto-cleanup`): rank 0 goes on serving
+//! files, proxied requests and the store on the survivors, the status page
+//! shows the dead rank, its documents get their copies back on the others,
+//! and SIGTERM still ends the job.
+
+mod common;
+
+use common::upstream::Upstream;
+use common::{descendants, eventually, mpiweb_pids, Server, Site, BIN};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The rank of process `pid`, as its launcher set it.
+fn launcher_rank(pid: u32) -> Option<usize> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|&b| b == 0)
+        .find_map(|v| v.strip_prefix(b"PMI_RANK="))
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+}
+
+#[test]
+fn a_worker_killed_with_sigkill_is_survived() {
+    let up = Upstream::start();
+    let site = Site::new();
+    let data = tempfile::tempdir().unwrap();
+    let data_arg = data.path().to_string_lossy().into_owned();
+    let route = format!("/app/={}/", up.url());
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["-disable-auto-cleanup", "-np", "4", BIN])
+        .args(["--listen", "127.0.0.1:0", "--grace", "3", "--route", &route])
+        .args(["--store", "/store/", "--data", &data_arg])
+        .arg(site.root());
+    let mut srv = Server::spawn(cmd, true);
+    let store_ready = || srv.get("/store/", "").status == 200;
+    assert!(eventually(Duration::from_secs(30), store_ready));
+    for i in 0..6 {
+        let put = format!(
+            "PUT /store/doc{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\ndoc-{i}"
+        );
+        assert_eq!(srv.one(put.as_bytes()).status, 201, "doc{i}");
+    }
+
+    // The process the launcher started for a worker keeps it: ranks are
+    // the `mpiweb` processes, their keepers are not.
+    let ranks: Vec<u32> = mpiweb_pids(&descendants(srv.pid()));
+    assert_eq!(ranks.len(), 4, "{ranks:?}");
+    let victim = *ranks
+        .iter()
+        .find(|&&p| launcher_rank(p) == Some(1))
+        .expect("rank 1");
+    let killed = Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let t0 = Instant::now();
+
+    // Rank 0 serves on: files at once, proxied requests on the other
+    // workers within a couple of seconds.
+    assert_eq!(srv.get("/hello.txt", "").status, 200);
+    assert!(eventually(Duration::from_secs(10), || srv
+        .get("/app/echo", "")
+        .status
+        == 200));
+    let moved = t0.elapsed();
+    assert!(moved < Duration::from_secs(5), "{moved:?}");
+    for _ in 0..10 {
+        assert_eq!(srv.get("/app/echo", "").status, 200);
+    }
+    assert!(srv.wait_log(|l| l.contains("died of signal 9")));
+
+    // The status page calls it dead; the store serves every document and
+    // copies rank 1's onto the others.
+    let dead = || {
+        srv.get("/-/status.json", "")
+            .text()
+            .contains("\"rank\":1,\"role\":\"worker\",\"up\":false,\"state\":\"dead\"")
+    };
+    assert!(eventually(Duration::from_secs(15), dead));
+    for i in 0..6 {
+        let r = srv.get(&format!("/store/doc{i}"), "");
+        assert_eq!((r.status, r.text()), (200, format!("doc-{i}")));
+    }
+    let copies = || {
+        ["rank-2", "rank-3"]
+            .iter()
+            .map(|r| {
+                std::fs::read_dir(data.path().join(r).join("docs"))
+                    .map(|d| d.count())
+                    .unwrap_or(0)
+            })
+            .sum::<usize>()
+            == 12
+    };
+    assert!(
+        eventually(Duration::from_secs(30), copies),
+        "{}",
+        srv.log_text()
+    );
+
+    // A stop ends every rank within the grace time and two seconds more.
+    let t0 = Instant::now();
+    srv.stop().expect("mpirun ended");
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        mpiweb_pids(&ranks).is_empty(),
+        "ranks left: {:?}",
+        mpiweb_pids(&ranks)
+    );
+}
