@@ -100,6 +100,9 @@ pub struct Config {
     pub store_max_size: u64,
     pub store_cache: usize,
     pub grace: Duration,
+    /// Worker ranks (the last ones) that start idle and join the rotation
+    /// when a worker dies.
+    pub spares: usize,
     /// Who may read `/-/status`, `/-/status.json` and `/-/metrics`.
     pub status_allow: Vec<Cidr>,
 }
@@ -126,6 +129,7 @@ impl Default for Config {
             store_max_size: DEFAULT_STORE_MAX_SIZE,
             store_cache: DEFAULT_STORE_CACHE,
             grace: DEFAULT_GRACE,
+            spares: 0,
             status_allow: parse_allow(DEFAULT_STATUS_ALLOW).unwrap_or_default(),
         }
     }
@@ -159,6 +163,9 @@ Server:
       --grace SECS              after SIGTERM, SIGINT or SIGUSR2, time for
                                 requests in flight to finish; a second signal
                                 exits at once [default: 10]
+      --spares K                the last K worker ranks start idle; one joins
+                                the rotation (and the store's placement) each
+                                time a worker dies [default: 0]
       --config FILE             read options from FILE: one per line, without
                                 dashes (`route /api http://127.0.0.1:5000`),
                                 `#` comments; later flags override it
@@ -227,7 +234,7 @@ where
 /// Options that take no value.
 const FLAGS: [&str; 2] = ["forward-proxy", "no-listing"];
 /// Options that take one.
-const VALUED: [&str; 18] = [
+const VALUED: [&str; 19] = [
     "listen",
     "max-connections",
     "header-timeout",
@@ -246,6 +253,7 @@ const VALUED: [&str; 18] = [
     "store-cache",
     "grace",
     "status-allow",
+    "spares",
 ];
 
 /// `parse_args`, reading `--config` files through `read`.
@@ -276,6 +284,7 @@ where
         ("MPIWEB_STORE_MAX_SIZE", "store-max-size"),
         ("MPIWEB_STORE_CACHE", "store-cache"),
         ("MPIWEB_GRACE", "grace"),
+        ("MPIWEB_SPARES", "spares"),
         ("MPIWEB_STATUS_ALLOW", "status-allow"),
     ] {
         if let Some(v) = env(var) {
@@ -462,6 +471,8 @@ fn set(c: &mut Config, name: &str, v: &str) -> Result<(), String> {
         "data" if v.is_empty() => return Err("needs a directory".into()),
         "data" => c.data = PathBuf::from(v),
         "replicas" => c.replicas = parse_count(v)?,
+        "spares" if v == "0" => c.spares = 0,
+        "spares" => c.spares = parse_count(v)?,
         "store-token" if v.trim().is_empty() || v.chars().any(|c| c.is_whitespace()) => {
             return Err("needs a token without spaces".into())
         }
@@ -616,6 +627,17 @@ mod tests {
         );
         let prefixes: Vec<&str> = c.routes.iter().map(|r| r.prefix.as_str()).collect();
         assert_eq!(prefixes, ["/c", "/d"]);
+    }
+
+    #[test]
+    fn spares_are_a_count_zero_included() {
+        assert_eq!(config(&[], &[]).spares, 0);
+        assert_eq!(config(&["--spares", "2"], &[]).spares, 2);
+        assert_eq!(config(&["--spares=0"], &[]).spares, 0);
+        assert_eq!(config(&[], &[("MPIWEB_SPARES", "1")]).spares, 1);
+        for bad in ["-1", "x", "1.5", ""] {
+            assert!(run(&["--spares", bad], &[]).is_err(), "{bad}");
+        }
     }
 
     #[test]

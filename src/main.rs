@@ -187,6 +187,10 @@ fn run_front(
         rank: cluster.rank(),
     };
     let (transport, poller): (Arc<dyn Transport>, _) = match cluster.size() {
+        1 if cfg.spares > 0 => {
+            say!("mpiweb: --spares needs worker ranks: start under mpirun");
+            return (EXIT_USAGE, None);
+        }
         1 => {
             // Alone, rank 0 keeps the store's only replica itself.
             let side = match replica_side(cfg, 0) {
@@ -198,8 +202,16 @@ fn run_front(
             };
             (Arc::new(Local::new(cfg.upstream_timeout, side)), None)
         }
+        n if cfg.spares >= n - 1 => {
+            say!(
+                "mpiweb: --spares {} leaves no worker among the {} worker rank(s)",
+                cfg.spares,
+                n - 1
+            );
+            return (EXIT_USAGE, None);
+        }
         n => {
-            let (link, poller, _membership) = cluster::link(n);
+            let (link, poller, _membership) = cluster::link(n, cfg.spares);
             (Arc::new(link), Some(poller))
         }
     };

@@ -93,6 +93,8 @@ struct Row {
     snap: Option<Snapshot>,
     /// Taken for dead by rank 0 (silent for long), not only silent now.
     dead: bool,
+    /// A spare not called in yet (`--spares`).
+    spare: bool,
 }
 
 impl Status {
@@ -103,16 +105,22 @@ impl Status {
         let dead = self.transport.dead_workers();
         let mut rows = vec![Row {
             dead: false,
+            spare: false,
             rank: 0,
             snap: Some(metrics::global().snapshot(0)),
         }];
-        let workers: Vec<usize> = self
+        let spares = self.transport.spare_workers();
+        let mut workers: Vec<usize> = self
             .transport
             .workers()
             .into_iter()
+            .chain(spares.iter().copied())
             .filter(|&r| r != 0)
             .collect();
-        let live = self.transport.live_workers();
+        workers.sort_unstable();
+        let mut live = self.transport.live_workers();
+        // A spare answers too, though it takes no requests.
+        live.extend(&spares);
         let asked: Vec<(usize, Option<Stream>)> = workers
             .iter()
             .map(|&rank| {
@@ -139,6 +147,7 @@ impl Status {
                 rank,
                 snap: snap.map(|s| Snapshot { rank, ..s }),
                 dead: dead.contains(&rank),
+                spare: spares.contains(&rank),
             });
         }
         rows
@@ -210,12 +219,7 @@ fn json(
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(
-            out,
-            "\n{{\"rank\":{},\"role\":\"{}\"",
-            row.rank,
-            role(row.rank)
-        );
+        let _ = write!(out, "\n{{\"rank\":{},\"role\":\"{}\"", row.rank, role(row));
         match &row.snap {
             None => {
                 let _ = write!(out, ",\"up\":false,\"state\":\"{}\"}}", down_state(row));
@@ -287,11 +291,11 @@ fn down_state(row: &Row) -> &'static str {
     }
 }
 
-fn role(rank: usize) -> &'static str {
-    if rank == 0 {
-        "front"
-    } else {
-        "worker"
+fn role(row: &Row) -> &'static str {
+    match (row.rank, row.spare) {
+        (0, _) => "front",
+        (_, true) => "spare",
+        (_, false) => "worker",
     }
 }
 
@@ -521,7 +525,7 @@ fn html(
                     p,
                     "<tr><td>{}</td><td>{}</td><td class=\"down\">{}</td>{}</tr>",
                     r.rank,
-                    role(r.rank),
+                    role(r),
                     down_state(r),
                     "<td></td>".repeat(13)
                 );
@@ -532,7 +536,7 @@ fn html(
                     "<tr><td>{}</td><td>{}</td><td class=\"up\">up</td><td>{:.0}</td><td>{:.1}</td><td>{}</td><td>{}</td>\
                      <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     r.rank,
-                    role(r.rank),
+                    role(r),
                     s.uptime_ms as f64 / 1000.0,
                     s.rate(),
                     s.in_flight,
@@ -634,26 +638,40 @@ mod tests {
                 rank: 0,
                 snap: Some(a),
                 dead: false,
+                spare: false,
             },
             Row {
                 rank: 1,
                 snap: Some(b),
                 dead: false,
+                spare: false,
             },
             Row {
                 rank: 2,
                 snap: None,
                 dead: false,
+                spare: false,
             },
             Row {
                 rank: 3,
                 snap: None,
                 dead: true,
+                spare: false,
+            },
+            Row {
+                rank: 4,
+                snap: Some(Snapshot {
+                    rank: 4,
+                    ..Snapshot::default()
+                }),
+                dead: false,
+                spare: true,
             },
         ];
         let store = Some(("/store/".to_string(), 2, 3));
         let j = json(&rows, &[], store.as_ref());
-        assert_eq!(j.matches("\"rank\":").count(), 4);
+        assert_eq!(j.matches("\"rank\":").count(), 5);
+        assert!(j.contains("\"rank\":4,\"role\":\"spare\",\"up\":true"));
         assert!(
             j.contains("\"rank\":2,\"role\":\"worker\",\"up\":false,\"state\":\"not answering\"")
         );

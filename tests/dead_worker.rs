@@ -110,3 +110,67 @@ fn a_worker_killed_with_sigkill_is_survived() {
         mpiweb_pids(&ranks)
     );
 }
+
+#[test]
+fn a_spare_takes_the_place_of_a_dead_worker() {
+    let up = Upstream::start();
+    let site = Site::new();
+    let route = format!("/app/={}/", up.url());
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["-disable-auto-cleanup", "-np", "4", BIN])
+        .args(["--listen", "127.0.0.1:0", "--grace", "3", "--route", &route])
+        .args(["--spares", "1"])
+        .arg(site.root());
+    let srv = Server::spawn(cmd, true);
+    let json = srv.get("/-/status.json", "").text();
+    assert!(json.contains("\"rank\":3,\"role\":\"spare\""), "{json}");
+    // Ranks 1 and 2 take the requests; the spare, rank 3, none.
+    for i in 0..20 {
+        assert_eq!(srv.get(&format!("/app/echo?before={i}"), "").status, 200);
+    }
+    let served = |tag: &str, rank: usize| {
+        srv.log_text()
+            .lines()
+            .filter(|l| l.contains(tag) && l.ends_with(&format!(" rank={rank}")))
+            .count()
+    };
+    assert!(srv.wait_log(|l| l.contains("echo?before=19")));
+    assert_eq!(served("echo?before=", 3), 0, "{}", srv.log_text());
+    assert!(served("echo?before=", 1) > 0 && served("echo?before=", 2) > 0);
+
+    let ranks = mpiweb_pids(&descendants(srv.pid()));
+    let victim = *ranks
+        .iter()
+        .find(|&&p| launcher_rank(p) == Some(1))
+        .expect("rank 1");
+    assert!(Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(srv.wait_log(|l| l.contains("spare rank 3 joins the rotation in place of rank 1")));
+    for i in 0..20 {
+        assert_eq!(srv.get(&format!("/app/echo?after={i}"), "").status, 200);
+    }
+    assert!(srv.wait_log(|l| l.contains("echo?after=19")));
+    assert_eq!(served("echo?after=", 1), 0, "{}", srv.log_text());
+    assert!(served("echo?after=", 3) > 0, "{}", srv.log_text());
+    let json = srv.get("/-/status.json", "").text();
+    assert!(
+        json.contains("\"rank\":3,\"role\":\"worker\",\"up\":true"),
+        "{json}"
+    );
+}
+
+#[test]
+fn spares_need_a_worker_left() {
+    let site = Site::new();
+    let out = Command::new("mpirun")
+        .args(["-np", "3", BIN, "--listen", "127.0.0.1:0", "--spares", "2"])
+        .arg(site.root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--spares 2 leaves no worker"), "{err}");
+}

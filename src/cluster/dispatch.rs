@@ -62,6 +62,8 @@ pub struct Membership {
     live: Vec<AtomicBool>,
     /// By rank: taken for dead (silent past `DEAD_AFTER`).
     dead: Vec<AtomicBool>,
+    /// By rank: a spare, idle until a worker dies (`--spares`).
+    spare: Vec<AtomicBool>,
 }
 
 impl Membership {
@@ -75,6 +77,19 @@ impl Membership {
         if let Some(flag) = self.dead.get(rank) {
             flag.store(dead, Ordering::Relaxed);
         }
+    }
+
+    fn is_spare(&self, rank: usize) -> bool {
+        self.spare
+            .get(rank)
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// The spares not called in yet.
+    pub fn spares(&self) -> Vec<usize> {
+        (1..self.spare.len())
+            .filter(|&r| self.is_spare(r))
+            .collect()
     }
 
     /// The workers taken for dead now.
@@ -131,12 +146,17 @@ impl Kick {
     }
 }
 
-/// The rank-0 end of a world of `size` ranks: the connection threads'
-/// `Link`, and the poller's `Poller`.
-pub fn link(size: usize) -> (Link, Poller, Arc<Membership>) {
+/// The rank-0 end of a world of `size` ranks, the last `spares` of which
+/// start as spares: the connection threads' `Link`, and the poller's
+/// `Poller`.
+pub fn link(size: usize, spares: usize) -> (Link, Poller, Arc<Membership>) {
+    let first_spare = size.saturating_sub(spares).max(1);
     let live = Arc::new(Membership {
         live: (0..size).map(|rank| AtomicBool::new(rank > 0)).collect(),
         dead: (0..size).map(|_| AtomicBool::new(false)).collect(),
+        spare: (0..size)
+            .map(|rank| AtomicBool::new(rank >= first_spare))
+            .collect(),
     });
     let now = Instant::now();
     let d = Dispatcher {
@@ -150,6 +170,7 @@ pub fn link(size: usize) -> (Link, Poller, Arc<Membership>) {
                 last_pong: now,
                 live: true,
                 dead: false,
+                spare: rank >= first_spare,
             })
             .collect(),
         flows: HashMap::new(),
@@ -211,14 +232,20 @@ impl Transport for Link {
     }
     fn live_workers(&self) -> Vec<usize> {
         (1..self.live.live.len())
-            .filter(|&r| self.live.live[r].load(Ordering::Relaxed))
+            .filter(|&r| self.live.live[r].load(Ordering::Relaxed) && !self.live.is_spare(r))
             .collect()
     }
+    /// Spares are not workers until called in.
     fn workers(&self) -> Vec<usize> {
-        (1..self.live.live.len()).collect()
+        (1..self.live.live.len())
+            .filter(|&r| !self.live.is_spare(r))
+            .collect()
     }
     fn dead_workers(&self) -> Vec<usize> {
         self.live.dead()
+    }
+    fn spare_workers(&self) -> Vec<usize> {
+        self.live.spares()
     }
     fn send(&self, frame: Frame) {
         self.command(Cmd::Frame(frame));
@@ -236,6 +263,8 @@ struct Peer {
     live: bool,
     /// Taken for dead: nothing more is sent to it.
     dead: bool,
+    /// Idle until a worker dies: it answers pings and takes no streams.
+    spare: bool,
 }
 
 /// A stream and where it runs.
@@ -381,7 +410,10 @@ impl Dispatcher {
         match cmd {
             Cmd::Open(frame, tx, Some(rank)) => {
                 let id = frame.id();
-                let peer = self.peers.iter().position(|p| p.rank == rank && p.live);
+                let peer = self
+                    .peers
+                    .iter()
+                    .position(|p| p.rank == rank && p.live && !p.spare);
                 let Some(peer) = peer else {
                     let _ = tx.send(vec![Frame::Abort {
                         id,
@@ -462,7 +494,7 @@ impl Dispatcher {
         let n = self.peers.len();
         let best = (0..n)
             .map(|i| (self.turn + i) % n)
-            .filter(|&i| self.peers[i].live)
+            .filter(|&i| self.peers[i].live && !self.peers[i].spare)
             .min_by_key(|&i| self.peers[i].in_flight)?;
         self.turn = (best + 1) % n.max(1);
         Some(best)
@@ -585,6 +617,20 @@ impl Dispatcher {
             }
         }
         self.peers[index].in_flight = 0;
+        self.call_in_spare(rank);
+    }
+
+    /// Bring the first live spare into the rotation in place of `dead`.
+    fn call_in_spare(&mut self, dead: usize) {
+        let Some(spare) = self.peers.iter_mut().find(|p| p.spare && p.live && !p.dead) else {
+            return;
+        };
+        spare.spare = false;
+        let rank = spare.rank;
+        if let Some(flag) = self.membership.spare.get(rank) {
+            flag.store(false, Ordering::Relaxed);
+        }
+        log::warn!("spare rank {rank} joins the rotation in place of rank {dead}");
     }
 
     fn resend_from(&mut self, stalled: usize) {

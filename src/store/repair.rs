@@ -75,7 +75,6 @@ pub fn start(state: Arc<State>) {
 
 fn run(state: &State) {
     let started = Instant::now();
-    let all = state.transport.workers();
     let mut known: HashSet<usize> = HashSet::new();
     let mut down_since: HashMap<usize, Instant> = HashMap::new();
     let mut last_pass = Instant::now();
@@ -83,6 +82,8 @@ fn run(state: &State) {
     let mut full = Full::default();
     let mut buried: Vec<usize> = Vec::new();
     loop {
+        // Read each time: a spare called in becomes a worker.
+        let all = state.transport.workers();
         let live = state.transport.live_workers();
         let dead = state.transport.dead_workers();
         if dead.iter().any(|r| !buried.contains(r)) {

@@ -134,6 +134,10 @@ pub trait Transport: Send + Sync {
     fn dead_workers(&self) -> Vec<usize> {
         Vec::new()
     }
+    /// Spare ranks not called in yet (`--spares`): idle, in no rotation.
+    fn spare_workers(&self) -> Vec<usize> {
+        Vec::new()
+    }
 }
 
 /// Stream ids are unique within rank 0's life.
