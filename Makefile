@@ -22,12 +22,13 @@ run: build
 # launcher of the MPI it links), --oversubscribe for 3 ranks on 2 cores.
 # Its launcher turns SIGTERM and Ctrl-C into SIGKILL of every rank 2 s
 # later, but passes SIGUSR2 on: mpirun runs in its own session, and Ctrl-C
-# or SIGTERM here becomes SIGUSR2, mpiweb's graceful stop.
+# or SIGTERM here becomes SIGUSR2, mpiweb's graceful stop. --enable-recovery:
+# a worker that dies does not end the job.
 run-openmpi: deps-build
 	@dpkg -s openmpi-bin libopenmpi-dev >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y openmpi-bin libopenmpi-dev; $(PIN_MPICH); }
 	MPICC=mpicc.openmpi cargo build --release --target-dir target/openmpi
 	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-	  setsid mpirun.openmpi --oversubscribe -np $(NP) target/openmpi/release/mpiweb --listen $(LISTEN) www/ & mpirun=$$!; \
+	  setsid mpirun.openmpi --oversubscribe --enable-recovery -np $(NP) target/openmpi/release/mpiweb --listen $(LISTEN) www/ & mpirun=$$!; \
 	trap 'kill -USR2 $$mpirun; again=1' INT TERM; \
 	while again=; wait $$mpirun; rc=$$?; [ -n "$$again" ]; do :; done; exit $$rc
 
