@@ -10,7 +10,7 @@ use crate::metrics::{self, Snapshot, BUCKETS_US};
 use crate::proxy::backends::{Backends, MemberReport};
 use crate::store::State;
 use crate::stream::transport::{Stream, Transport};
-use crate::stream::wire::Frame;
+use crate::stream::wire::{Frame, Service};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -125,9 +125,9 @@ impl Status {
             .iter()
             .map(|&rank| {
                 let stream = live.contains(&rank).then(|| {
-                    Stream::open_at(&self.transport, rank, |id| Frame::Stats {
+                    Stream::open_at(&self.transport, rank, |id| Frame::Open {
                         id,
-                        body: Vec::new(),
+                        service: Service::Stats,
                     })
                     .ok()
                 });

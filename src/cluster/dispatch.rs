@@ -449,7 +449,7 @@ impl Dispatcher {
                 self.peers[peer].in_flight += 1;
                 self.out.push(&self.world, self.peers[peer].rank, &frame);
                 let tunnel = is_tunnel(&frame);
-                let wants_ack = tunnel || matches!(frame, Frame::Open { has_body: true, .. });
+                let wants_ack = tunnel || frame.opens_body();
                 self.flows.insert(
                     id,
                     Flow {

@@ -11,7 +11,7 @@ use crate::http::request::parse_content_length;
 use crate::http::response_head::ResponseHead;
 use crate::http::Method;
 use crate::stream::transport::CHUNK;
-use crate::stream::wire::{AbortReason, Fields, Frame};
+use crate::stream::wire::{AbortReason, Fields, Frame, ProxyRequest, Service};
 use std::cell::RefCell;
 
 /// How an exchange failed: tell rank 0 why, or stay quiet because rank 0
@@ -100,7 +100,10 @@ impl Req {
     /// for no such thing (another frame, a CONNECT, an unknown method).
     pub fn from_open(open: Frame) -> Result<Req, Frame> {
         let method = match &open {
-            Frame::Open { method, .. } => Method::from_token(method),
+            Frame::Open {
+                service: Service::Proxy(req),
+                ..
+            } => Method::from_token(&req.method),
             _ => None,
         };
         let (Some(method), false) = (method, method == Some(Method::Connect)) else {
@@ -108,16 +111,19 @@ impl Req {
         };
         let Frame::Open {
             id,
+            service: Service::Proxy(req),
+        } = open
+        else {
+            return Err(open);
+        };
+        let ProxyRequest {
             upstream,
             target,
             fields,
             has_body,
             length,
             ..
-        } = open
-        else {
-            return Err(open);
-        };
+        } = *req;
         Ok(Req {
             id,
             authority: String::from_utf8_lossy(&upstream).into_owned(),
@@ -143,17 +149,26 @@ impl Opened {
             Ok(req) => Some(Opened::Request(req)),
             Err(Frame::Open {
                 id,
-                upstream,
-                method,
-                ..
-            }) => Some(match method == b"CONNECT" {
+                service: Service::Proxy(req),
+            }) => Some(match req.method == b"CONNECT" {
                 true => Opened::Tunnel {
                     id,
-                    authority: String::from_utf8_lossy(&upstream).into_owned(),
+                    authority: String::from_utf8_lossy(&req.upstream).into_owned(),
                 },
                 false => Opened::Refused { id },
             }),
-            Err(_) => None,
+            // Not a proxied request: none of the exchange's business.
+            Err(
+                Frame::Open { .. }
+                | Frame::Head { .. }
+                | Frame::Data { .. }
+                | Frame::End { .. }
+                | Frame::Abort { .. }
+                | Frame::Credit { .. }
+                | Frame::Ping { .. }
+                | Frame::Pong { .. }
+                | Frame::Stats { .. },
+            ) => None,
         }
     }
 }

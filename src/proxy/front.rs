@@ -15,7 +15,7 @@ use crate::http::body::{unwrap_io, BodyFraming};
 use crate::http::response::{BodySource, Duplex, Tunnel};
 use crate::http::{Method, Response, ResponseBody, Target};
 use crate::stream::transport::{abort_error, take_grant, Stream, Transport};
-use crate::stream::wire::{AbortReason, Frame};
+use crate::stream::wire::{AbortReason, Frame, ProxyRequest, Service};
 use std::borrow::Cow;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
@@ -171,12 +171,14 @@ impl Proxy {
             }
             let open = |id| Frame::Open {
                 id,
-                upstream: dest.authority.clone().into_bytes(),
-                method: head.method.as_str().as_bytes().to_vec(),
-                target: dest.target.clone().into_bytes(),
-                fields: sent,
-                has_body,
-                length,
+                service: Service::Proxy(Box::new(ProxyRequest {
+                    upstream: dest.authority.clone().into_bytes(),
+                    method: head.method.as_str().as_bytes().to_vec(),
+                    target: dest.target.clone().into_bytes(),
+                    fields: sent,
+                    has_body,
+                    length,
+                })),
             };
             let sent_at = Instant::now();
             let mut stream = Stream::open(&self.transport, open)?;
@@ -215,7 +217,14 @@ impl Proxy {
                     break (stream, status, fields, length, lease);
                 }
                 Frame::Abort { reason, .. } => reason,
-                _ => return Err(Error::UpstreamBroken("unexpected frame")),
+                // `next_answer` skips credit; the rest has no place here.
+                Frame::Open { .. }
+                | Frame::Data { .. }
+                | Frame::End { .. }
+                | Frame::Credit { .. }
+                | Frame::Ping { .. }
+                | Frame::Pong { .. }
+                | Frame::Stats { .. } => return Err(Error::UpstreamBroken("unexpected frame")),
             };
             let Some(m) = &dest.member else {
                 return Err(abort_error(reason, &dest.authority));
@@ -294,12 +303,14 @@ impl Proxy {
         }
         let mut stream = Stream::open(&self.transport, |id| Frame::Open {
             id,
-            upstream: authority.clone().into_bytes(),
-            method: b"CONNECT".to_vec(),
-            target: authority.clone().into_bytes(),
-            fields: Vec::new(),
-            has_body: false,
-            length: None,
+            service: Service::Proxy(Box::new(ProxyRequest {
+                upstream: authority.clone().into_bytes(),
+                method: b"CONNECT".to_vec(),
+                target: authority.clone().into_bytes(),
+                fields: Vec::new(),
+                has_body: false,
+                length: None,
+            })),
         })?;
         let mut credit = 0u64;
         loop {
@@ -307,7 +318,14 @@ impl Proxy {
                 Frame::Credit { bytes, .. } => credit += u64::from(bytes),
                 Frame::Head { status: 200, .. } => break,
                 Frame::Abort { reason, .. } => return Err(abort_error(reason, &authority)),
-                _ => return Err(Error::UpstreamBroken("unexpected frame")),
+                // A tunnel opens with 200 and nothing else.
+                Frame::Head { .. }
+                | Frame::Open { .. }
+                | Frame::Data { .. }
+                | Frame::End { .. }
+                | Frame::Ping { .. }
+                | Frame::Pong { .. }
+                | Frame::Stats { .. } => return Err(Error::UpstreamBroken("unexpected frame")),
             }
         }
         Ok(Response::new(
@@ -485,7 +503,13 @@ impl StreamBody {
             }
             Frame::End { .. } => Ok(Some(None)),
             Frame::Abort { reason, .. } => Err(abort_error(reason, "upstream")),
-            _ => Ok(None),
+            // A late credit grant; nothing else comes mid-body.
+            Frame::Credit { .. }
+            | Frame::Open { .. }
+            | Frame::Head { .. }
+            | Frame::Ping { .. }
+            | Frame::Pong { .. }
+            | Frame::Stats { .. } => Ok(None),
         }
     }
 

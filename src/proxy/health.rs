@@ -9,7 +9,7 @@ use super::backends::Backends;
 use super::route::HealthCheck;
 use crate::error::Error;
 use crate::stream::transport::{Stream, Transport};
-use crate::stream::wire::{AbortReason, Frame};
+use crate::stream::wire::{AbortReason, Frame, ProxyRequest, Service};
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
@@ -51,15 +51,17 @@ fn probe(
     let up = &pool.spec.upstreams[index];
     let opened = Stream::open(transport, |id| Frame::Open {
         id,
-        upstream: up.authority.clone().into_bytes(),
-        method: b"GET".to_vec(),
-        target: check.path.clone().into_bytes(),
-        fields: vec![
-            (b"Host".to_vec(), up.host.clone().into_bytes()),
-            (b"User-Agent".to_vec(), b"mpiweb-health-check".to_vec()),
-        ],
-        has_body: false,
-        length: None,
+        service: Service::Proxy(Box::new(ProxyRequest {
+            upstream: up.authority.clone().into_bytes(),
+            method: b"GET".to_vec(),
+            target: check.path.clone().into_bytes(),
+            fields: vec![
+                (b"Host".to_vec(), up.host.clone().into_bytes()),
+                (b"User-Agent".to_vec(), b"mpiweb-health-check".to_vec()),
+            ],
+            has_body: false,
+            length: None,
+        })),
     });
     let mut stream = match opened {
         Ok(stream) => stream,

@@ -63,13 +63,7 @@ impl Local {
 impl Transport for Local {
     /// A request without a body runs on the connection thread itself.
     fn pull(&self, open: Frame) -> Result<Box<dyn Pull>, Frame> {
-        if !matches!(
-            open,
-            Frame::Open {
-                has_body: false,
-                ..
-            }
-        ) {
+        if open.opens_body() {
             return Err(open);
         }
         let req = Req::from_open(open)?;

@@ -244,7 +244,15 @@ fn frames_to_sock(
                 stop(ends, sock, shared, None);
                 break;
             }
-            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+            // Nothing else travels in a tunnel.
+            Ok(
+                Frame::Open { .. }
+                | Frame::Head { .. }
+                | Frame::Ping { .. }
+                | Frame::Pong { .. }
+                | Frame::Stats { .. },
+            )
+            | Err(RecvTimeoutError::Timeout) => {}
         }
         let st = lock(shared);
         if st.stop || (peer_done && st.local_done) {

@@ -19,7 +19,7 @@ use crate::stream::threads::Threads;
 use crate::stream::transport::{
     is_tunnel, take_credit, take_grant, NoCredit, Runner, CHUNK, WINDOW,
 };
-use crate::stream::wire::{AbortReason, Frame};
+use crate::stream::wire::{AbortReason, Frame, Service};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -140,27 +140,42 @@ impl Worker {
     /// Take one frame from rank 0.
     pub fn deliver(self: &Arc<Self>, frame: Frame) {
         match frame {
-            Frame::Open { id, has_body, .. } => {
+            Frame::Open {
+                id,
+                service: Service::Proxy(_),
+            } => {
                 // The first credit says the request was taken; it also
                 // opens the window for the request body (or a tunnel).
-                if self.ack_all || has_body || is_tunnel(&frame) {
+                if self.ack_all || frame.opens_body() || is_tunnel(&frame) {
                     self.ctx.send(Frame::Credit { id, bytes: WINDOW });
                 }
                 self.spawn(frame, run);
             }
-            Frame::Store { id, .. } => match self.side.clone() {
+            Frame::Open {
+                id,
+                service: Service::Store { .. },
+            } => match self.side.clone() {
                 Some(side) => self.spawn(frame, move |f, rx, ctx| side(f, rx, &ctx.out)),
                 None => self.ctx.send(Frame::Abort {
                     id,
                     reason: AbortReason::Refused,
                 }),
             },
-            Frame::Ping { id } => self.ctx.send(Frame::Pong { id }),
-            Frame::Stats { id, .. } => self.ctx.send(Frame::Stats {
+            Frame::Open {
+                id,
+                service: Service::Stats,
+            } => self.ctx.send(Frame::Stats {
                 id,
                 body: crate::metrics::global().snapshot(0).encode(),
             }),
-            other => {
+            Frame::Ping { id } => self.ctx.send(Frame::Pong { id }),
+            // Answers travel the other way: nothing here waits for them.
+            Frame::Pong { .. } | Frame::Stats { .. } => {}
+            other @ (Frame::Head { .. }
+            | Frame::Data { .. }
+            | Frame::End { .. }
+            | Frame::Abort { .. }
+            | Frame::Credit { .. }) => {
                 let id = other.id();
                 let abort = matches!(other, Frame::Abort { .. });
                 let tx = self.streams().get(&id).cloned();
@@ -390,7 +405,15 @@ impl Upload<'_> {
                 Ok(Frame::Abort { .. }) | Err(RecvTimeoutError::Disconnected) => {
                     return Err(Failure::Quiet)
                 }
-                Ok(_) => {}
+                // Nothing else comes with a request body.
+                Ok(
+                    Frame::Credit { .. }
+                    | Frame::Open { .. }
+                    | Frame::Head { .. }
+                    | Frame::Ping { .. }
+                    | Frame::Pong { .. }
+                    | Frame::Stats { .. },
+                ) => {}
                 Err(RecvTimeoutError::Timeout) => {
                     return Err(Failure::Abort(AbortReason::ClientGone))
                 }

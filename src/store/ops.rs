@@ -5,7 +5,7 @@ use crate::error::Error;
 use crate::http::response::BodySource;
 use crate::stream::transport::{take_grant, Stream, Transport, CHUNK};
 use crate::stream::wire::{
-    decode_inventory, AbortReason, DocMeta, Frame, Inventory, StoreOp, StoreReply,
+    decode_inventory, AbortReason, DocMeta, Frame, Inventory, Service, StoreOp, StoreReply,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,11 +22,13 @@ fn open(
     path: &[u8],
     meta: &DocMeta,
 ) -> Result<Stream, Error> {
-    Stream::open_at(t, rank, |id| Frame::Store {
+    Stream::open_at(t, rank, |id| Frame::Open {
         id,
-        op,
-        path: path.to_vec(),
-        meta: meta.clone(),
+        service: Service::Store {
+            op,
+            path: path.to_vec(),
+            meta: meta.clone(),
+        },
     })
 }
 
@@ -54,7 +56,14 @@ fn reply(stream: &mut Stream, op: StoreOp) -> Result<StoreReply, Error> {
                 })
             }
             Frame::Abort { reason, .. } => return Err(aborted(reason)),
-            _ => {}
+            // Credit, and nothing else a replica sends before its answer.
+            Frame::Credit { .. }
+            | Frame::Open { .. }
+            | Frame::Data { .. }
+            | Frame::End { .. }
+            | Frame::Ping { .. }
+            | Frame::Pong { .. }
+            | Frame::Stats { .. } => {}
         }
     }
 }
@@ -65,7 +74,13 @@ fn end(stream: &mut Stream) -> Result<(), Error> {
         match stream.recv(OP_WAIT)? {
             Frame::End { .. } => return Ok(()),
             Frame::Abort { reason, .. } => return Err(aborted(reason)),
-            _ => {}
+            Frame::Credit { .. }
+            | Frame::Open { .. }
+            | Frame::Head { .. }
+            | Frame::Data { .. }
+            | Frame::Ping { .. }
+            | Frame::Pong { .. }
+            | Frame::Stats { .. } => {}
         }
     }
 }
@@ -176,7 +191,12 @@ pub fn inventory(t: &Arc<dyn Transport>, rank: usize) -> Result<Inventory, Error
             }
             Frame::End { .. } => return Ok(all),
             Frame::Abort { reason, .. } => return Err(aborted(reason)),
-            _ => {}
+            Frame::Credit { .. }
+            | Frame::Open { .. }
+            | Frame::Head { .. }
+            | Frame::Ping { .. }
+            | Frame::Pong { .. }
+            | Frame::Stats { .. } => {}
         }
     }
 }
@@ -269,7 +289,12 @@ impl DocBody {
             Frame::End { .. } | Frame::Abort { .. } => {
                 Err(Error::UpstreamBroken("stored document cut short"))
             }
-            _ => Ok(None),
+            Frame::Credit { .. }
+            | Frame::Open { .. }
+            | Frame::Head { .. }
+            | Frame::Ping { .. }
+            | Frame::Pong { .. }
+            | Frame::Stats { .. } => Ok(None),
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::stream::transport::Out;
 use crate::stream::transport::{take_credit, CHUNK, WINDOW};
 use crate::stream::wire::{
-    encode_inventory, AbortReason, DocMeta, Frame, Inventory, StoreOp, StoreReply,
+    encode_inventory, AbortReason, DocMeta, Frame, Inventory, Service, StoreOp, StoreReply,
 };
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -287,7 +287,11 @@ fn read_header(file: &File) -> io::Result<Option<(Vec<u8>, DocMeta, usize)>> {
 /// Run one store stream on this replica: `first` is its `Store` frame,
 /// `rx` brings the rest, answers go to `out`.
 pub fn serve(replica: &Replica, first: Frame, rx: &Receiver<Frame>, out: &Out) {
-    let Frame::Store { id, op, path, meta } = first else {
+    let Frame::Open {
+        id,
+        service: Service::Store { op, path, meta },
+    } = first
+    else {
         return;
     };
     let t0 = std::time::Instant::now();
@@ -391,7 +395,16 @@ fn receive_put(
             Ok(Frame::Abort { .. }) | Err(RecvTimeoutError::Disconnected) => {
                 return Err(io::Error::from(io::ErrorKind::Interrupted))
             }
-            Ok(_) => {}
+            // Body pieces after the end, credit, and what never comes here.
+            Ok(
+                Frame::Data { .. }
+                | Frame::Credit { .. }
+                | Frame::Open { .. }
+                | Frame::Head { .. }
+                | Frame::Ping { .. }
+                | Frame::Pong { .. }
+                | Frame::Stats { .. },
+            ) => {}
             Err(RecvTimeoutError::Timeout) => return Err(io::Error::from(io::ErrorKind::TimedOut)),
         }
     }

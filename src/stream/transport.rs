@@ -3,7 +3,7 @@
 //! (`proxy::Local`). A connection thread opens a `Stream`, sends frames
 //! and receives the frames that come back for its stream id.
 
-use super::wire::{AbortReason, Frame};
+use super::wire::{AbortReason, Frame, Service};
 use crate::error::Error;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,7 +63,14 @@ pub fn take_credit(rx: &Receiver<Frame>, credit: &mut u64, wait: Duration) -> Re
         match frame {
             Frame::Credit { bytes, .. } => *credit += u64::from(bytes),
             Frame::Abort { .. } => return Err(NoCredit::Aborted),
-            _ => {}
+            // Skipped: only credit and aborts matter to a sender.
+            Frame::Open { .. }
+            | Frame::Head { .. }
+            | Frame::Data { .. }
+            | Frame::End { .. }
+            | Frame::Ping { .. }
+            | Frame::Pong { .. }
+            | Frame::Stats { .. } => {}
         }
     }
 }
@@ -294,7 +301,7 @@ impl Drop for Stream {
 
 /// Whether `open` starts a CONNECT tunnel.
 pub fn is_tunnel(open: &Frame) -> bool {
-    matches!(open, Frame::Open { method, .. } if method == b"CONNECT")
+    matches!(open, Frame::Open { service: Service::Proxy(req), .. } if req.method == b"CONNECT")
 }
 
 /// Whether `frame` ends a stream for the transport: `End` for anything but
@@ -303,7 +310,12 @@ pub fn ends_stream(frame: &Frame, tunnel: bool) -> bool {
     match frame {
         Frame::End { .. } => !tunnel,
         Frame::Abort { .. } | Frame::Stats { .. } => true,
-        _ => false,
+        Frame::Open { .. }
+        | Frame::Head { .. }
+        | Frame::Data { .. }
+        | Frame::Credit { .. }
+        | Frame::Ping { .. }
+        | Frame::Pong { .. } => false,
     }
 }
 

@@ -2,11 +2,13 @@
 //! Pure: `encode` and `decode` on byte buffers, whatever carries them (an
 //! MPI message, or a channel in one process).
 //!
-//! A request travels as `Open`, then `Data` chunks of at most `MAX_CHUNK`
-//! bytes, then `End`; the answer as `Head`, `Data`..., `End`. `Credit`
-//! lets the receiver of a stream grant the sender more bytes, so a slow
-//! client slows its upstream instead of filling memory. `Abort` ends a
-//! stream from either side.
+//! Every stream starts with `Open`, which names its `Service` (a proxied
+//! request, a store operation, a worker's figures); the other frames are
+//! the same for every service. A request travels as `Open`, then `Data`
+//! chunks of at most `MAX_CHUNK` bytes, then `End`; the answer as `Head`,
+//! `Data`..., `End`. `Credit` lets the receiver of a stream grant the
+//! sender more bytes, so a slow client slows its upstream instead of
+//! filling memory. `Abort` ends a stream from either side.
 //!
 //! Layout: kind (1 byte), stream id (8 bytes, little-endian), then the
 //! kind's fields; numbers little-endian, byte strings as a u32 length and
@@ -74,18 +76,10 @@ pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 /// One frame about stream `id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    /// A new request for `upstream` (`host:port`): method, target, fields.
+    /// A new stream, for `service`.
     Open {
         id: u64,
-        upstream: Vec<u8>,
-        method: Vec<u8>,
-        target: Vec<u8>,
-        fields: Fields,
-        /// A body follows (`Data` frames, then `End`).
-        has_body: bool,
-        /// Its length, when the client declared one (else it is re-framed
-        /// as chunked upstream).
-        length: Option<u64>,
+        service: Service,
     },
     /// The upstream's answer head; `length` when it declared one.
     Head {
@@ -119,22 +113,55 @@ pub enum Frame {
     Pong {
         id: u64,
     },
+    /// A worker's figures (`metrics::Snapshot`), the one answer to an
+    /// `Open` for `Service::Stats`.
+    Stats {
+        id: u64,
+        body: Vec<u8>,
+    },
+}
+
+/// What a stream is opened for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Service {
+    /// An HTTP request to send on to an upstream (boxed: the largest
+    /// service by far, it would make every frame as large).
+    Proxy(Box<ProxyRequest>),
     /// A document store operation on the replica of one rank: `Put` is
     /// followed by the body's `Data` frames and `End`; every answer is a
     /// `Head` (its status says what happened), `Data` frames for a read or
     /// a list, and `End`.
     Store {
-        id: u64,
         op: StoreOp,
         path: Vec<u8>,
         meta: DocMeta,
     },
-    /// Rank 0 asks a worker for its figures (`body` empty); the worker
-    /// answers with the same frame carrying them (`metrics::Snapshot`).
-    Stats {
-        id: u64,
-        body: Vec<u8>,
-    },
+    /// Rank 0 asks a worker for its figures: one `Stats` frame answers.
+    Stats,
+}
+
+/// A request for `upstream` (`host:port`): method, target, fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyRequest {
+    pub upstream: Vec<u8>,
+    pub method: Vec<u8>,
+    pub target: Vec<u8>,
+    pub fields: Fields,
+    /// A body follows (`Data` frames, then `End`).
+    pub has_body: bool,
+    /// Its length, when the client declared one (else it is re-framed as
+    /// chunked upstream).
+    pub length: Option<u64>,
+}
+
+impl Service {
+    fn code(&self) -> u8 {
+        match self {
+            Service::Proxy(_) => 1,
+            Service::Store { .. } => 2,
+            Service::Stats => 3,
+        }
+    }
 }
 
 /// What a `Store` frame asks of a replica.
@@ -248,10 +275,14 @@ const ABORT: u8 = 5;
 const CREDIT: u8 = 6;
 const PING: u8 = 7;
 const PONG: u8 = 8;
-const STORE: u8 = 9;
 const STATS: u8 = 10;
 
 impl Frame {
+    /// Whether this opens a proxied request whose body follows.
+    pub fn opens_body(&self) -> bool {
+        matches!(self, Frame::Open { service: Service::Proxy(req), .. } if req.has_body)
+    }
+
     pub fn id(&self) -> u64 {
         match self {
             Frame::Open { id, .. }
@@ -262,7 +293,6 @@ impl Frame {
             | Frame::Credit { id, .. }
             | Frame::Ping { id }
             | Frame::Pong { id }
-            | Frame::Store { id, .. }
             | Frame::Stats { id, .. } => *id,
         }
     }
@@ -312,27 +342,29 @@ fn encode_into(frame: &Frame, out: &mut Vec<u8>) {
         Frame::Credit { .. } => CREDIT,
         Frame::Ping { .. } => PING,
         Frame::Pong { .. } => PONG,
-        Frame::Store { .. } => STORE,
         Frame::Stats { .. } => STATS,
     };
     out.push(kind);
     out.extend_from_slice(&frame.id().to_le_bytes());
     match frame {
-        Frame::Open {
-            upstream,
-            method,
-            target,
-            fields,
-            has_body,
-            length,
-            ..
-        } => {
-            put_bytes(out, upstream);
-            put_bytes(out, method);
-            put_bytes(out, target);
-            put_fields(out, fields);
-            out.push(u8::from(*has_body));
-            put_length(out, *length);
+        Frame::Open { service, .. } => {
+            out.push(service.code());
+            match service {
+                Service::Proxy(req) => {
+                    put_bytes(out, &req.upstream);
+                    put_bytes(out, &req.method);
+                    put_bytes(out, &req.target);
+                    put_fields(out, &req.fields);
+                    out.push(u8::from(req.has_body));
+                    put_length(out, req.length);
+                }
+                Service::Store { op, path, meta } => {
+                    out.push(op.code());
+                    put_bytes(out, path);
+                    put_meta(out, meta);
+                }
+                Service::Stats => {}
+            }
         }
         Frame::Head {
             status,
@@ -349,11 +381,6 @@ fn encode_into(frame: &Frame, out: &mut Vec<u8>) {
         Frame::Abort { reason, .. } => out.push(reason.code()),
         Frame::Credit { bytes, .. } => out.extend_from_slice(&bytes.to_le_bytes()),
         Frame::Stats { body, .. } => put_bytes(out, body),
-        Frame::Store { op, path, meta, .. } => {
-            out.push(op.code());
-            put_bytes(out, path);
-            put_meta(out, meta);
-        }
     }
 }
 
@@ -406,12 +433,23 @@ pub fn decode(buf: &[u8]) -> Result<Frame, WireError> {
     let frame = match kind {
         OPEN => Frame::Open {
             id,
-            upstream: r.bytes(MAX_STRING)?,
-            method: r.bytes(MAX_STRING)?,
-            target: r.bytes(MAX_STRING)?,
-            fields: r.fields()?,
-            has_body: r.flag()?,
-            length: r.length()?,
+            service: match r.u8()? {
+                1 => Service::Proxy(Box::new(ProxyRequest {
+                    upstream: r.bytes(MAX_STRING)?,
+                    method: r.bytes(MAX_STRING)?,
+                    target: r.bytes(MAX_STRING)?,
+                    fields: r.fields()?,
+                    has_body: r.flag()?,
+                    length: r.length()?,
+                })),
+                2 => Service::Store {
+                    op: StoreOp::from_code(r.u8()?).ok_or(WireError("unknown store operation"))?,
+                    path: r.bytes(MAX_STRING)?,
+                    meta: r.meta()?,
+                },
+                3 => Service::Stats,
+                _ => return Err(WireError("unknown service")),
+            },
         },
         HEAD => Frame::Head {
             id,
@@ -437,12 +475,6 @@ pub fn decode(buf: &[u8]) -> Result<Frame, WireError> {
         STATS => Frame::Stats {
             id,
             body: r.bytes(MAX_CHUNK)?,
-        },
-        STORE => Frame::Store {
-            id,
-            op: StoreOp::from_code(r.u8()?).ok_or(WireError("unknown store operation"))?,
-            path: r.bytes(MAX_STRING)?,
-            meta: r.meta()?,
         },
         _ => return Err(WireError("unknown kind")),
     };
@@ -558,21 +590,25 @@ mod tests {
         vec![
             Frame::Open {
                 id: 7,
-                upstream: b"127.0.0.1:5000".to_vec(),
-                method: b"POST".to_vec(),
-                target: b"/api?x=1".to_vec(),
-                fields: fields.clone(),
-                has_body: true,
-                length: Some(12),
+                service: Service::Proxy(Box::new(ProxyRequest {
+                    upstream: b"127.0.0.1:5000".to_vec(),
+                    method: b"POST".to_vec(),
+                    target: b"/api?x=1".to_vec(),
+                    fields: fields.clone(),
+                    has_body: true,
+                    length: Some(12),
+                })),
             },
             Frame::Open {
                 id: u64::MAX,
-                upstream: Vec::new(),
-                method: b"GET".to_vec(),
-                target: b"/".to_vec(),
-                fields: Vec::new(),
-                has_body: false,
-                length: None,
+                service: Service::Proxy(Box::new(ProxyRequest {
+                    upstream: Vec::new(),
+                    method: b"GET".to_vec(),
+                    target: b"/".to_vec(),
+                    fields: Vec::new(),
+                    has_body: false,
+                    length: None,
+                })),
             },
             Frame::Head {
                 id: 7,
@@ -609,17 +645,25 @@ mod tests {
             },
             Frame::Ping { id: 3 },
             Frame::Pong { id: 3 },
-            Frame::Store {
+            Frame::Open {
                 id: 4,
-                op: StoreOp::Put,
-                path: b"/store/a b".to_vec(),
-                meta: meta(),
+                service: Service::Store {
+                    op: StoreOp::Put,
+                    path: b"/store/a b".to_vec(),
+                    meta: meta(),
+                },
             },
-            Frame::Store {
+            Frame::Open {
                 id: 5,
-                op: StoreOp::Drop,
-                path: Vec::new(),
-                meta: DocMeta::default(),
+                service: Service::Store {
+                    op: StoreOp::Drop,
+                    path: Vec::new(),
+                    meta: DocMeta::default(),
+                },
+            },
+            Frame::Open {
+                id: 6,
+                service: Service::Stats,
             },
             Frame::Stats {
                 id: 6,
