@@ -405,12 +405,14 @@ fn ranks_on_two_hosts_serve_proxy_store_and_stop() {
             );
         }
         let statics = timed_gets(&srv, "/hello.txt", 20, "hello world\n");
-        // After a quiet spell, rank 0 rings the worker's bell across the
-        // veth; without it the request would wait for the worker's next
-        // poll (50 ms when idle). Measured, not asserted.
-        let late: Vec<Duration> = (0..5)
+        // After a quiet spell (a worker polls every 250 µs for a second
+        // after its last request, then every 50 ms), rank 0 rings the
+        // worker's bell, a UDP datagram across the veth; a bell that cannot
+        // be reached leaves the request to the next poll. Measured, not
+        // asserted.
+        let late: Vec<Duration> = (0..4)
             .map(|_| {
-                thread::sleep(Duration::from_millis(300));
+                thread::sleep(Duration::from_millis(1200));
                 timed_gets(&srv, "/app/where", 1, &want)[0]
             })
             .collect();
@@ -457,8 +459,8 @@ fn ranks_on_two_hosts_serve_proxy_store_and_stop() {
     let (l_med, l_max) = spread(late);
     eprintln!(
         "hosts: static GET median {s_med:?} (max {s_max:?}), proxied GET through host B \
-         median {p_med:?} (max {p_max:?}), proxied after 300 ms idle median {l_med:?} \
-         (max {l_max:?}), 20/20/5 requests, one connection each"
+         median {p_med:?} (max {p_max:?}), proxied after 1.2 s idle median {l_med:?} \
+         (max {l_max:?}), 20/20/4 requests, one connection each"
     );
 
     // SIGTERM to mpirun ends every rank on both hosts within the grace
@@ -480,10 +482,14 @@ fn ranks_on_two_hosts_serve_proxy_store_and_stop() {
     };
     let all_gone = eventually(Duration::from_secs(GRACE + 10), gone);
     let took = t0.elapsed();
-    let others: Vec<u32> = hosts
+    let others: Vec<String> = hosts
         .pids(&hosts.a)
         .into_iter()
         .chain(hosts.pids(&hosts.b))
+        .map(|p| {
+            let comm = fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+            format!("{p} {}", comm.trim())
+        })
         .collect();
     let how = match status {
         Some(s) => match (s.code(), s.signal()) {

@@ -2530,6 +2530,10 @@ struct IdleFigures {
     launcher_percent: f64,
     /// Processes that exited during the window (their last ticks are lost).
     vanished: usize,
+    /// A proxied request right after the window, on a keep-alive
+    /// connection opened before it (ms): what a quiet spell costs the
+    /// next request.
+    first_after_ms: Option<f64>,
 }
 
 /// Clock ticks per second of /proc/PID/stat's times (`getconf CLK_TCK`; 100 on Linux).

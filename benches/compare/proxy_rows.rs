@@ -94,15 +94,48 @@ pub(super) fn measure_proxy_kind(
             "bench: {}: proxy-idle, CPU over {IDLE_WINDOW:?} without requests",
             server.label
         );
-        let idle = measure_idle(&server);
+        // A keep-alive connection, warmed up, kept through the window.
+        let mut conn = TcpStream::connect(loopback(server.port))?;
+        conn.set_nodelay(true)?;
+        timed_get(&mut conn, server.port, "/small.html")?;
+        let mut idle = measure_idle(&server);
+        match timed_get(&mut conn, server.port, "/small.html") {
+            Ok(took) => idle.first_after_ms = Some(took.as_secs_f64() * 1000.0),
+            Err(e) => report.note(kind, format!("proxy-idle: the request after it: {e}")),
+        }
         eprintln!(
-            "bench: {}:   {:.1}% of one core (ticks per process {:?}), launcher {:.1}%",
-            server.label, idle.percent, idle.per_process, idle.launcher_percent
+            "bench: {}:   {:.1}% of one core (ticks per process {:?}), launcher {:.1}%, \
+             the next request {:.2?} ms",
+            server.label,
+            idle.percent,
+            idle.per_process,
+            idle.launcher_percent,
+            idle.first_after_ms
         );
         report.figures_mut(kind).idle = Some(idle);
         finish_proxy_row(&mut server, kind, Row::ProxyIdle, report);
     }
     Ok(())
+}
+
+/// One GET of `path` on an open keep-alive connection: how long until the
+/// whole answer was in.
+fn timed_get(conn: &mut TcpStream, port: u16, path: &str) -> BoxResult<Duration> {
+    let t0 = Instant::now();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: mpiweb-bench\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    let mut block = [0u8; 16 * 1024];
+    while complete_reply("GET", &buf, false).is_none() {
+        match conn.read(&mut block)? {
+            0 => return Err(format!("GET {path}: closed before a complete answer").into()),
+            n => buf.extend_from_slice(&block[..n]),
+        }
+    }
+    Ok(t0.elapsed())
 }
 
 /// Notes what the server complained about during a row, then stops it.

@@ -324,6 +324,18 @@ impl Report {
                     .map(|i| format!("{:.1}%", i.launcher_percent)),
                 "-",
             ),
+            text_row(
+                "  the next proxied request, keep-alive (ms)",
+                n.idle
+                    .as_ref()
+                    .and_then(|i| i.first_after_ms)
+                    .map(|v| format!("{v:.2}")),
+                m.idle
+                    .as_ref()
+                    .and_then(|i| i.first_after_ms)
+                    .map(|v| format!("{v:.2}")),
+                "mpiweb < 5",
+            ),
         ]
     }
 
