@@ -8,7 +8,7 @@ LISTEN ?= 0.0.0.0:8080
 BIN := target/release/mpiweb
 
 BUILD_PKGS := mpich libmpich-dev libclang-dev clang pkg-config
-TEST_PKGS := $(BUILD_PKGS) curl chromium
+TEST_PKGS := $(BUILD_PKGS) curl chromium iproute2
 BENCH_PKGS := $(BUILD_PKGS) curl nginx-light wrk linux-perf
 
 .PHONY: run run-openmpi build test lint bench deps-build deps-test deps-bench fuzz
