@@ -637,6 +637,7 @@ impl Server {
                     solo: solo || cfg.solo,
                     route: Some(format!("/=http://127.0.0.1:{origin_port}")),
                     store: None,
+                    store_cache_off: false,
                 };
                 start_mpiweb(cfg, site, &launch)
             }
@@ -659,6 +660,7 @@ impl Server {
                         urls.join(" ")
                     )),
                     store: None,
+                    store_cache_off: false,
                 };
                 start_mpiweb(cfg, site, &launch)
             }
@@ -695,6 +697,7 @@ impl Server {
                     solo: false,
                     route: None,
                     store: Some(data),
+                    store_cache_off: false,
                 };
                 start_mpiweb(cfg, site, &launch)
             }
@@ -1113,6 +1116,9 @@ fn spawn_mpiweb(
             .arg(data)
             .arg("--replicas")
             .arg(STORE_REPLICAS.to_string());
+        if launch.store_cache_off {
+            cmd.args(["--store-cache", "0"]);
+        }
     }
     cmd.arg(&site.docroot)
         .stdin(Stdio::null())
@@ -1133,6 +1139,8 @@ struct MpiwebLaunch {
     /// The store rows: `--store STORE_PREFIX --data DIR --replicas STORE_REPLICAS`
     /// with this DIR, under `mpirun -np STORE_RANKS`.
     store: Option<PathBuf>,
+    /// `--store-cache 0`: every read of a document goes to a replica.
+    store_cache_off: bool,
 }
 
 impl MpiwebLaunch {
@@ -1141,6 +1149,7 @@ impl MpiwebLaunch {
             solo: cfg.solo,
             route: None,
             store: None,
+            store_cache_off: false,
         }
     }
 
@@ -2502,6 +2511,8 @@ struct Figures {
     store_put_one: Option<WrkFigures>,
     store_get: Option<WrkFigures>,
     store_get_one: Option<WrkFigures>,
+    /// GETs with rank 0's cache off, every one served by a replica.
+    store_get_replica: Option<WrkFigures>,
     /// Document files on disk after the store rows, every copy counted.
     store_files: Option<String>,
 }

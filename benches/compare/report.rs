@@ -457,6 +457,13 @@ impl Report {
                 "none / none",
             ));
         }
+        rows.push(number_row(
+            format!("store: GET {kib} KiB from a replica, rank 0's cache off (req/s)"),
+            rps(&n.store_get),
+            rps(&m.store_get_replica),
+            0,
+            ">= 0.4",
+        ));
         rows.push(text_row(
             "  copies per document, on disk",
             Some("1, no fsync".to_string()),

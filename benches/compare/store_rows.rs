@@ -283,6 +283,37 @@ pub(super) fn measure_store_kind(
     figures.store_get_one = get_one;
     figures.store_files = files;
     finish_run(&mut server, kind, "store", report);
+    if kind == Kind::Mpiweb {
+        store_replica_reads(cfg, site, scripts, body, report)?;
+    }
+    Ok(())
+}
+
+/// mpiweb again on the same documents with rank 0's cache off: every GET
+/// is served by a replica, the hop's cost for documents above the cache's
+/// bound.
+fn store_replica_reads(
+    cfg: &Config,
+    site: &Site,
+    scripts: &StoreScripts,
+    body: &[u8],
+    report: &mut Report,
+) -> BoxResult<()> {
+    let launch = MpiwebLaunch {
+        solo: false,
+        route: None,
+        store: Some(store_mpiweb_data(site)),
+        store_cache_off: true,
+    };
+    let mut server = start_mpiweb(cfg, site, &launch)?;
+    let (label, port) = (format!("{} (cache off)", server.label), server.port);
+    for problem in store_sanity_check(port, body) {
+        report.note(Kind::Mpiweb, format!("store, cache off: {problem}"));
+    }
+    let kind = Kind::Mpiweb;
+    let (get, _) = store_wrk(cfg, &label, port, "GET", &scripts.get, kind, report);
+    report.figures_mut(kind).store_get_replica = get;
+    finish_run(&mut server, kind, "store (cache off)", report);
     Ok(())
 }
 

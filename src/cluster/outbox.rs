@@ -201,6 +201,11 @@ impl Backoff {
         }
     }
 
+    /// Sleep up to `idle` when idle, from now on.
+    pub fn set_idle(&mut self, idle: Duration) {
+        self.idle = idle;
+    }
+
     /// Something happened: poll eagerly again.
     pub fn reset(&mut self) {
         self.rounds = 0;

@@ -140,6 +140,7 @@ pub fn run(make: impl FnOnce(Out) -> Box<dyn Runner>) -> i32 {
                 if bell.wait(wait) {
                     last_ring = Some(Instant::now());
                     backoff.reset();
+                    backoff.set_idle(super::IDLE_POLL_RUNG);
                 }
             }
             (false, None) => std::thread::sleep(wait),
