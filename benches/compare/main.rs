@@ -12,7 +12,8 @@
 //!   measures one server only (the other column shows `-`); a row name runs
 //!   only the rows named: `static` (rows 1-2), `many` (row 3), `proxy-small`,
 //!   `proxy-solo`, `proxy-big`, `proxy-idle`, `proxy` (those four), `pool`
-//!   (the pool rows) or `store` (the document store rows). Example:
+//!   (the pool rows), `store` (the document store rows) or `hosts` (the
+//!   rows across two hosts, see hosts_rows.rs). Example:
 //!   `BENCH_ONLY=proxy-small,mpiweb`. Without a row name every row runs.
 //! - `MPIWEB_BENCH_SOLO=1`: start the mpiweb binary alone instead of `mpirun -np 3`
 //!   (every row but `proxy-solo`, which always runs it alone, and `store`,
@@ -94,12 +95,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tempfile::TempDir;
 
+mod hosts_rows;
+/// Network namespaces as two hosts, shared with tests/hosts.rs.
+#[path = "../../tests/common/netns.rs"]
+#[allow(dead_code)]
+mod netns;
 mod pool_rows;
 mod proxy_rows;
 mod report;
 mod rows_static;
 mod store_rows;
 
+use hosts_rows::*;
 use pool_rows::*;
 use proxy_rows::*;
 use rows_static::*;
@@ -243,12 +250,24 @@ fn run() -> BoxResult<ExitCode> {
         }
     }
 
+    // Across-host rows: mpiweb alone, across two network namespaces and on one host.
+    let mut hosts_failed = false;
+    if cfg.runs(Row::Hosts) && cfg.wants(Kind::Mpiweb) {
+        if let Err(e) = measure_hosts_rows(&cfg, &site, &mut report) {
+            eprintln!("bench: hosts rows: {e}");
+            report.notes.push(format!("hosts rows: {e}"));
+            hosts_failed = true;
+        }
+    }
+
     report.print(&cfg);
-    Ok(if !failed.is_empty() || origin_failed || store_failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if !failed.is_empty() || origin_failed || store_failed || hosts_failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -285,10 +304,12 @@ enum Row {
     Pool,
     /// The store rows: PUT and GET of 4 KiB documents, nginx's WebDAV against mpiweb's store.
     Store,
+    /// The across-host rows: ranks in two network namespaces, against one host.
+    Hosts,
 }
 
 impl Row {
-    const ALL: [Row; 8] = [
+    const ALL: [Row; 9] = [
         Row::Static,
         Row::Many,
         Row::ProxySmall,
@@ -297,6 +318,7 @@ impl Row {
         Row::ProxyIdle,
         Row::Pool,
         Row::Store,
+        Row::Hosts,
     ];
     const PROXY: [Row; 4] = [
         Row::ProxySmall,
@@ -315,6 +337,7 @@ impl Row {
             Row::ProxyIdle => "proxy-idle",
             Row::Pool => "pool",
             Row::Store => "store",
+            Row::Hosts => "hosts",
         }
     }
 
@@ -327,7 +350,8 @@ impl Row {
             | Row::ProxyBig
             | Row::ProxyIdle
             | Row::Pool
-            | Row::Store => true,
+            | Row::Store
+            | Row::Hosts => true,
             Row::ProxySolo => false,
         }
     }
@@ -335,7 +359,7 @@ impl Row {
     /// Whether mpiweb runs under mpirun for this row even with MPIWEB_BENCH_SOLO=1:
     /// the store rows measure replicas on worker ranks, which a world of one has not.
     fn needs_mpirun(self) -> bool {
-        self == Row::Store
+        matches!(self, Row::Store | Row::Hosts)
     }
 }
 
@@ -414,7 +438,8 @@ impl Config {
             mpiweb: env::var_os("MPIWEB_BIN").map_or_else(default_mpiweb_bin, PathBuf::from),
         };
         // The proxy and pool rows need nginx as their origins even for mpiweb alone.
-        if cfg.wants(Kind::Nginx) || cfg.runs_proxy() || cfg.runs(Row::Pool) {
+        if cfg.wants(Kind::Nginx) || cfg.runs_proxy() || cfg.runs(Row::Pool) || cfg.runs(Row::Hosts)
+        {
             let nginx = find_program("nginx").ok_or(
                 "nginx is not installed (Debian: apt-get install -y nginx-light), \
                  or set BENCH_ONLY=mpiweb,static,many",
@@ -706,18 +731,23 @@ impl Server {
 
     /// Polls until a GET of the small file is answered, failing if the process exits.
     fn wait_ready(&mut self) -> BoxResult<()> {
+        self.wait_ready_at(loopback(self.port))
+    }
+
+    /// The same at `addr` (a call from another network namespace).
+    fn wait_ready_at(&mut self, addr: SocketAddr) -> BoxResult<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Err(format!("{} exited during startup ({status})", self.label).into());
             }
-            if http_get(self.port, "/small.html", true, Duration::from_secs(1)).is_ok() {
+            if http_get_at(addr, "/small.html", true, Duration::from_secs(1)).is_ok() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "{} did not answer on port {} within {START_TIMEOUT:?}",
-                    self.label, self.port
+                    "{} did not answer at {addr} within {START_TIMEOUT:?}",
+                    self.label
                 )
                 .into());
             }
@@ -802,14 +832,25 @@ impl Server {
     /// hard kill would orphan them (still holding the port, or spinning), so
     /// the process tree is noted first and leftovers are killed by pid.
     fn stop(&mut self) {
+        self.stop_timed();
+    }
+
+    /// `stop`, timed: how long the launched process took to exit after
+    /// SIGTERM, and its status (None: killed after STOP_GRACE). None when
+    /// it was stopped before.
+    fn stop_timed(&mut self) -> Option<(Duration, Option<ExitStatus>)> {
         if self.stopped {
-            return;
+            return None;
         }
         self.stopped = true;
         let pid = self.child.id();
         let tree = descendants(pid);
         signal(pid, "TERM");
-        if !wait_child(&mut self.child, STOP_GRACE) {
+        let t0 = Instant::now();
+        let exited = wait_child(&mut self.child, STOP_GRACE);
+        let took = t0.elapsed();
+        let status = self.child.try_wait().ok().flatten().filter(|_| exited);
+        if !exited {
             eprintln!(
                 "bench: {} ignored SIGTERM for {STOP_GRACE:?}; killing it",
                 self.label
@@ -818,6 +859,7 @@ impl Server {
             let _ = self.child.wait();
         }
         kill_leftovers(&tree);
+        Some((took, status))
     }
 
     /// SIGKILL to the server's own pid, with no grace, then reaps it.
@@ -1100,7 +1142,6 @@ fn spawn_mpiweb(
         c.arg("-np").arg(ranks).arg(&cfg.mpiweb);
         c
     };
-    let (reader, writer) = io::pipe()?;
     // As users start it: access lines on stderr (in batches), which under
     // mpirun pass through the launcher's processes; nginx writes its
     // access file.
@@ -1120,8 +1161,14 @@ fn spawn_mpiweb(
             cmd.args(["--store-cache", "0"]);
         }
     }
-    cmd.arg(&site.docroot)
-        .stdin(Stdio::null())
+    cmd.arg(&site.docroot);
+    spawn_piped(cmd)
+}
+
+/// Spawns `cmd` with stdout and stderr on one pipe, and no stdin.
+fn spawn_piped(mut cmd: Command) -> BoxResult<(Child, io::PipeReader)> {
+    let (reader, writer) = io::pipe()?;
+    cmd.stdin(Stdio::null())
         .stdout(writer.try_clone()?)
         .stderr(writer);
     let child = cmd.spawn()?;
@@ -1169,6 +1216,23 @@ fn start_mpiweb(cfg: &Config, site: &Site, launch: &MpiwebLaunch) -> BoxResult<S
     let label = launch.label();
     eprintln!("bench: starting {label}");
     let (child, output) = spawn_mpiweb(cfg, site, launch)?;
+    let mut server = listening_mpiweb(label, child, output)?;
+    if let Err(e) = server.wait_ready() {
+        return Err(format!("{e}\nmpiweb output (last lines):\n{}", server.output_tail()).into());
+    }
+    if server.rank0_pid.is_none() {
+        eprintln!("bench: mpiweb did not print its pid; RSS will be that of the launcher");
+    }
+    eprintln!(
+        "bench: {} on port {} (rank 0 pid {:?})",
+        server.label, server.port, server.rank0_pid
+    );
+    Ok(server)
+}
+
+/// A spawned mpiweb (or its launcher) as a Server, once it printed its
+/// `listening on` line; its output is drained from here on.
+fn listening_mpiweb(label: String, child: Child, output: io::PipeReader) -> BoxResult<Server> {
     let tail = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel();
     let tail2 = Arc::clone(&tail);
@@ -1183,22 +1247,14 @@ fn start_mpiweb(cfg: &Config, site: &Site, launch: &MpiwebLaunch) -> BoxResult<S
         error_log: None,
         stopped: false,
     };
-    let found = wait_listening(&mut server, &rx).and_then(|(port, pid)| {
-        server.port = port;
-        server.rank0_pid = pid;
-        server.wait_ready()
-    });
-    if let Err(e) = found {
-        return Err(format!("{e}\nmpiweb output (last lines):\n{}", server.output_tail()).into());
+    match wait_listening(&mut server, &rx) {
+        Ok((port, pid)) => {
+            server.port = port;
+            server.rank0_pid = pid;
+            Ok(server)
+        }
+        Err(e) => Err(format!("{e}\nmpiweb output (last lines):\n{}", server.output_tail()).into()),
     }
-    if server.rank0_pid.is_none() {
-        eprintln!("bench: mpiweb did not print its pid; RSS will be that of the launcher");
-    }
-    eprintln!(
-        "bench: {} on port {} (rank 0 pid {:?})",
-        server.label, server.port, server.rank0_pid
-    );
-    Ok(server)
 }
 
 /// Waits for the drain thread to report the "listening on" line.
@@ -1534,11 +1590,21 @@ struct Reply {
 
 /// One GET on a fresh connection; with `want_body` false it returns once the head is in.
 fn http_get(port: u16, path: &str, want_body: bool, timeout: Duration) -> BoxResult<Reply> {
+    http_get_at(loopback(port), path, want_body, timeout)
+}
+
+/// The same at `addr`.
+fn http_get_at(
+    addr: SocketAddr,
+    path: &str,
+    want_body: bool,
+    timeout: Duration,
+) -> BoxResult<Reply> {
     let deadline = Instant::now() + timeout;
-    let mut stream = TcpStream::connect_timeout(&loopback(port), timeout)?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    stream.write_all(get_request(port, path).as_bytes())?;
+    stream.write_all(get_request(addr.port(), path).as_bytes())?;
     let mut buf = Vec::new();
     let mut block = [0u8; 16 * 1024];
     loop {
@@ -1801,7 +1867,26 @@ fn run_wrk_for(
     timeout_secs: u64,
     extra: &[&str],
 ) -> BoxResult<WrkFigures> {
-    let mut cmd = Command::new(&cfg.wrk);
+    let url = format!("http://127.0.0.1:{port}{path}");
+    run_wrk_cmd(
+        Command::new(&cfg.wrk),
+        &url,
+        conns,
+        secs,
+        timeout_secs,
+        extra,
+    )
+}
+
+/// `cmd` (wrk, or a command that runs it) with wrk's arguments, bounded in time.
+fn run_wrk_cmd(
+    mut cmd: Command,
+    url: &str,
+    conns: u32,
+    secs: u64,
+    timeout_secs: u64,
+    extra: &[&str],
+) -> BoxResult<WrkFigures> {
     // One wrk thread: on a 2-core machine a second one would take the server's core.
     cmd.arg("-t1")
         .arg(format!("-c{conns}"))
@@ -1809,7 +1894,7 @@ fn run_wrk_for(
         .arg("--timeout")
         .arg(format!("{timeout_secs}s"))
         .args(extra)
-        .arg(format!("http://127.0.0.1:{port}{path}"));
+        .arg(url);
     let limit = Duration::from_secs(secs + timeout_secs + 30);
     let (status, out) = run_bounded(&mut cmd, limit)?;
     if !status.success() {
@@ -2718,6 +2803,8 @@ struct Report {
     mpiweb: Figures,
     /// Median latency at one connection straight to the origin nginx (microseconds).
     origin_p50_us: Option<f64>,
+    /// The across-host rows (mpiweb only), when they ran.
+    hosts: Option<HostsFigures>,
     notes: Vec<String>,
 }
 

@@ -46,6 +46,9 @@ impl Report {
         if cfg.runs(Row::Store) {
             rows.extend(self.store_rows());
         }
+        if cfg.runs(Row::Hosts) {
+            rows.extend(self.hosts_rows());
+        }
         rows
     }
 
@@ -479,6 +482,87 @@ impl Report {
             &format!("{docs} / {}", docs * STORE_REPLICAS as usize),
         ));
         rows
+    }
+
+    /// The across-host figures beside the one-host ones, as "across / one host"
+    /// in the mpiweb column (the one-host small answers are proxy-small's).
+    pub(super) fn hosts_rows(&self) -> Vec<[String; 5]> {
+        let (h, m) = (self.hosts.clone().unwrap_or_default(), &self.mpiweb);
+        let pair = |across: Option<String>, one: Option<String>| {
+            let dash = || "-".to_string();
+            (across.is_some() || one.is_some()).then(|| {
+                format!(
+                    "{} / {}",
+                    across.unwrap_or_else(dash),
+                    one.unwrap_or_else(dash)
+                )
+            })
+        };
+        let rps = |w: &Option<WrkFigures>| w.as_ref().map(|w| format!("{:.0}", w.req_per_sec));
+        let errors = |w: &Option<WrkFigures>| w.as_ref().map(WrkFigures::errors_cell);
+        let p50 = |v: Option<f64>| v.map(|v| format!("{v:.0}"));
+        let kill = |p: &Placement| {
+            let k = p.kill.as_ref()?;
+            Some(format!("{:.1} ({} failed)", k.ms, k.failed))
+        };
+        let after = |p: &Placement| {
+            let k = p.kill.as_ref()?;
+            Some(format!("{:.1} ({} failed)", k.after_max_ms, k.after_failed))
+        };
+        let stop =
+            |s: &Option<StopFigures>| s.as_ref().map(|s| format!("{:.2}, {}", s.secs, s.how));
+        vec![
+            text_row(
+                &format!(
+                    "across hosts / one host: proxied {SMALL_SIZE} B, {SMALL_CONNS} conns (req/s)"
+                ),
+                None,
+                pair(rps(&h.small), rps(&m.proxy_small)),
+                "-",
+            ),
+            text_row(
+                "  wrk errors",
+                None,
+                pair(errors(&h.small), errors(&m.proxy_small)),
+                "none / none",
+            ),
+            text_row(
+                "  median latency, 1 conn (µs)",
+                None,
+                pair(
+                    p50(h.one_conn.as_ref().and_then(|w| w.p50_us)),
+                    p50(m.proxy_small_p50_us),
+                ),
+                "-",
+            ),
+            text_row(
+                "  kill -9 of rank 1 to the next 200 (ms, polls failed)",
+                None,
+                pair(kill(&h.across), kill(&h.one_host)),
+                "-",
+            ),
+            text_row(
+                &format!("  the {AFTER_KILL_GETS} GETs after it: slowest (ms, failed)"),
+                None,
+                pair(after(&h.across), after(&h.one_host)),
+                "-",
+            ),
+            text_row(
+                "  stop: SIGTERM to mpirun until it exits (s)",
+                None,
+                pair(stop(&h.across.stop), stop(&h.one_host.stop)),
+                "< 5",
+            ),
+            text_row(
+                "  stop after rank 1 was killed (s)",
+                None,
+                pair(
+                    stop(&h.across.stop_after_kill),
+                    stop(&h.one_host.stop_after_kill),
+                ),
+                "< 5",
+            ),
+        ]
     }
 
     pub(super) fn print(&self, cfg: &Config) {

@@ -2,6 +2,7 @@
 //! read its port from the start-up line, talk raw HTTP to it, stop it by PID.
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod upstream;
 
 use std::fs;
