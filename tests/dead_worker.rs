@@ -49,11 +49,26 @@ fn a_worker_killed_with_sigkill_is_survived() {
         .iter()
         .find(|&&p| launcher_rank(p) == Some(1))
         .expect("rank 1");
-    let killed = Command::new("kill")
-        .args(["-KILL", &victim.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    // Two slow requests in flight, one on each of the first two workers
+    // (the least busy takes each): the dead one's gets 502, the other's
+    // its answer, and the upstream is not blamed for the death.
+    // (The upstream counts a request once answered; a connection when
+    // accepted, and no proxied request came before these two.)
+    let seen = up.connections();
+    let slow = std::thread::scope(|s| {
+        let slow: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| srv.get("/app/slow?ms=6000", "").status))
+            .collect();
+        assert!(eventually(Duration::from_secs(5), || up.connections() >= seen + 2));
+        let killed = Command::new("kill")
+            .args(["-KILL", &victim.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let mut got: Vec<u16> = slow.into_iter().map(|h| h.join().unwrap()).collect();
+        got.sort_unstable();
+        got
+    });
     let t0 = Instant::now();
 
     // Rank 0 serves on: files at once, proxied requests on the other
@@ -69,6 +84,10 @@ fn a_worker_killed_with_sigkill_is_survived() {
         assert_eq!(srv.get("/app/echo", "").status, 200);
     }
     assert!(srv.wait_log(|l| l.contains("died of signal 9")));
+    // The request on the dead worker got 502 (it was taken for dead
+    // within the 6 s its upstream took), the other one its answer.
+    assert_eq!(slow, [200, 502], "{}", srv.log_text());
+    assert!(srv.wait_log(|l| l.contains("taken for dead; 1 stream(s) on it end")));
 
     // The status page calls it dead; the store serves every document and
     // copies rank 1's onto the others.

@@ -585,8 +585,9 @@ impl Dispatcher {
     }
 
     /// Take worker `index` for dead: out of rotation for good (unless it
-    /// answers again), every stream on it ended with `Unreachable` (502),
-    /// those not started yet sent elsewhere first.
+    /// answers again), every stream on it ended with `WorkerLost` (502, and
+    /// no upstream blamed for it), those not started yet sent elsewhere
+    /// first.
     fn bury(&mut self, index: usize) {
         let rank = self.peers[index].rank;
         let silent = self.peers[index].last_pong.elapsed();
@@ -612,7 +613,7 @@ impl Dispatcher {
             if let Some(flow) = self.flows.remove(&id) {
                 let _ = flow.tx.send(vec![Frame::Abort {
                     id,
-                    reason: AbortReason::Unreachable,
+                    reason: AbortReason::WorkerLost,
                 }]);
             }
         }

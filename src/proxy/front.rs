@@ -372,7 +372,10 @@ fn upstream_failure(reason: AbortReason) -> Option<Failure> {
         AbortReason::Unreachable | AbortReason::ConnectTimeout => Some(Failure::Connect),
         AbortReason::Timeout => Some(Failure::Timeout),
         AbortReason::BadUpstream => Some(Failure::Broken),
-        AbortReason::Refused | AbortReason::ClientGone | AbortReason::NoSpace => None,
+        AbortReason::Refused
+        | AbortReason::ClientGone
+        | AbortReason::NoSpace
+        | AbortReason::WorkerLost => None,
     }
 }
 

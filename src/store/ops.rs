@@ -37,6 +37,8 @@ fn open(
 fn aborted(reason: AbortReason) -> Error {
     match reason {
         AbortReason::NoSpace => Error::InsufficientStorage,
+        // Another replica is tried, or the client gets 503.
+        AbortReason::WorkerLost => Error::Overloaded,
         AbortReason::ClientGone
         | AbortReason::Unreachable
         | AbortReason::Timeout

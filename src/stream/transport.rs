@@ -328,6 +328,7 @@ pub fn abort_error(reason: AbortReason, upstream: &str) -> Error {
         AbortReason::Refused => Error::Overloaded,
         AbortReason::ClientGone => Error::UpstreamBroken("stream aborted"),
         AbortReason::NoSpace => Error::InsufficientStorage,
+        AbortReason::WorkerLost => Error::UpstreamBroken("the worker running it died"),
     }
 }
 

@@ -41,6 +41,9 @@ pub enum AbortReason {
     ConnectTimeout,
     /// A store replica's disk is full (507): nothing of the write was kept.
     NoSpace,
+    /// The worker running the stream was taken for dead (502). Rank 0
+    /// says so itself; no upstream is to blame.
+    WorkerLost,
 }
 
 impl AbortReason {
@@ -53,6 +56,7 @@ impl AbortReason {
             AbortReason::Refused => 5,
             AbortReason::ConnectTimeout => 6,
             AbortReason::NoSpace => 7,
+            AbortReason::WorkerLost => 8,
         }
     }
 
@@ -65,6 +69,7 @@ impl AbortReason {
             5 => AbortReason::Refused,
             6 => AbortReason::ConnectTimeout,
             7 => AbortReason::NoSpace,
+            8 => AbortReason::WorkerLost,
             _ => return None,
         })
     }
@@ -724,11 +729,11 @@ mod tests {
 
     #[test]
     fn abort_reasons_keep_their_codes() {
-        for code in 1..=7 {
+        for code in 1..=8 {
             let reason = AbortReason::from_code(code).unwrap();
             assert_eq!(reason.code(), code, "{reason:?}");
         }
-        assert_eq!(AbortReason::from_code(8), None);
+        assert_eq!(AbortReason::from_code(9), None);
     }
 
     #[test]
