@@ -7,17 +7,9 @@
 mod common;
 
 use common::upstream::Upstream;
-use common::{descendants, eventually, mpiweb_pids, Server, Site, BIN};
+use common::{descendants, eventually, launcher_rank, mpiweb_pids, Server, Site, BIN};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// The rank of process `pid`, as its launcher set it.
-fn launcher_rank(pid: u32) -> Option<usize> {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    env.split(|&b| b == 0)
-        .find_map(|v| v.strip_prefix(b"PMI_RANK="))
-        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
-}
 
 #[test]
 fn a_worker_killed_with_sigkill_is_survived() {

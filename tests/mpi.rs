@@ -3,7 +3,8 @@
 mod common;
 
 use common::{
-    cpu_ticks, descendants, mpiweb_pids, read_one, read_to_close, wait_for, Server, Site, BIN,
+    cpu_ticks, descendants, launcher_rank, mpiweb_pids, read_one, read_to_close, wait_for, Server,
+    Site, BIN,
 };
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -255,6 +256,19 @@ fn a_stalled_worker_leaves_the_rotation_and_rejoins() {
     let n = requests_for(&srv, 4, Duration::from_secs(2));
     assert!(n > 10, "only {n} requests in 4 s");
     assert!(srv.wait_log(|l| l.contains("out of rotation")));
+    // Requests A had not started were sent to B after the stall: the access
+    // log names B for them (they took the stall's second).
+    let stopped = format!(" rank={}", launcher_rank(workers[0]).expect("a rank"));
+    let log = srv.log_text();
+    let resent: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"GET /n") && seconds_taken(l).is_some_and(|s| s > 0.9))
+        .collect();
+    assert!(!resent.is_empty(), "{log}");
+    assert!(
+        resent.iter().all(|l| !l.ends_with(&stopped)),
+        "logged with the stopped rank: {resent:?}"
+    );
 
     // A comes back; then B stops, and A alone serves everything.
     signal("CONT", workers[0]);
@@ -268,6 +282,11 @@ fn a_stalled_worker_leaves_the_rotation_and_rejoins() {
         thread::sleep(Duration::from_millis(20));
     }
     requests_for(&srv, 1, Duration::ZERO);
+}
+
+/// The duration field of an access line, in seconds.
+fn seconds_taken(line: &str) -> Option<f64> {
+    line.split(" id=").next()?.rsplit(' ').next()?.parse().ok()
 }
 
 /// A request for `path` on a new connection, its head and the first bytes

@@ -10,7 +10,7 @@ use super::outbox::{nearly_idle, receive, Backoff, Outbox};
 use super::{Mpi, TAG_BELL};
 use crate::error::Error;
 use crate::stream::transport::Transport;
-use crate::stream::transport::{ends_stream, is_tunnel};
+use crate::stream::transport::{ends_stream, is_tunnel, Placed};
 use crate::stream::wire::{AbortReason, Frame};
 use mpi::point_to_point::{MatchedReceiveVec, Source};
 use mpi::topology::{Communicator, SimpleCommunicator};
@@ -42,7 +42,7 @@ const RING_MAX_IN_FLIGHT: usize = 8;
 /// What connection threads ask of the dispatcher.
 pub enum Cmd {
     /// A new stream, for the least-loaded worker or for the rank given.
-    Open(Frame, Sender<Vec<Frame>>, Option<usize>),
+    Open(Frame, Sender<Vec<Frame>>, Option<usize>, Placed),
     Frame(Frame),
     Close(u64, bool),
 }
@@ -194,7 +194,7 @@ impl Link {
     /// Run `cmd`; for an `Open`, the rank it went to.
     fn command(&self, cmd: Cmd) -> Option<usize> {
         let refused = match &cmd {
-            Cmd::Open(frame, tx, _) => Some((frame.id(), tx.clone())),
+            Cmd::Open(frame, tx, _, _) => Some((frame.id(), tx.clone())),
             Cmd::Frame(_) | Cmd::Close(..) => None,
         };
         let done = self.mpi.with(|d| {
@@ -220,15 +220,17 @@ impl Link {
 impl Transport for Link {
     /// A stream no worker took ends with an `Abort` on its channel; its
     /// rank is then 0's.
-    fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<usize, Error> {
-        let rank = self.command(Cmd::Open(open, tx, None));
+    fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<Placed, Error> {
+        let placed = Placed::default();
+        self.command(Cmd::Open(open, tx, None, Arc::clone(&placed)));
         self.kick.kick();
-        Ok(rank.unwrap_or(0))
+        Ok(placed)
     }
-    fn open_at(&self, rank: usize, open: Frame, tx: Sender<Vec<Frame>>) -> Result<usize, Error> {
-        let placed = self.command(Cmd::Open(open, tx, Some(rank)));
+    fn open_at(&self, rank: usize, open: Frame, tx: Sender<Vec<Frame>>) -> Result<Placed, Error> {
+        let placed = Placed::default();
+        self.command(Cmd::Open(open, tx, Some(rank), Arc::clone(&placed)));
         self.kick.kick();
-        Ok(placed.unwrap_or(0))
+        Ok(placed)
     }
     fn live_workers(&self) -> Vec<usize> {
         (1..self.live.live.len())
@@ -270,6 +272,8 @@ struct Peer {
 /// A stream and where it runs.
 struct Flow {
     peer: usize,
+    /// The stream's rank as its connection thread reads it.
+    placed: Placed,
     tx: Sender<Vec<Frame>>,
     /// The `Open` frame, kept until the worker says it took the stream,
     /// to send it elsewhere if the worker stalls first.
@@ -408,7 +412,7 @@ impl Dispatcher {
     /// Run `cmd`; for an `Open`, the rank it went to.
     fn command(&mut self, cmd: Cmd) -> Option<usize> {
         match cmd {
-            Cmd::Open(frame, tx, Some(rank)) => {
+            Cmd::Open(frame, tx, Some(rank), placed) => {
                 let id = frame.id();
                 let peer = self
                     .peers
@@ -423,9 +427,11 @@ impl Dispatcher {
                 };
                 self.peers[peer].in_flight += 1;
                 self.out.push(&self.world, rank, &frame);
+                placed.store(rank, Ordering::Relaxed);
                 self.flows.insert(
                     id,
                     Flow {
+                        placed,
                         peer,
                         tx,
                         open: None,
@@ -437,7 +443,7 @@ impl Dispatcher {
                 self.ring_if_quiet(rank);
                 Some(rank)
             }
-            Cmd::Open(frame, tx, None) => {
+            Cmd::Open(frame, tx, None, placed) => {
                 let id = frame.id();
                 let Some(peer) = self.pick() else {
                     let _ = tx.send(vec![Frame::Abort {
@@ -448,11 +454,13 @@ impl Dispatcher {
                 };
                 self.peers[peer].in_flight += 1;
                 self.out.push(&self.world, self.peers[peer].rank, &frame);
+                placed.store(self.peers[peer].rank, Ordering::Relaxed);
                 let tunnel = is_tunnel(&frame);
                 let wants_ack = tunnel || frame.opens_body();
                 self.flows.insert(
                     id,
                     Flow {
+                        placed,
                         peer,
                         tx,
                         open: Some(frame),
@@ -677,6 +685,8 @@ impl Dispatcher {
                 reason: AbortReason::Refused,
             };
             flow.peer = target;
+            flow.placed
+                .store(self.peers[target].rank, Ordering::Relaxed);
             self.peers[stalled].in_flight = self.peers[stalled].in_flight.saturating_sub(1);
             self.peers[target].in_flight += 1;
             let (from_rank, to_rank) = (self.peers[stalled].rank, self.peers[target].rank);

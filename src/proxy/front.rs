@@ -260,7 +260,7 @@ impl Proxy {
         };
         let no_body = head.method == Method::Head || matches!(status, 100..=199 | 204 | 304);
         let mut resp = Response::new(status, ResponseBody::None);
-        resp.served_by = Some(stream.rank);
+        resp.served_by = Some(stream.rank());
         resp.headers = fields
             .into_iter()
             .map(|(n, v)| {

@@ -5,7 +5,7 @@ use super::exchange::Req;
 use super::inline::Inline;
 use super::worker::{Side, Worker};
 use crate::error::Error;
-use crate::stream::transport::{ends_stream, is_tunnel, Pull, Transport};
+use crate::stream::transport::{ends_stream, is_tunnel, Placed, Pull, Transport};
 use crate::stream::wire::{AbortReason, Frame};
 use std::collections::HashMap;
 use std::sync::mpsc::Sender;
@@ -71,18 +71,18 @@ impl Transport for Local {
         Ok(Box::new(Inline::new(pool, req, self.upstream_timeout)))
     }
 
-    fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<usize, Error> {
+    fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<Placed, Error> {
         let tunnel = is_tunnel(&open);
         lock_routes(&self.routes).insert(open.id(), (tx, tunnel));
         self.worker.deliver(open);
-        Ok(0)
+        Ok(Placed::default())
     }
 
     fn send(&self, frame: Frame) {
         self.worker.deliver(frame);
     }
 
-    fn open_at(&self, _rank: usize, open: Frame, tx: Sender<Vec<Frame>>) -> Result<usize, Error> {
+    fn open_at(&self, _rank: usize, open: Frame, tx: Sender<Vec<Frame>>) -> Result<Placed, Error> {
         self.open(open, tx)
     }
 

@@ -264,7 +264,7 @@ pub struct DocBody {
 impl DocBody {
     /// The rank it is read from.
     pub fn rank(&self) -> usize {
-        self.stream.rank
+        self.stream.rank()
     }
 
     /// Only `len` bytes from `offset`.

@@ -6,7 +6,7 @@
 use super::wire::{AbortReason, Frame, Service};
 use crate::error::Error;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,8 +122,9 @@ pub trait Transport: Send + Sync {
     /// Start stream `open.id()`: its frames come on `tx` from now on, in
     /// batches. The transport forgets a stream by itself after its `End`
     /// or `Abort`, except a tunnel's (its `End` is a half-close). Returns
-    /// the rank that runs it (this one, 0, in a lone process).
-    fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<usize, Error>;
+    /// the rank that runs it (this one, 0, in a lone process), which the
+    /// transport changes if it moves the stream to another rank.
+    fn open(&self, open: Frame, tx: Sender<Vec<Frame>>) -> Result<Placed, Error>;
     /// Send a frame of an open stream.
     fn send(&self, frame: Frame);
     /// Forget stream `id`; unless it `finished`, its runner is told to stop.
@@ -131,7 +132,7 @@ pub trait Transport: Send + Sync {
     /// Start a stream on worker `rank` itself (a store replica). If that
     /// rank stalls or leaves the rotation, the stream ends with an `Abort`
     /// (`Refused`) instead of moving to another rank.
-    fn open_at(&self, rank: usize, open: Frame, tx: Sender<Vec<Frame>>) -> Result<usize, Error>;
+    fn open_at(&self, rank: usize, open: Frame, tx: Sender<Vec<Frame>>) -> Result<Placed, Error>;
     /// The ranks that run streams and answer heartbeats now, in order.
     fn live_workers(&self) -> Vec<usize>;
     /// Every rank that runs streams, live or not.
@@ -147,6 +148,9 @@ pub trait Transport: Send + Sync {
     }
 }
 
+/// The rank a stream runs on, as its transport placed it (and moved it).
+pub type Placed = Arc<AtomicUsize>;
+
 /// Stream ids are unique within rank 0's life.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -161,8 +165,8 @@ enum Source {
 /// One request's frames, seen from rank 0. Dropping it closes the stream.
 pub struct Stream {
     pub id: u64,
-    /// The rank that runs it (as the transport placed it).
-    pub rank: usize,
+    /// The rank that runs it (`None`: this one, pulled here).
+    placed: Option<Placed>,
     source: Source,
     /// Frames of the last batch not taken yet.
     queue: VecDeque<Frame>,
@@ -202,21 +206,21 @@ impl Stream {
             Some(_) => Err(open),
             None => transport.pull(open),
         };
-        let (source, rank) = match open {
+        let (source, placed) = match open {
             // Pulled on this very thread, of rank 0.
-            Ok(pull) => (Source::Pull(pull), 0),
+            Ok(pull) => (Source::Pull(pull), None),
             Err(open) => {
                 let (tx, rx) = channel();
-                let rank = match rank {
+                let placed = match rank {
                     Some(rank) => transport.open_at(rank, open, tx)?,
                     None => transport.open(open, tx)?,
                 };
-                (Source::Channel(rx), rank)
+                (Source::Channel(rx), Some(placed))
             }
         };
         Ok(Stream {
             id,
-            rank,
+            placed,
             source,
             queue: VecDeque::new(),
             transport: Arc::clone(transport),
@@ -227,6 +231,13 @@ impl Stream {
 
     /// Send `frame` to whoever runs the stream. A pulled stream takes
     /// nothing: it reads its source only when asked, so credit is moot.
+    /// The rank that runs it now.
+    pub fn rank(&self) -> usize {
+        self.placed
+            .as_ref()
+            .map_or(0, |p| p.load(Ordering::Relaxed))
+    }
+
     pub fn send(&self, frame: Frame) {
         match &self.source {
             Source::Channel(_) => self.transport.send(frame),

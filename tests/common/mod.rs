@@ -454,6 +454,14 @@ fn parent_of(pid: u32) -> Option<u32> {
     rest.split(' ').nth(1)?.parse().ok()
 }
 
+/// The rank of process `pid`, as MPICH's launcher set it.
+pub fn launcher_rank(pid: u32) -> Option<usize> {
+    let env = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|&b| b == 0)
+        .find_map(|v| v.strip_prefix(b"PMI_RANK="))
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+}
+
 /// Processes among `pids` that run the mpiweb binary.
 pub fn mpiweb_pids(pids: &[u32]) -> Vec<u32> {
     pids.iter()
