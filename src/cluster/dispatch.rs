@@ -276,8 +276,16 @@ struct Flow {
     placed: Placed,
     tx: Sender<Vec<Frame>>,
     /// The `Open` frame, kept until the worker says it took the stream,
-    /// to send it elsewhere if the worker stalls first.
+    /// to send it elsewhere if the worker stalls first; for a request that
+    /// may run twice (`Frame::may_run_twice`), kept until the first answer
+    /// frame, to send it again if the worker dies first.
     open: Option<Frame>,
+    /// The worker said it took the stream (its first frame came).
+    taken: bool,
+    /// Some answer frame came (beyond credit).
+    answered: bool,
+    /// The request may be sent again after its worker died unanswered.
+    retry: bool,
     /// The connection thread wants the worker's first credit: it has a
     /// body to send, or a tunnel. Otherwise that acknowledgement stops
     /// here rather than wake the thread for nothing.
@@ -435,6 +443,9 @@ impl Dispatcher {
                         peer,
                         tx,
                         open: None,
+                        taken: false,
+                        answered: false,
+                        retry: false,
                         wants_ack: false,
                         tunnel: false,
                         pinned: true,
@@ -457,6 +468,7 @@ impl Dispatcher {
                 placed.store(self.peers[peer].rank, Ordering::Relaxed);
                 let tunnel = is_tunnel(&frame);
                 let wants_ack = tunnel || frame.opens_body();
+                let retry = frame.may_run_twice();
                 self.flows.insert(
                     id,
                     Flow {
@@ -464,6 +476,9 @@ impl Dispatcher {
                         peer,
                         tx,
                         open: Some(frame),
+                        taken: false,
+                        answered: false,
+                        retry,
                         wants_ack,
                         tunnel,
                         pinned: false,
@@ -530,7 +545,15 @@ impl Dispatcher {
         if flow.peer != peer {
             return; // from a worker the stream was taken away from
         }
-        if flow.open.take().is_some() && !flow.wants_ack && matches!(frame, Frame::Credit { .. }) {
+        let first = !std::mem::replace(&mut flow.taken, true);
+        let credit = matches!(frame, Frame::Credit { .. });
+        if !credit {
+            flow.answered = true;
+        }
+        if !credit || !flow.retry {
+            flow.open = None;
+        }
+        if first && credit && !flow.wants_ack {
             return; // the worker took it; nobody else needs to know
         }
         self.inbox.entry(frame.id()).or_default().push(frame);
@@ -618,6 +641,9 @@ impl Dispatcher {
             lost.len()
         );
         for id in lost {
+            if self.send_again(id, index) {
+                continue;
+            }
             if let Some(flow) = self.flows.remove(&id) {
                 let _ = flow.tx.send(vec![Frame::Abort {
                     id,
@@ -640,6 +666,38 @@ impl Dispatcher {
             flag.store(false, Ordering::Relaxed);
         }
         log::warn!("spare rank {rank} joins the rotation in place of rank {dead}");
+    }
+
+    /// Send stream `id`, lost with dead worker `dead` before any answer,
+    /// to another worker, if it may run twice; whether it was.
+    fn send_again(&mut self, id: u64, dead: usize) -> bool {
+        let retry = self
+            .flows
+            .get(&id)
+            .is_some_and(|f| f.retry && !f.answered && f.open.is_some());
+        if !retry {
+            return false;
+        }
+        let Some(target) = self.pick() else {
+            return false;
+        };
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return false;
+        };
+        let Some(open) = flow.open.clone() else {
+            return false;
+        };
+        let to_rank = self.peers[target].rank;
+        flow.peer = target;
+        flow.taken = false;
+        flow.placed.store(to_rank, Ordering::Relaxed);
+        self.peers[target].in_flight += 1;
+        self.out.push(&self.world, to_rank, &open);
+        log::info!(
+            "stream {id} lost with rank {} before its answer: sent again to rank {to_rank}",
+            self.peers[dead].rank
+        );
+        true
     }
 
     fn resend_from(&mut self, stalled: usize) {
@@ -668,7 +726,7 @@ impl Dispatcher {
         let waiting: Vec<u64> = self
             .flows
             .iter()
-            .filter(|(_, f)| f.peer == stalled && f.open.is_some())
+            .filter(|(_, f)| f.peer == stalled && !f.taken && f.open.is_some())
             .map(|(&id, _)| id)
             .collect();
         for id in waiting {

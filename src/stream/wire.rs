@@ -288,6 +288,21 @@ impl Frame {
         matches!(self, Frame::Open { service: Service::Proxy(req), .. } if req.has_body)
     }
 
+    /// Whether this opens a proxied request that may reach its upstream
+    /// twice: an idempotent method (RFC 9110 §9.2.2) and no body, so the
+    /// `Open` alone can be sent again.
+    pub fn may_run_twice(&self) -> bool {
+        matches!(
+            self,
+            Frame::Open { service: Service::Proxy(req), .. }
+                if !req.has_body
+                    && matches!(
+                        req.method.as_slice(),
+                        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+                    )
+        )
+    }
+
     pub fn id(&self) -> u64 {
         match self {
             Frame::Open { id, .. }
