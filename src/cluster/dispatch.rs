@@ -179,6 +179,7 @@ pub fn link(size: usize, spares: usize) -> (Link, Poller, Arc<Membership>) {
         inbox: HashMap::new(),
         ringer: Ringer::new(size),
         rings: Vec::new(),
+        cards_due: size.saturating_sub(1),
     };
     let mpi = Arc::new(Mpi::new(d));
     let kick = Arc::new(Kick::default());
@@ -191,29 +192,26 @@ pub fn link(size: usize, spares: usize) -> (Link, Poller, Arc<Membership>) {
 }
 
 impl Link {
-    /// Run `cmd`; for an `Open`, the rank it went to.
-    fn command(&self, cmd: Cmd) -> Option<usize> {
+    fn command(&self, cmd: Cmd) {
         let refused = match &cmd {
             Cmd::Open(frame, tx, _, _) => Some((frame.id(), tx.clone())),
             Cmd::Frame(_) | Cmd::Close(..) => None,
         };
         let done = self.mpi.with(|d| {
-            let placed = d.command(cmd);
+            d.command(cmd);
             d.out.flush(&d.world);
             // After the send: a worker that wakes finds the frame.
             for rank in std::mem::take(&mut d.rings) {
                 d.ringer.ring(rank);
             }
-            placed
         });
         // After the shutdown no stream opens: its thread hears so at once.
-        if let (None, Some((id, tx))) = (&done, refused) {
+        if let (None, Some((id, tx))) = (done, refused) {
             let _ = tx.send(vec![Frame::Abort {
                 id,
                 reason: AbortReason::Refused,
             }]);
         }
-        done.flatten()
     }
 }
 
@@ -312,6 +310,9 @@ pub struct Dispatcher {
     /// The workers' bells, and the ranks to ring once the frames are sent.
     ringer: Ringer,
     rings: Vec<usize>,
+    /// Workers whose card has not come yet: once none, polls stop
+    /// probing for cards.
+    cards_due: usize,
 }
 
 /// The one thread of rank 0 that receives: it hands each stream's frames
@@ -395,11 +396,15 @@ const LONG_SLEEP: Duration = Duration::from_millis(1);
 impl Dispatcher {
     /// Take the cards workers sent at start: where their bells are.
     fn learn_bells(&mut self) {
-        while let Some(probed) = self
-            .world
-            .any_process()
-            .immediate_matched_probe_with_tag(TAG_BELL)
-        {
+        while self.cards_due > 0 {
+            let Some(probed) = self
+                .world
+                .any_process()
+                .immediate_matched_probe_with_tag(TAG_BELL)
+            else {
+                return;
+            };
+            self.cards_due -= 1;
             let (bytes, status) = probed.matched_receive_vec::<u8>();
             let rank = status.source_rank() as usize;
             match Card::decode(&bytes) {
@@ -417,8 +422,7 @@ impl Dispatcher {
         }
     }
 
-    /// Run `cmd`; for an `Open`, the rank it went to.
-    fn command(&mut self, cmd: Cmd) -> Option<usize> {
+    fn command(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Open(frame, tx, Some(rank), placed) => {
                 let id = frame.id();
@@ -431,7 +435,7 @@ impl Dispatcher {
                         id,
                         reason: AbortReason::Refused,
                     }]);
-                    return None;
+                    return;
                 };
                 self.peers[peer].in_flight += 1;
                 self.out.push(&self.world, rank, &frame);
@@ -452,7 +456,6 @@ impl Dispatcher {
                     },
                 );
                 self.ring_if_quiet(rank);
-                Some(rank)
             }
             Cmd::Open(frame, tx, None, placed) => {
                 let id = frame.id();
@@ -461,7 +464,7 @@ impl Dispatcher {
                         id,
                         reason: AbortReason::Refused,
                     }]);
-                    return None;
+                    return;
                 };
                 self.peers[peer].in_flight += 1;
                 self.out.push(&self.world, self.peers[peer].rank, &frame);
@@ -486,17 +489,17 @@ impl Dispatcher {
                 );
                 let rank = self.peers[peer].rank;
                 self.ring_if_quiet(rank);
-                Some(rank)
             }
             Cmd::Frame(frame) => {
                 if let Some(flow) = self.flows.get(&frame.id()) {
                     self.out
                         .push(&self.world, self.peers[flow.peer].rank, &frame);
                 }
-                None
             }
             Cmd::Close(id, finished) => {
-                let flow = self.flows.remove(&id)?;
+                let Some(flow) = self.flows.remove(&id) else {
+                    return;
+                };
                 let peer = &mut self.peers[flow.peer];
                 peer.in_flight = peer.in_flight.saturating_sub(1);
                 if !finished {
@@ -507,7 +510,6 @@ impl Dispatcher {
                     };
                     self.out.push(&self.world, rank, &abort);
                 }
-                None
             }
         }
     }
@@ -671,33 +673,36 @@ impl Dispatcher {
     /// Send stream `id`, lost with dead worker `dead` before any answer,
     /// to another worker, if it may run twice; whether it was.
     fn send_again(&mut self, id: u64, dead: usize) -> bool {
-        let retry = self
-            .flows
-            .get(&id)
-            .is_some_and(|f| f.retry && !f.answered && f.open.is_some());
+        let retry = self.flows.get(&id).is_some_and(|f| f.retry && !f.answered);
         if !retry {
             return false;
         }
         let Some(target) = self.pick() else {
             return false;
         };
-        let Some(flow) = self.flows.get_mut(&id) else {
+        let Some(to_rank) = self.move_to(id, target) else {
             return false;
         };
-        let Some(open) = flow.open.clone() else {
-            return false;
-        };
+        log::info!(
+            "stream {id} lost with rank {} before its answer: sent again to rank {to_rank}",
+            self.peers[dead].rank
+        );
+        true
+    }
+
+    /// Send stream `id`'s kept `Open` to worker `target`, which runs the
+    /// stream from now on; the rank it went to, or `None` with no `Open`
+    /// kept. The worker it leaves is the caller's business.
+    fn move_to(&mut self, id: u64, target: usize) -> Option<usize> {
+        let flow = self.flows.get_mut(&id)?;
+        let open = flow.open.clone()?;
         let to_rank = self.peers[target].rank;
         flow.peer = target;
         flow.taken = false;
         flow.placed.store(to_rank, Ordering::Relaxed);
         self.peers[target].in_flight += 1;
         self.out.push(&self.world, to_rank, &open);
-        log::info!(
-            "stream {id} lost with rank {} before its answer: sent again to rank {to_rank}",
-            self.peers[dead].rank
-        );
-        true
+        Some(to_rank)
     }
 
     fn resend_from(&mut self, stalled: usize) {
@@ -731,10 +736,7 @@ impl Dispatcher {
             .collect();
         for id in waiting {
             let Some(target) = self.pick() else { return };
-            let Some(flow) = self.flows.get_mut(&id) else {
-                continue;
-            };
-            let Some(open) = flow.open.clone() else {
+            let Some(to_rank) = self.move_to(id, target) else {
                 continue;
             };
             // If the stalled worker wakes up, it drops the stream unstarted.
@@ -742,14 +744,9 @@ impl Dispatcher {
                 id,
                 reason: AbortReason::Refused,
             };
-            flow.peer = target;
-            flow.placed
-                .store(self.peers[target].rank, Ordering::Relaxed);
             self.peers[stalled].in_flight = self.peers[stalled].in_flight.saturating_sub(1);
-            self.peers[target].in_flight += 1;
-            let (from_rank, to_rank) = (self.peers[stalled].rank, self.peers[target].rank);
+            let from_rank = self.peers[stalled].rank;
             self.out.push(&self.world, from_rank, &abort);
-            self.out.push(&self.world, to_rank, &open);
             log::info!("stream {id} re-sent from rank {from_rank} to rank {to_rank}");
         }
     }
