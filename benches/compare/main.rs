@@ -1826,6 +1826,16 @@ fn run_wrk(
 }
 
 /// One connection, one request at a time, for cfg.secs: the figures with the median latency.
+/// Prints what a one-connection run measured, under `label`.
+fn say_one_conn(label: &str, w: &WrkFigures) {
+    eprintln!(
+        "bench: {label}:   median {:.0} µs, {:.0} req/s, errors: {}",
+        w.p50_us.unwrap_or_default(),
+        w.req_per_sec,
+        w.errors_cell()
+    );
+}
+
 fn run_wrk_one_conn(cfg: &Config, port: u16, path: &str) -> BoxResult<WrkFigures> {
     run_wrk_one_conn_with(cfg, port, path, &[])
 }

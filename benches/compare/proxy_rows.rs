@@ -24,12 +24,7 @@ pub(super) fn measure_proxy_rows(
         );
         match run_wrk_one_conn(cfg, origin.port, "/small.html") {
             Ok(w) => {
-                eprintln!(
-                    "bench: origin nginx:   median {:.0} µs, {:.0} req/s, errors: {}",
-                    w.p50_us.unwrap_or_default(),
-                    w.req_per_sec,
-                    w.errors_cell()
-                );
+                say_one_conn("origin nginx", &w);
                 if !w.errors.is_empty() {
                     let errors = w.errors_cell();
                     report
@@ -197,12 +192,7 @@ pub(super) fn proxy_small(
     );
     let p50 = match run_wrk_one_conn(cfg, server.port, "/small.html") {
         Ok(w) => {
-            eprintln!(
-                "bench: {label}:   median {:.0} µs, {:.0} req/s, errors: {}",
-                w.p50_us.unwrap_or_default(),
-                w.req_per_sec,
-                w.errors_cell()
-            );
+            say_one_conn(&label, &w);
             if !w.errors.is_empty() {
                 let errors = w.errors_cell();
                 report.note(kind, format!("{}, 1 connection: {errors}", row.name()));

@@ -351,12 +351,7 @@ pub(super) fn store_wrk(
     eprintln!("bench: {label}: store {method}, wrk --latency, 1 connection, {secs} s");
     let one = match run_wrk_one_conn_with(cfg, port, &path, &extra) {
         Ok(w) => {
-            eprintln!(
-                "bench: {label}:   median {:.0} µs, {:.0} req/s, errors: {}",
-                w.p50_us.unwrap_or_default(),
-                w.req_per_sec,
-                w.errors_cell()
-            );
+            say_one_conn(label, &w);
             Some(w)
         }
         Err(e) => {
