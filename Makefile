@@ -6,12 +6,14 @@ SHELL := /bin/bash
 NP ?= 3
 LISTEN ?= 0.0.0.0:8080
 BIN := target/release/mpiweb
+# The Open MPI build (`make run-openmpi`, tests/openmpi.rs).
+OMPI_BIN := target/openmpi/release/mpiweb
 
 BUILD_PKGS := mpich libmpich-dev libclang-dev clang pkg-config
 TEST_PKGS := $(BUILD_PKGS) curl chromium iproute2
 BENCH_PKGS := $(BUILD_PKGS) curl nginx-light wrk linux-perf
 
-.PHONY: run run-openmpi build test lint bench deps-build deps-test deps-bench fuzz
+.PHONY: run run-openmpi build build-openmpi test lint bench deps-build deps-test deps-bench fuzz
 
 # -disable-auto-cleanup: a worker that dies (its keeper exits non-zero)
 # does not take the other ranks with it.
@@ -24,13 +26,15 @@ run: build
 # later, but passes SIGUSR2 on: mpirun runs in its own session, and Ctrl-C
 # or SIGTERM here becomes SIGUSR2, mpiweb's graceful stop. --enable-recovery:
 # a worker that dies does not end the job.
-run-openmpi: deps-build
-	@dpkg -s openmpi-bin libopenmpi-dev >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y openmpi-bin libopenmpi-dev; $(PIN_MPICH); }
-	MPICC=mpicc.openmpi cargo build --release --target-dir target/openmpi
+run-openmpi: build-openmpi
 	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-	  setsid mpirun.openmpi --oversubscribe --enable-recovery -np $(NP) target/openmpi/release/mpiweb --listen $(LISTEN) www/ & mpirun=$$!; \
+	  setsid mpirun.openmpi --oversubscribe --enable-recovery -np $(NP) $(OMPI_BIN) --listen $(LISTEN) www/ & mpirun=$$!; \
 	trap 'kill -USR2 $$mpirun; again=1' INT TERM; \
 	while again=; wait $$mpirun; rc=$$?; [ -n "$$again" ]; do :; done; exit $$rc
+
+build-openmpi: deps-build
+	@dpkg -s openmpi-bin libopenmpi-dev >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y openmpi-bin libopenmpi-dev; $(PIN_MPICH); }
+	MPICC=mpicc.openmpi cargo build --release --target-dir target/openmpi
 
 # Installing Open MPI makes it Debian's default mpirun and mpicc: MPICH
 # stays the default here.
@@ -41,7 +45,8 @@ PIN_MPICH := update-alternatives --set mpirun /usr/bin/mpirun.mpich; \
 build: deps-build
 	cargo build --release
 
-test: deps-test
+# The Open MPI build too: tests/openmpi.rs runs it under Open MPI's mpirun.
+test: deps-test build-openmpi
 	cargo build --release
 	cargo test --release
 

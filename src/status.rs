@@ -95,6 +95,8 @@ struct Row {
     dead: bool,
     /// A spare not called in yet (`--spares`).
     spare: bool,
+    /// Processes spawned in its place after deaths.
+    replaced: u32,
 }
 
 impl Status {
@@ -106,6 +108,7 @@ impl Status {
         let mut rows = vec![Row {
             dead: false,
             spare: false,
+            replaced: 0,
             rank: 0,
             snap: Some(metrics::global().snapshot(0)),
         }];
@@ -148,6 +151,7 @@ impl Status {
                 snap: snap.map(|s| Snapshot { rank, ..s }),
                 dead: dead.contains(&rank),
                 spare: spares.contains(&rank),
+                replaced: self.transport.replaced(rank),
             });
         }
         rows
@@ -222,14 +226,19 @@ fn json(
         let _ = write!(out, "\n{{\"rank\":{},\"role\":\"{}\"", row.rank, role(row));
         match &row.snap {
             None => {
-                let _ = write!(out, ",\"up\":false,\"state\":\"{}\"}}", down_state(row));
+                let _ = write!(
+                    out,
+                    ",\"up\":false,\"state\":\"{}\",\"replaced\":{}}}",
+                    down_state(row),
+                    row.replaced
+                );
             }
             Some(s) => {
                 let _ = write!(
                     out,
                     ",\"up\":true,\"uptime_s\":{:.1},\"requests\":{},\"rate\":{:.2},\"in_flight\":{},\
                      \"bytes\":{},\"status\":{{\"1xx\":{},\"2xx\":{},\"3xx\":{},\"4xx\":{},\"5xx\":{}}},\
-                     \"latency_ms\":{{\"p50\":{},\"p90\":{},\"p99\":{}}},\"store_documents\":{},\"recent\":[{}]}}",
+                     \"latency_ms\":{{\"p50\":{},\"p90\":{},\"p99\":{}}},\"store_documents\":{},\"replaced\":{},\"recent\":[{}]}}",
                     s.uptime_ms as f64 / 1000.0,
                     s.requests(),
                     s.rate(),
@@ -244,6 +253,7 @@ fn json(
                     ms(s.percentile(0.9)),
                     ms(s.percentile(0.99)),
                     s.store_docs.map_or("null".into(), |n| n.to_string()),
+                    row.replaced,
                     s.recent.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
                 );
             }
@@ -639,24 +649,28 @@ mod tests {
                 snap: Some(a),
                 dead: false,
                 spare: false,
+                replaced: 0,
             },
             Row {
                 rank: 1,
                 snap: Some(b),
                 dead: false,
                 spare: false,
+                replaced: 0,
             },
             Row {
                 rank: 2,
                 snap: None,
                 dead: false,
                 spare: false,
+                replaced: 0,
             },
             Row {
                 rank: 3,
                 snap: None,
                 dead: true,
                 spare: false,
+                replaced: 0,
             },
             Row {
                 rank: 4,
@@ -666,6 +680,7 @@ mod tests {
                 }),
                 dead: false,
                 spare: true,
+                replaced: 0,
             },
         ];
         let store = Some(("/store/".to_string(), 2, 3));

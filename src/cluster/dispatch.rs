@@ -6,16 +6,16 @@
 //! that waits for it (its one wake), and heartbeats the workers.
 
 use super::bell::{Card, Ringer};
-use super::outbox::{nearly_idle, receive, Backoff, Outbox};
+use super::outbox::{nearly_idle, Backoff, Outbox};
+use super::spawn::{self, Ranks};
 use super::{Mpi, TAG_BELL};
 use crate::error::Error;
 use crate::stream::transport::Transport;
 use crate::stream::transport::{ends_stream, is_tunnel, Placed};
 use crate::stream::wire::{AbortReason, Frame};
-use mpi::point_to_point::{MatchedReceiveVec, Source};
-use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::topology::InterCommunicator;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -38,6 +38,10 @@ const DEAD_AFTER_SIGNAL: Duration = Duration::from_millis(2 * PING_EVERY.as_mill
 /// flight: beyond it the workers are busy enough to find requests by
 /// polling, and a ring would only add a wake-up.
 const RING_MAX_IN_FLIGHT: usize = 8;
+
+/// The exit code a worker taken for dead gets if it wakes after a new
+/// process took its place.
+const REPLACED_EXIT: i32 = 0;
 
 /// What connection threads ask of the dispatcher.
 pub enum Cmd {
@@ -64,6 +68,8 @@ pub struct Membership {
     dead: Vec<AtomicBool>,
     /// By rank: a spare, idle until a worker dies (`--spares`).
     spare: Vec<AtomicBool>,
+    /// By rank: how many times a new process was spawned in its place.
+    replaced: Vec<AtomicU32>,
 }
 
 impl Membership {
@@ -90,6 +96,13 @@ impl Membership {
         (1..self.spare.len())
             .filter(|&r| self.is_spare(r))
             .collect()
+    }
+
+    /// How many times a new process was spawned in `rank`'s place.
+    pub fn replaced(&self, rank: usize) -> u32 {
+        self.replaced
+            .get(rank)
+            .map_or(0, |n| n.load(Ordering::Relaxed))
     }
 
     /// The workers taken for dead now.
@@ -157,10 +170,13 @@ pub fn link(size: usize, spares: usize) -> (Link, Poller, Arc<Membership>) {
         spare: (0..size)
             .map(|rank| AtomicBool::new(rank >= first_spare))
             .collect(),
+        replaced: (0..size).map(|_| AtomicU32::new(0)).collect(),
     });
     let now = Instant::now();
     let d = Dispatcher {
-        world: SimpleCommunicator::world(),
+        ranks: Ranks::new(),
+        to_spawn: Vec::new(),
+        can_spawn: true,
         membership: Arc::clone(&live),
         out: Outbox::new(size),
         peers: (1..size)
@@ -188,7 +204,7 @@ pub fn link(size: usize, spares: usize) -> (Link, Poller, Arc<Membership>) {
         live: Arc::clone(&live),
         kick: Arc::clone(&kick),
     };
-    (link, Poller { mpi, kick }, live)
+    (link, Poller { mpi, kick, size }, live)
 }
 
 impl Link {
@@ -199,7 +215,7 @@ impl Link {
         };
         let done = self.mpi.with(|d| {
             d.command(cmd);
-            d.out.flush(&d.world);
+            d.out.flush(&d.ranks);
             // After the send: a worker that wakes finds the frame.
             for rank in std::mem::take(&mut d.rings) {
                 d.ringer.ring(rank);
@@ -246,6 +262,9 @@ impl Transport for Link {
     }
     fn spare_workers(&self) -> Vec<usize> {
         self.live.spares()
+    }
+    fn replaced(&self, rank: usize) -> u32 {
+        self.live.replaced(rank)
     }
     fn send(&self, frame: Frame) {
         self.command(Cmd::Frame(frame));
@@ -295,7 +314,7 @@ struct Flow {
 
 /// Rank 0's MPI state and tables, behind its MPI lock.
 pub struct Dispatcher {
-    world: SimpleCommunicator,
+    ranks: Ranks,
     membership: Arc<Membership>,
     out: Outbox,
     peers: Vec<Peer>,
@@ -313,6 +332,11 @@ pub struct Dispatcher {
     /// Workers whose card has not come yet: once none, polls stop
     /// probing for cards.
     cards_due: usize,
+    /// Ranks taken for dead, to start a new process for (and whether it
+    /// is to be a spare, a spare having taken the dead one's place).
+    to_spawn: Vec<(usize, bool)>,
+    /// Until the MPI library refuses a spawn.
+    can_spawn: bool,
 }
 
 /// The one thread of rank 0 that receives: it hands each stream's frames
@@ -320,6 +344,8 @@ pub struct Dispatcher {
 pub struct Poller {
     mpi: Arc<Mpi<Dispatcher>>,
     kick: Arc<Kick>,
+    /// The world's size.
+    size: usize,
 }
 
 impl Poller {
@@ -330,11 +356,11 @@ impl Poller {
     pub fn shutdown(&self, code: i32) -> bool {
         self.mpi
             .close(|d| {
-                d.out.flush(&d.world);
+                d.out.flush(&d.ranks);
                 d.out.wait(Duration::from_secs(1));
                 let alive: Vec<usize> =
                     d.peers.iter().filter(|p| !p.dead).map(|p| p.rank).collect();
-                super::tell_workers(&d.world, &alive, code);
+                super::tell_workers(&d.ranks, &alive, code);
                 alive.len() < d.peers.len()
             })
             .unwrap_or(false)
@@ -349,7 +375,7 @@ impl Poller {
             let polled = self.mpi.try_with(|d| {
                 d.learn_bells();
                 let mut got = Vec::new();
-                let busy = receive(&d.world, |from, frame| got.push((from, frame)));
+                let busy = d.ranks.receive(|from, frame| got.push((from, frame)));
                 for (from, frame) in got {
                     d.on_worker_frame(from, frame);
                 }
@@ -358,12 +384,16 @@ impl Poller {
                     d.heartbeat();
                     next_ping = Instant::now() + PING_EVERY;
                 }
-                d.out.flush(&d.world);
+                d.out.flush(&d.ranks);
                 let sending = d.out.progress();
-                (busy, d.flows.len() + usize::from(sending), handed)
+                let to_spawn = std::mem::take(&mut d.to_spawn);
+                (busy, d.flows.len() + usize::from(sending), handed, to_spawn)
             });
             let (busy, in_flight) = match polled {
-                Ok(Some((busy, in_flight, handed))) => {
+                Ok(Some((busy, in_flight, handed, to_spawn))) => {
+                    for (rank, spare) in to_spawn {
+                        self.spawn_for(rank, spare);
+                    }
                     // Woken outside the lock: a thread that wakes and
                     // sends at once does not find it taken.
                     for (tx, batch) in handed {
@@ -390,6 +420,41 @@ impl Poller {
     }
 }
 
+impl Poller {
+    /// Start a process in dead `rank`'s place, on a thread of its own: a
+    /// spawn blocks for about 300 ms. With `MPI_THREAD_MULTIPLE` it runs
+    /// outside the MPI lock; otherwise under it, and proxied requests wait
+    /// for it once.
+    fn spawn_for(&self, rank: usize, spare: bool) {
+        let mpi = Arc::clone(&self.mpi);
+        let size = self.size;
+        let started = std::thread::Builder::new()
+            .name("spawner".into())
+            .spawn(move || {
+                let began = Instant::now();
+                let spawned = match super::MULTIPLE.load(Ordering::Relaxed) {
+                    true => spawn::spawn(rank, size),
+                    false => mpi
+                        .with(|_| spawn::spawn(rank, size))
+                        .unwrap_or_else(|| Err("the rank is stopping".into())),
+                };
+                let mut spawned = Some(spawned);
+                mpi.with(|d| {
+                    if let Some(spawned) = spawned.take() {
+                        d.replaced(rank, spare, spawned, began.elapsed());
+                    }
+                });
+                // Stopping meanwhile: never disconnected (see `Ranks`).
+                if let Some(Ok(inter)) = spawned {
+                    std::mem::forget(inter);
+                }
+            });
+        if let Err(e) = started {
+            log::warn!("no thread to spawn a process in place of rank {rank}: {e}");
+        }
+    }
+}
+
 /// A poller's sleep longer than this can be cut short by a new stream.
 const LONG_SLEEP: Duration = Duration::from_millis(1);
 
@@ -397,16 +462,10 @@ impl Dispatcher {
     /// Take the cards workers sent at start: where their bells are.
     fn learn_bells(&mut self) {
         while self.cards_due > 0 {
-            let Some(probed) = self
-                .world
-                .any_process()
-                .immediate_matched_probe_with_tag(TAG_BELL)
-            else {
+            let Some((rank, bytes)) = self.ranks.take_tagged(TAG_BELL) else {
                 return;
             };
             self.cards_due -= 1;
-            let (bytes, status) = probed.matched_receive_vec::<u8>();
-            let rank = status.source_rank() as usize;
             match Card::decode(&bytes) {
                 Some(card) => self.ringer.learn(rank, &card),
                 None => log::warn!("rank {rank} sent a bell card that does not parse"),
@@ -426,10 +485,8 @@ impl Dispatcher {
         match cmd {
             Cmd::Open(frame, tx, Some(rank), placed) => {
                 let id = frame.id();
-                let peer = self
-                    .peers
-                    .iter()
-                    .position(|p| p.rank == rank && p.live && !p.spare);
+                // A spare too: it answers the status page's questions.
+                let peer = self.peers.iter().position(|p| p.rank == rank && p.live);
                 let Some(peer) = peer else {
                     let _ = tx.send(vec![Frame::Abort {
                         id,
@@ -438,7 +495,7 @@ impl Dispatcher {
                     return;
                 };
                 self.peers[peer].in_flight += 1;
-                self.out.push(&self.world, rank, &frame);
+                self.out.push(&self.ranks, rank, &frame);
                 placed.store(rank, Ordering::Relaxed);
                 self.flows.insert(
                     id,
@@ -467,7 +524,7 @@ impl Dispatcher {
                     return;
                 };
                 self.peers[peer].in_flight += 1;
-                self.out.push(&self.world, self.peers[peer].rank, &frame);
+                self.out.push(&self.ranks, self.peers[peer].rank, &frame);
                 placed.store(self.peers[peer].rank, Ordering::Relaxed);
                 let tunnel = is_tunnel(&frame);
                 let wants_ack = tunnel || frame.opens_body();
@@ -493,7 +550,7 @@ impl Dispatcher {
             Cmd::Frame(frame) => {
                 if let Some(flow) = self.flows.get(&frame.id()) {
                     self.out
-                        .push(&self.world, self.peers[flow.peer].rank, &frame);
+                        .push(&self.ranks, self.peers[flow.peer].rank, &frame);
                 }
             }
             Cmd::Close(id, finished) => {
@@ -508,7 +565,7 @@ impl Dispatcher {
                         id,
                         reason: AbortReason::ClientGone,
                     };
-                    self.out.push(&self.world, rank, &abort);
+                    self.out.push(&self.ranks, rank, &abort);
                 }
             }
         }
@@ -588,7 +645,7 @@ impl Dispatcher {
         self.ping_seq += 1;
         let ping = Frame::Ping { id: self.ping_seq };
         for peer in self.peers.iter().filter(|p| !p.dead) {
-            self.out.push(&self.world, peer.rank, &ping);
+            self.out.push(&self.ranks, peer.rank, &ping);
         }
         let signalled = crate::server::signals::take_death_notice();
         for stalled in 0..self.peers.len() {
@@ -654,13 +711,18 @@ impl Dispatcher {
             }
         }
         self.peers[index].in_flight = 0;
-        self.call_in_spare(rank);
+        let spare_came = self.call_in_spare(rank);
+        // A new process in its place: a spare if one took its place.
+        if self.can_spawn {
+            self.to_spawn.push((rank, spare_came));
+        }
     }
 
-    /// Bring the first live spare into the rotation in place of `dead`.
-    fn call_in_spare(&mut self, dead: usize) {
+    /// Bring the first live spare into the rotation in place of `dead`;
+    /// whether there was one.
+    fn call_in_spare(&mut self, dead: usize) -> bool {
         let Some(spare) = self.peers.iter_mut().find(|p| p.spare && p.live && !p.dead) else {
-            return;
+            return false;
         };
         spare.spare = false;
         let rank = spare.rank;
@@ -668,6 +730,59 @@ impl Dispatcher {
             flag.store(false, Ordering::Relaxed);
         }
         log::warn!("spare rank {rank} joins the rotation in place of rank {dead}");
+        true
+    }
+
+    /// A process was spawned (or not) in dead `rank`'s place, in `took`:
+    /// it serves as that rank from now on, as a worker or as a spare.
+    fn replaced(
+        &mut self,
+        rank: usize,
+        spare: bool,
+        spawned: Result<InterCommunicator, String>,
+        took: Duration,
+    ) {
+        let inter = match spawned {
+            Ok(inter) => inter,
+            Err(e) => {
+                self.can_spawn = false;
+                log::warn!(
+                    "no new process in place of dead rank {rank} (this MPI library cannot spawn one: {e}); the cluster goes on without it"
+                );
+                return;
+            }
+        };
+        let Some(index) = self.peers.iter().position(|p| p.rank == rank) else {
+            std::mem::forget(inter); // never disconnected: see `Ranks`
+            return;
+        };
+        // The process it replaces, if only stalled, exits when it wakes:
+        // nothing it sends is read any more.
+        let exit = super::exit_message(REPLACED_EXIT);
+        self.out
+            .send_tagged(&self.ranks, rank, exit, super::TAG_SHUTDOWN);
+        self.ranks.replace(rank, inter);
+        // Its bell is a new one.
+        self.cards_due += 1;
+        let p = &mut self.peers[index];
+        p.dead = false;
+        p.live = true;
+        p.spare = spare;
+        p.in_flight = 0;
+        p.last_pong = Instant::now();
+        self.membership.set(rank, true);
+        self.membership.set_dead(rank, false);
+        if let Some(flag) = self.membership.spare.get(rank) {
+            flag.store(spare, Ordering::Relaxed);
+        }
+        if let Some(n) = self.membership.replaced.get(rank) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+        let role = if spare { "spare" } else { "worker" };
+        log::warn!(
+            "a new process stands for rank {rank} as a {role}, spawned in {} ms",
+            took.as_millis()
+        );
     }
 
     /// Send stream `id`, lost with dead worker `dead` before any answer,
@@ -701,7 +816,7 @@ impl Dispatcher {
         flow.taken = false;
         flow.placed.store(to_rank, Ordering::Relaxed);
         self.peers[target].in_flight += 1;
-        self.out.push(&self.world, to_rank, &open);
+        self.out.push(&self.ranks, to_rank, &open);
         Some(to_rank)
     }
 
@@ -724,7 +839,7 @@ impl Dispatcher {
                 reason: AbortReason::Refused,
             };
             let _ = flow.tx.send(vec![abort.clone()]);
-            self.out.push(&self.world, rank, &abort);
+            self.out.push(&self.ranks, rank, &abort);
             let p = &mut self.peers[stalled];
             p.in_flight = p.in_flight.saturating_sub(1);
         }
@@ -746,7 +861,7 @@ impl Dispatcher {
             };
             self.peers[stalled].in_flight = self.peers[stalled].in_flight.saturating_sub(1);
             let from_rank = self.peers[stalled].rank;
-            self.out.push(&self.world, from_rank, &abort);
+            self.out.push(&self.ranks, from_rank, &abort);
             log::info!("stream {id} re-sent from rank {from_rank} to rank {to_rank}");
         }
     }

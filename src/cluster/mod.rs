@@ -7,14 +7,15 @@ mod bell;
 mod dispatch;
 pub mod keeper;
 mod outbox;
+mod spawn;
 mod worker_loop;
 
 use crate::stream::transport::{Out, Runner};
 pub use dispatch::{link, Link, Membership, Poller};
-use mpi::point_to_point::Destination;
-use mpi::topology::Communicator;
+use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::Threading;
-use std::sync::atomic::AtomicBool;
+use spawn::Ranks;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -108,7 +109,22 @@ pub enum Cluster {
     Solo,
     Mpi {
         universe: mpi::environment::Universe,
+        /// In a process rank 0 spawned in a dead worker's place: the rank
+        /// it stands for and the size of rank 0's world.
+        stands_for: Option<(usize, usize)>,
     },
+}
+
+/// MPI runs with `MPI_THREAD_MULTIPLE`: a call that blocks long (a spawn)
+/// may run outside the rank's lock.
+static MULTIPLE: AtomicBool = AtomicBool::new(false);
+
+/// Whether the launcher is Open MPI's, whose library can spawn a process
+/// in a dead worker's place. Only there is `MPI_THREAD_MULTIPLE` asked
+/// for, so that the spawn's 300 ms do not hold the MPI lock; elsewhere
+/// `Serialized` is enough.
+fn launcher_can_spawn() -> bool {
+    std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some()
 }
 
 /// Whether a process launcher (MPICH's Hydra, Open MPI's PRRTE) started us.
@@ -132,48 +148,79 @@ impl Cluster {
         if !launched_by_mpirun() {
             return Ok(Cluster::Solo);
         }
-        match mpi::initialize_with_threading(Threading::Serialized) {
-            Some((universe, granted)) if granted >= Threading::Serialized => {
-                // An error talking to a rank (a dead one) is returned, not
-                // fatal: heartbeats decide what it means.
-                // SAFETY: MPI is initialised; both handles are the
-                // library's own constants.
-                unsafe {
-                    mpi::ffi::MPI_Comm_set_errhandler(
-                        mpi::ffi::RSMPI_COMM_WORLD,
-                        mpi::ffi::RSMPI_ERRORS_RETURN,
-                    )
-                };
-                Ok(Cluster::Mpi { universe })
-            }
-            Some((_, granted)) => Err(format!(
+        let wanted = match launcher_can_spawn() {
+            true => Threading::Multiple,
+            false => Threading::Serialized,
+        };
+        let (universe, granted) = match mpi::initialize_with_threading(wanted) {
+            Some(started) => started,
+            None => return Err("MPI was already initialised".into()),
+        };
+        if granted < Threading::Serialized {
+            return Err(format!(
                 "the MPI library grants only {granted:?} threading; mpiweb needs Serialized"
-            )),
-            None => Err("MPI was already initialised".into()),
+            ));
         }
+        MULTIPLE.store(granted == Threading::Multiple, Ordering::Relaxed);
+        // An error talking to a rank (a dead one) is returned, not fatal:
+        // heartbeats decide what it means; a spawn refused says why.
+        // SAFETY: MPI is initialised; the handles are the library's own
+        // constants.
+        unsafe {
+            mpi::ffi::MPI_Comm_set_errhandler(
+                mpi::ffi::RSMPI_COMM_WORLD,
+                mpi::ffi::RSMPI_ERRORS_RETURN,
+            );
+            mpi::ffi::MPI_Comm_set_errhandler(
+                mpi::ffi::RSMPI_COMM_SELF,
+                mpi::ffi::RSMPI_ERRORS_RETURN,
+            );
+        }
+        let stands_for = match spawn::parent() {
+            Some(parent) => Some(spawn::identity(parent)?),
+            None => None,
+        };
+        Ok(Cluster::Mpi {
+            universe,
+            stands_for,
+        })
     }
 
     pub fn rank(&self) -> usize {
         match self {
             Cluster::Solo => 0,
-            Cluster::Mpi { universe } => universe.world().rank() as usize,
+            Cluster::Mpi {
+                stands_for: Some((rank, _)),
+                ..
+            } => *rank,
+            Cluster::Mpi { universe, .. } => universe.world().rank() as usize,
         }
     }
 
     pub fn size(&self) -> usize {
         match self {
             Cluster::Solo => 1,
-            Cluster::Mpi { universe } => universe.world().size() as usize,
+            Cluster::Mpi {
+                stands_for: Some((_, size)),
+                ..
+            } => *size,
+            Cluster::Mpi { universe, .. } => universe.world().size() as usize,
         }
     }
 
     /// The worker loop of ranks > 0, driving what `make` builds (given
     /// where its frames go). Returns the exit code rank 0 sent.
     pub fn run_worker(&self, make: impl FnOnce(Out) -> Box<dyn Runner>) -> i32 {
-        let Cluster::Mpi { .. } = self else {
+        let Cluster::Mpi { stands_for, .. } = self else {
             return 0;
         };
-        worker_loop::run(make)
+        match (stands_for, spawn::parent()) {
+            (Some(_), Some(parent)) => worker_loop::run(parent, make),
+            // The world is never freed: its wrapper may be leaked.
+            (Some(_), None) | (None, _) => {
+                worker_loop::run(Box::leak(Box::new(SimpleCommunicator::world())), make)
+            }
+        }
     }
 
     /// Rank 0's poller, on the calling (main) thread, until `stop` is set.
@@ -186,27 +233,34 @@ impl Cluster {
     /// From rank 0, before any `Link` was made (a failed start): tell
     /// every worker to exit with `code`. With a `Link`, `Poller::shutdown`.
     pub fn shutdown_workers(&self, code: i32) {
-        let Cluster::Mpi { universe } = self else {
+        let Cluster::Mpi { universe, .. } = self else {
             return;
         };
-        let world = universe.world();
-        let all: Vec<usize> = (1..world.size() as usize).collect();
-        tell_workers(&world, &all, code);
+        let all: Vec<usize> = (1..universe.world().size() as usize).collect();
+        tell_workers(&Ranks::new(), &all, code);
     }
+}
+
+/// The exit-code message: four bytes, little-endian.
+fn exit_message(code: i32) -> Vec<u8> {
+    code.to_le_bytes().to_vec()
+}
+
+/// The exit code in a message from rank 0 (1 if it is malformed).
+fn exit_code(message: &[u8]) -> i32 {
+    message.try_into().map_or(1, i32::from_le_bytes)
 }
 
 /// Send every worker the exit code, then take and drop the frames they
 /// sent before they stopped (heartbeat answers): left unreceived, MPI
 /// complains at exit.
-fn tell_workers(world: &mpi::topology::SimpleCommunicator, ranks: &[usize], code: i32) {
-    for &rank in ranks {
-        world
-            .process_at_rank(rank as mpi::Rank)
-            .send_with_tag(&code, TAG_SHUTDOWN);
+fn tell_workers(ranks: &Ranks, to: &[usize], code: i32) {
+    for &rank in to {
+        ranks.send_code(rank, code, TAG_SHUTDOWN);
     }
     let until = std::time::Instant::now() + SHUTDOWN_DRAIN;
     while std::time::Instant::now() < until {
-        outbox::receive(world, |_, _| {});
+        ranks.receive(|_, _| {});
         std::thread::sleep(Duration::from_millis(5));
     }
 }

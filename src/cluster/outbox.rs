@@ -10,7 +10,7 @@
 use crate::stream::wire::{decode_batch, push_batch, Frame};
 use mpi::point_to_point::{Destination, MatchedReceiveVec, Source};
 use mpi::request::StaticScope;
-use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::topology::Communicator;
 use mpi::Rank;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,26 @@ use std::time::{Duration, Instant};
 pub const TAG_FRAMES: mpi::Tag = 2;
 /// A batch is sent once it holds this many bytes, even mid-drain.
 const BATCH_BYTES: usize = 1 << 20;
+
+/// Where a rank's messages go: a worker's to rank 0 of its world (or, for a
+/// process spawned in a dead worker's place, of its parent's); rank 0's to
+/// the world's ranks, or to the processes that replaced them.
+pub trait Route {
+    /// Start sending `data` with `tag` to `rank`: the raw request.
+    fn isend(&self, rank: usize, data: &'static [u8], tag: mpi::Tag) -> mpi::ffi::MPI_Request;
+}
+
+impl<C: Communicator> Route for C {
+    fn isend(&self, rank: usize, data: &'static [u8], tag: mpi::Tag) -> mpi::ffi::MPI_Request {
+        let request =
+            self.process_at_rank(rank as Rank)
+                .immediate_send_with_tag(StaticScope, data, tag);
+        // SAFETY: the caller completes or leaks the handle (`Outbox`), and
+        // `data` is 'static to MPI until then.
+        let (request, _, _) = unsafe { request.into_raw() };
+        request
+    }
+}
 
 /// An `MPI_Isend` in flight and the buffer it reads. The request is kept
 /// raw: one that failed (its rank died) completes with an error, which
@@ -43,40 +63,39 @@ impl Outbox {
     }
 
     /// Queue `frame` for `rank`; a full batch goes out at once.
-    pub fn push(&mut self, world: &SimpleCommunicator, rank: usize, frame: &Frame) {
+    pub fn push(&mut self, to: &impl Route, rank: usize, frame: &Frame) {
         let Some(batch) = self.batches.get_mut(rank) else {
             return;
         };
         push_batch(batch, frame);
         if batch.len() >= BATCH_BYTES {
             let batch = std::mem::take(batch);
-            self.send(world, rank, batch);
+            self.send(to, rank, batch);
         }
     }
 
     /// Send every batch that has frames.
-    pub fn flush(&mut self, world: &SimpleCommunicator) {
+    pub fn flush(&mut self, to: &impl Route) {
         for rank in 0..self.batches.len() {
             if !self.batches[rank].is_empty() {
                 let batch = std::mem::take(&mut self.batches[rank]);
-                self.send(world, rank, batch);
+                self.send(to, rank, batch);
             }
         }
     }
 
-    fn send(&mut self, world: &SimpleCommunicator, rank: usize, batch: Vec<u8>) {
-        let buf: *mut [u8] = Box::into_raw(batch.into_boxed_slice());
+    fn send(&mut self, to: &impl Route, rank: usize, batch: Vec<u8>) {
+        self.send_tagged(to, rank, batch, TAG_FRAMES);
+    }
+
+    /// Send `bytes` to `rank` with `tag`, without waiting: the buffer is
+    /// kept here until MPI is done with it.
+    pub fn send_tagged(&mut self, to: &impl Route, rank: usize, bytes: Vec<u8>, tag: mpi::Tag) {
+        let buf: *mut [u8] = Box::into_raw(bytes.into_boxed_slice());
         // SAFETY: `buf` is freed only in `progress`, after MPI reports the
         // send complete, and never touched in between.
         let data: &'static [u8] = unsafe { &*buf };
-        let request = world.process_at_rank(rank as Rank).immediate_send_with_tag(
-            StaticScope,
-            data,
-            TAG_FRAMES,
-        );
-        // SAFETY: the handle is completed or leaked by `progress` and
-        // `wait`, and the buffer outlives it (see above).
-        let (request, _, _) = unsafe { request.into_raw() };
+        let request = to.isend(rank, data, tag);
         self.pending.push(Pending { request, buf });
     }
 
@@ -120,9 +139,9 @@ impl Outbox {
 
 /// Every frame batch waiting for this rank, with the sender's rank.
 /// Returns whether any frame was more than a heartbeat.
-pub fn receive(world: &SimpleCommunicator, mut each: impl FnMut(usize, Frame)) -> bool {
+pub fn receive<C: Communicator>(comm: &C, mut each: impl FnMut(usize, Frame)) -> bool {
     let mut any = false;
-    while let Some(probed) = world
+    while let Some(probed) = comm
         .any_process()
         .immediate_matched_probe_with_tag(TAG_FRAMES)
     {

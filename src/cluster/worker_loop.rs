@@ -11,7 +11,7 @@ use super::{Mpi, TAG_BELL, TAG_SHUTDOWN};
 use crate::stream::transport::{Out, Runner};
 use crate::stream::wire::Frame;
 use mpi::point_to_point::{Destination, Source};
-use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::topology::Communicator;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,36 +20,39 @@ use std::time::{Duration, Instant};
 /// A worker rung this recently spins after work.
 const RUNG_LATELY: Duration = Duration::from_millis(1);
 
-/// What a worker rank does under its MPI lock: send to rank 0.
-struct Link {
-    world: SimpleCommunicator,
+/// What a worker rank does under its MPI lock: send to rank 0 of `C`, its
+/// world (or its parent's, in a process spawned in a dead worker's place).
+struct Link<C: 'static> {
+    world: &'static C,
     out: Outbox,
     /// Sends not complete yet: the poller keeps polling (which drives
     /// them) instead of an idle sleep. Set by whoever sent last.
     sending: Arc<AtomicBool>,
 }
 
-impl Link {
+impl<C: Communicator> Link<C> {
     /// Send `batch` to rank 0 now, and free the buffers of sends done.
     fn send(&mut self, batch: &[Frame]) {
         for frame in batch {
-            self.out.push(&self.world, 0, frame);
+            self.out.push(self.world, 0, frame);
         }
-        self.out.flush(&self.world);
+        self.out.flush(self.world);
         let left = self.out.progress();
         self.sending.store(left, Ordering::SeqCst);
     }
 }
 
-/// Serve rank 0 until it sends the exit code.
+/// Serve rank 0 of `world` until it sends the exit code.
 /// `make` builds what this rank runs, given where its frames go.
-pub fn run(make: impl FnOnce(Out) -> Box<dyn Runner>) -> i32 {
-    let world = SimpleCommunicator::world();
-    let size = world.size() as usize;
+pub fn run<C: Communicator + 'static>(
+    world: &'static C,
+    make: impl FnOnce(Out) -> Box<dyn Runner>,
+) -> i32 {
     let sending = Arc::new(AtomicBool::new(false));
     let mpi = Arc::new(Mpi::new(Link {
         world,
-        out: Outbox::new(size),
+        // Only rank 0 is sent to.
+        out: Outbox::new(1),
         sending: Arc::clone(&sending),
     }));
     // Rank 0 rings the bell when it sends a request while few are in
@@ -85,10 +88,10 @@ pub fn run(make: impl FnOnce(Out) -> Box<dyn Runner>) -> i32 {
         let polled = mpi.try_with(|link| {
             let root = link.world.process_at_rank(0);
             if root.immediate_probe_with_tag(TAG_SHUTDOWN).is_some() {
-                let (code, _) = root.receive_with_tag::<i32>(TAG_SHUTDOWN);
-                return (Some(code), false, false);
+                let (bytes, _) = root.receive_vec_with_tag::<u8>(TAG_SHUTDOWN);
+                return (Some(super::exit_code(&bytes)), false, false);
             }
-            let busy = receive(&link.world, |_, frame| frames.push(frame));
+            let busy = receive(link.world, |_, frame| frames.push(frame));
             let left = link.out.progress();
             link.sending.store(left, Ordering::SeqCst);
             (None, busy, left)

@@ -146,6 +146,10 @@ pub trait Transport: Send + Sync {
     fn spare_workers(&self) -> Vec<usize> {
         Vec::new()
     }
+    /// How many times a new process was spawned in dead `rank`'s place.
+    fn replaced(&self, _rank: usize) -> u32 {
+        0
+    }
 }
 
 /// The rank a stream runs on, as its transport placed it (and moved it).

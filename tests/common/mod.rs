@@ -454,21 +454,30 @@ fn parent_of(pid: u32) -> Option<u32> {
     rest.split(' ').nth(1)?.parse().ok()
 }
 
-/// The rank of process `pid`, as MPICH's launcher set it.
+/// The rank of process `pid`, as its launcher set it (MPICH's or Open
+/// MPI's).
 pub fn launcher_rank(pid: u32) -> Option<usize> {
     let env = fs::read(format!("/proc/{pid}/environ")).ok()?;
     env.split(|&b| b == 0)
-        .find_map(|v| v.strip_prefix(b"PMI_RANK="))
+        .find_map(|v| {
+            v.strip_prefix(b"PMI_RANK=")
+                .or_else(|| v.strip_prefix(b"OMPI_COMM_WORLD_RANK="))
+        })
         .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
 }
 
 /// Processes among `pids` that run the mpiweb binary.
 pub fn mpiweb_pids(pids: &[u32]) -> Vec<u32> {
+    running(pids, BIN)
+}
+
+/// Processes among `pids` that run the binary at `path`.
+pub fn running(pids: &[u32], path: &str) -> Vec<u32> {
     pids.iter()
         .copied()
         .filter(|p| {
             fs::read(format!("/proc/{p}/cmdline"))
-                .map(|c| c.split(|&b| b == 0).next() == Some(BIN.as_bytes()))
+                .map(|c| c.split(|&b| b == 0).next() == Some(path.as_bytes()))
                 .unwrap_or(false)
         })
         .collect()
