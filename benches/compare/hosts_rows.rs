@@ -7,7 +7,9 @@
 //! request with the 512-byte file; one host, the origin nginx of the proxy
 //! rows on loopback. (1) The proxied small answer, wrk run in A, 50
 //! connections, req/s, beside proxy-small's mpiweb figure when that row ran;
-//! (2) wrk at one connection, the median latency, beside proxy-small's; (3)
+//! (2) wrk at one connection, the median latency, beside proxy-small's;
+//! (2b) full downloads of 1 GiB (zeros from a second origin in B) through
+//! the proxy from A, MiB/s, beside proxy-big's; (3)
 //! `kill -9` of worker rank 1, then short GETs until the first 200 (served by
 //! the other worker), ms, across hosts and in a job on one host (`mpirun
 //! -disable-auto-cleanup -np 3` on loopback); (4) SIGTERM to mpirun until it
@@ -16,7 +18,7 @@
 //! or `ip`, one note says why and the rows show `-`; the namespaces and what
 //! runs in them are removed at the end, also on error.
 
-use super::netns::{self, in_netns, Hosts, Origin, A_ADDR, B_ADDR};
+use super::netns::{self, in_netns, Answer, Hosts, Origin, A_ADDR, B_ADDR};
 use super::*;
 
 /// `--grace` of every job of these rows.
@@ -61,6 +63,8 @@ pub(super) struct HostsFigures {
     /// Proxied small answers across hosts: SMALL_CONNS connections, then one.
     pub(super) small: Option<WrkFigures>,
     pub(super) one_conn: Option<WrkFigures>,
+    /// Full downloads of 1 GiB through the proxy across hosts.
+    pub(super) big: Option<DownloadFigures>,
     pub(super) across: Placement,
     pub(super) one_host: Placement,
 }
@@ -100,14 +104,16 @@ fn measure_across(
 ) -> BoxResult<()> {
     hosts.wait_up()?;
     let origin = Origin::start(&hosts.b, Some(small_html()))?;
+    let big_origin = Origin::answering(&hosts.b, Answer::Zeros(BIG_SIZE))?;
     let script = netns::launcher(site.tmp(), hosts)?;
     let route = format!("/=http://{B_ADDR}:{}", origin.port);
+    let big_route = format!("/big.bin=http://{B_ADDR}:{}", big_origin.port);
     let start = || -> BoxResult<Server> {
         eprintln!("bench: starting mpiweb across hosts (rank 0 in A, ranks 1-2 in B)");
         let mut cmd = hosts.mpirun(&script, 3);
         cmd.arg(&cfg.mpiweb)
             .args(["-l", &format!("{A_ADDR}:0"), "--grace", HOSTS_GRACE])
-            .args(["--route", &route])
+            .args(["--route", &route, "--route", &big_route])
             .arg(&site.docroot);
         let (child, output) = spawn_piped(cmd)?;
         let mut server = listening_mpiweb("mpiweb across hosts".into(), child, output)?;
@@ -140,6 +146,26 @@ fn measure_across(
         Ok(w) => figures.one_conn = Some(w),
         Err(e) => report.note(Kind::Mpiweb, format!("hosts, 1 conn: {e}")),
     }
+    eprintln!(
+        "bench: across hosts: 1 GiB through the proxy, {BIG_CONNS} connections, {} s \
+         (or until one is whole)",
+        cfg.secs
+    );
+    let addr = SocketAddr::new(A_ADDR.parse()?, server.port);
+    let big = in_netns(&hosts.a, || download_at(addr, BIG_CONNS, cfg.secs, true))?;
+    eprintln!(
+        "bench:   {:.0} MiB/s, {} complete downloads, errors: {}",
+        big.mib_per_sec,
+        big.full,
+        big.errors_cell()
+    );
+    if big.full == 0 {
+        report.note(
+            Kind::Mpiweb,
+            format!("hosts, 1 GiB: no download was whole within {PROXY_BIG_LIMIT:?}"),
+        );
+    }
+    figures.big = Some(big);
     figures.across.stop = timed_stop(&mut server, report);
 
     let mut server = start()?;
@@ -151,6 +177,7 @@ fn measure_across(
     }
     figures.across.stop_after_kill = timed_stop(&mut server, report);
     drop(origin);
+    drop(big_origin);
     Ok(())
 }
 

@@ -2153,6 +2153,11 @@ impl Window {
 /// loopback, and the ratio would measure wrk. Reading 1 MiB at a time keeps
 /// the client cheap, so the figure is the server's.
 fn download_for(port: u16, conns: u32, secs: u64, need_full: bool) -> DownloadFigures {
+    download_at(loopback(port), conns, secs, need_full)
+}
+
+/// `download_for` from the server at `addr`.
+fn download_at(addr: SocketAddr, conns: u32, secs: u64, need_full: bool) -> DownloadFigures {
     let start = Instant::now();
     let soft = start + Duration::from_secs(secs);
     let window = Arc::new(Window {
@@ -2168,7 +2173,7 @@ fn download_for(port: u16, conns: u32, secs: u64, need_full: bool) -> DownloadFi
     let handles: Vec<_> = (0..conns)
         .map(|_| {
             let window = Arc::clone(&window);
-            thread::spawn(move || download_worker(port, &window))
+            thread::spawn(move || download_worker(addr, &window))
         })
         .collect();
     let mut total = DownloadTally::default();
@@ -2199,14 +2204,14 @@ fn download_for(port: u16, conns: u32, secs: u64, need_full: bool) -> DownloadFi
     }
 }
 
-fn download_worker(port: u16, window: &Window) -> DownloadTally {
+fn download_worker(addr: SocketAddr, window: &Window) -> DownloadTally {
     let mut tally = DownloadTally::default();
     let mut block = vec![0u8; 1 << 20];
     let mut stream: Option<TcpStream> = None;
     while !window.over() {
         let s = match stream.take() {
             Some(s) => s,
-            None => match TcpStream::connect_timeout(&loopback(port), Duration::from_secs(5)) {
+            None => match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
                 Ok(s) => s,
                 Err(_) => {
                     tally.socket_errors += 1;
@@ -2215,7 +2220,7 @@ fn download_worker(port: u16, window: &Window) -> DownloadTally {
                 }
             },
         };
-        match download_once(s, port, &mut block, window, &mut tally) {
+        match download_once(s, addr.port(), &mut block, window, &mut tally) {
             // A complete download on a connection the server keeps open: reuse it.
             Ok(Some(s)) => stream = Some(s),
             Ok(None) => {}

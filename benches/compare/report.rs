@@ -501,6 +501,10 @@ impl Report {
         let rps = |w: &Option<WrkFigures>| w.as_ref().map(|w| format!("{:.0}", w.req_per_sec));
         let errors = |w: &Option<WrkFigures>| w.as_ref().map(WrkFigures::errors_cell);
         let p50 = |v: Option<f64>| v.map(|v| format!("{v:.0}"));
+        let big = |d: &Option<DownloadFigures>| {
+            d.as_ref()
+                .map(|d| format!("{:.0} ({} whole)", d.mib_per_sec, d.full))
+        };
         let kill = |p: &Placement| {
             let k = p.kill.as_ref()?;
             Some(format!("{:.1} ({} failed)", k.ms, k.failed))
@@ -533,6 +537,12 @@ impl Report {
                     p50(h.one_conn.as_ref().and_then(|w| w.p50_us)),
                     p50(m.proxy_small_p50_us),
                 ),
+                "-",
+            ),
+            text_row(
+                &format!("  1 GiB via proxy, {BIG_CONNS} conns, full downloads (MiB/s)"),
+                None,
+                pair(big(&h.big), big(&m.proxy_big)),
                 "-",
             ),
             text_row(

@@ -182,12 +182,27 @@ pub struct Origin {
     accept: Option<JoinHandle<()>>,
 }
 
+/// What the origin answers every request with.
+#[derive(Clone)]
+pub enum Answer {
+    /// A line naming the method, the target and the client's address.
+    Echo,
+    /// These bytes.
+    Fixed(Arc<[u8]>),
+    /// This many zero bytes, written a MiB at a time.
+    Zeros(u64),
+}
+
 impl Origin {
     pub fn start(ns: &str, body: Option<Vec<u8>>) -> Result<Origin, String> {
+        let answer = body.map_or(Answer::Echo, |b| Answer::Fixed(Arc::from(b)));
+        Origin::answering(ns, answer)
+    }
+
+    pub fn answering(ns: &str, answer: Answer) -> Result<Origin, String> {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let (ns, halt) = (ns.to_string(), Arc::clone(&stop));
-        let body: Option<Arc<[u8]>> = body.map(Arc::from);
         let accept = thread::spawn(move || {
             let bound = enter(&ns).and_then(|()| {
                 let l = TcpListener::bind((B_ADDR, 0)).map_err(|e| format!("bind in B: {e}"))?;
@@ -207,8 +222,8 @@ impl Origin {
             while !halt.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((s, peer)) => {
-                        let body = body.clone();
-                        thread::spawn(move || serve(s, peer, body.as_deref()));
+                        let answer = answer.clone();
+                        thread::spawn(move || serve(s, peer, &answer));
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         thread::sleep(Duration::from_millis(10))
@@ -238,7 +253,7 @@ impl Drop for Origin {
 }
 
 /// Answer requests without bodies on `s` until the peer closes it.
-fn serve(mut s: TcpStream, peer: SocketAddr, fixed: Option<&[u8]>) {
+fn serve(mut s: TcpStream, peer: SocketAddr, answer: &Answer) {
     let _ = s.set_nonblocking(false);
     let _ = s.set_nodelay(true);
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
@@ -257,21 +272,31 @@ fn serve(mut s: TcpStream, peer: SocketAddr, fixed: Option<&[u8]>) {
         let mut words = head.split(' ');
         let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
         let echo;
-        let body = match fixed {
-            Some(b) => b,
-            None => {
+        let (body, zeros): (&[u8], u64) = match answer {
+            Answer::Fixed(b) => (b, 0),
+            Answer::Zeros(n) => (&[], *n),
+            Answer::Echo => {
                 echo = format!("origin in B: {method} {target} from {}\n", peer.ip());
-                echo.as_bytes()
+                (echo.as_bytes(), 0)
             }
         };
         let mut answer = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-            body.len()
+            body.len() as u64 + zeros
         )
         .into_bytes();
         answer.extend_from_slice(body);
         if s.write_all(&answer).is_err() {
             return;
+        }
+        let block = vec![0u8; 1 << 20];
+        let mut left = zeros;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            if s.write_all(&block[..n]).is_err() {
+                return;
+            }
+            left -= n as u64;
         }
     }
 }
