@@ -497,6 +497,7 @@ impl Dispatcher {
                 self.peers[peer].in_flight += 1;
                 self.out.push(&self.ranks, rank, &frame);
                 placed.store(rank, Ordering::Relaxed);
+                let wants_ack = frame.opens_body();
                 self.flows.insert(
                     id,
                     Flow {
@@ -507,7 +508,7 @@ impl Dispatcher {
                         taken: false,
                         answered: false,
                         retry: false,
-                        wants_ack: false,
+                        wants_ack,
                         tunnel: false,
                         pinned: true,
                     },

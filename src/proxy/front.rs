@@ -14,10 +14,11 @@ use crate::handler::Request;
 use crate::http::body::{unwrap_io, BodyFraming};
 use crate::http::response::{BodySource, Duplex, Tunnel};
 use crate::http::{Method, Response, ResponseBody, Target};
+use crate::stream::credit::{Sending, Stopped};
 use crate::stream::transport::{abort_error, take_grant, Stream, Transport};
 use crate::stream::wire::{AbortReason, Frame, ProxyRequest, Service};
 use std::borrow::Cow;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -448,42 +449,33 @@ fn upload(
     body: &mut dyn Read,
     wait: Duration,
 ) -> Result<Option<Frame>, Error> {
-    let mut credit = 0u64;
+    let id = stream.id;
+    let mut sending = Sending::new(stream, wait);
     let mut buf = vec![0u8; UPLOAD_PIECE];
     loop {
-        while let Some(frame) = stream.try_recv() {
-            match frame? {
-                Frame::Credit { bytes, .. } => credit += u64::from(bytes),
-                other => return Ok(Some(other)),
-            }
-        }
-        if credit == 0 {
-            match stream.recv(wait)? {
-                Frame::Credit { bytes, .. } => credit += u64::from(bytes),
-                other => return Ok(Some(other)),
-            }
-            continue;
-        }
         // Gather a piece: the body reader hands out what one read of the
         // connection's buffer brought, often a few KiB.
-        let want = credit.min(buf.len() as u64) as usize;
         let mut got = 0;
-        while got < want {
-            match body.read(&mut buf[got..want]) {
+        while got < buf.len() {
+            match body.read(&mut buf[got..]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) => return Err(unwrap_io(e)),
             }
         }
         if got == 0 {
-            stream.send(Frame::End { id: stream.id });
+            sending.finish();
             return Ok(None);
         }
-        credit -= got as u64;
-        stream.send(Frame::Data {
-            id: stream.id,
-            bytes: buf[..got].to_vec(),
-        });
+        if sending.write_all(&buf[..got]).is_ok() {
+            continue;
+        }
+        return match sending.stopped() {
+            Some(Stopped::Answered) => Ok(sending.answer()),
+            Some(Stopped::Aborted(reason)) => Ok(Some(Frame::Abort { id, reason })),
+            Some(Stopped::TimedOut) => Err(Error::UpstreamTimeout),
+            Some(Stopped::Gone) | None => Err(Error::UpstreamBroken("worker gone")),
+        };
     }
 }
 

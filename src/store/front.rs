@@ -3,7 +3,7 @@
 //! the prefix, and it alone answers them: a path not stored is 404.
 
 use super::catalog::Entry;
-use super::state::State;
+use super::state::{Hold, State};
 use crate::error::Error;
 use crate::handler::{Handler, Request};
 use crate::http::body::unwrap_io;
@@ -107,38 +107,31 @@ impl Store {
     fn put(&self, req: &mut Request<'_>, key: &[u8]) -> Result<Response, Error> {
         self.authorize(req)?;
         let max = self.cfg.max_size;
-        let expected = match req.head.framing {
+        let length = match req.head.framing {
             crate::http::body::BodyFraming::Length(n) if n > max => {
                 return Err(Error::BodyTooLarge)
             }
-            crate::http::body::BodyFraming::Length(n) => n as usize,
-            _ => 0,
+            crate::http::body::BodyFraming::Length(n) => Some(n),
+            _ => None,
         };
         self.state.wait_ready()?;
-        let mut hold = self.state.hold(expected)?;
-        let mut held = expected;
-        let mut body = Vec::with_capacity(expected);
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = req.body.read(&mut buf).map_err(unwrap_io)?;
-            if n == 0 {
-                break;
+        // A body of known length too big for rank 0's cache streams to the
+        // replicas as it comes; others are read whole first (a chunked one
+        // has no length to announce, a small one is kept in the cache).
+        let (body, _hold) = match length {
+            Some(n) if !self.state.caches(n) => (None, None),
+            _ => {
+                let (body, hold) = self.read_whole(req, length.unwrap_or(0) as usize)?;
+                (Some(body), Some(hold))
             }
-            if body.len() + n > max as usize {
-                return Err(Error::BodyTooLarge);
-            }
-            if body.len() + n > held {
-                hold.grow(body.len() + n - held)?;
-                held = body.len() + n;
-            }
-            body.extend_from_slice(&buf[..n]);
-        }
+        };
         let content_type = req
             .head
             .header_str("content-type")
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .unwrap_or(DEFAULT_TYPE);
+            .unwrap_or(DEFAULT_TYPE)
+            .to_string();
         // Writes to one path take turns: each is numbered, checked and
         // made against the version before it, so a conditional write sees
         // what it replaces, and only the first of concurrent PUTs creates.
@@ -148,14 +141,24 @@ impl Store {
         let meta = DocMeta {
             version: self.state.next_version(),
             time_ms: now_ms(),
-            content_type: content_type.to_string(),
-            length: body.len() as u64,
+            content_type,
+            length: body
+                .as_ref()
+                .map_or(length.unwrap_or(0), |b| b.len() as u64),
             deleted: false,
         };
-        self.state.write(key, &meta, &body)?;
-        if self.state.caches(meta.length) {
-            self.state
-                .remember(key, meta.version, Some(Arc::from(body)));
+        match body {
+            Some(body) => {
+                self.state.write(key, &meta, &body)?;
+                if self.state.caches(meta.length) {
+                    self.state
+                        .remember(key, meta.version, Some(Arc::from(body)));
+                }
+            }
+            None => {
+                let mut read = |buf: &mut [u8]| req.body.read(buf).map_err(unwrap_io);
+                self.state.write_from(key, &meta, &mut read)?;
+            }
         }
         let etag = etag(meta.version);
         Ok(match current {
@@ -167,6 +170,30 @@ impl Store {
             }
             Some(_) => Response::new(204, ResponseBody::None).with("ETag", etag),
         })
+    }
+
+    /// The whole request body, `expected` bytes or more (chunked), and its
+    /// hold on the store's memory budget (until the write is done).
+    fn read_whole(&self, req: &mut Request<'_>, expected: usize) -> Result<(Vec<u8>, Hold), Error> {
+        let max = self.cfg.max_size as usize;
+        let mut hold = self.state.hold(expected)?;
+        let mut held = expected;
+        let mut body = Vec::with_capacity(expected);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = req.body.read(&mut buf).map_err(unwrap_io)?;
+            if n == 0 {
+                return Ok((body, hold));
+            }
+            if body.len() + n > max {
+                return Err(Error::BodyTooLarge);
+            }
+            if body.len() + n > held {
+                hold.grow(body.len() + n - held)?;
+                held = body.len() + n;
+            }
+            body.extend_from_slice(&buf[..n]);
+        }
     }
 
     fn delete(&self, req: &Request<'_>, key: &[u8]) -> Result<Response, Error> {

@@ -8,7 +8,8 @@
 //! - `replica`: one rank's directory, and the worker side of the frames;
 //! - `catalog`: rank 0's map of documents and copies, and repair plans;
 //! - `ops`: rank 0's side of one operation on one replica;
-//! - `state`: the catalog, the version clock and the write path, shared;
+//! - `state`: the catalog and the version clock, shared;
+//! - `write`: the write path, whole or streamed, in two phases;
 //! - `front`: the HTTP handler;
 //! - `repair`: inventories of joining ranks and repair passes.
 
@@ -20,6 +21,7 @@ pub mod placement;
 pub mod repair;
 pub mod replica;
 pub mod state;
+mod write;
 
 pub use front::{Store, StoreConfig};
 pub use replica::Replica;

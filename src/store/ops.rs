@@ -3,10 +3,12 @@
 
 use crate::error::Error;
 use crate::http::response::BodySource;
-use crate::stream::transport::{take_grant, Stream, Transport, CHUNK};
+use crate::stream::credit::{Sending, Stopped};
+use crate::stream::transport::{take_grant, Stream, Transport};
 use crate::stream::wire::{
     decode_inventory, AbortReason, DocMeta, Frame, Inventory, Service, StoreOp, StoreReply,
 };
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,9 +89,33 @@ fn end(stream: &mut Stream) -> Result<(), Error> {
     }
 }
 
-/// Send a version of a document to `rank`; `prepared` waits until the
-/// replica has it durable, `commit` puts it in place (`finish_put` does
-/// both). Dropping the stream before the commit drops the copy.
+/// Start a write of a version of a document to `rank`: the body goes
+/// into the returned `Sending` (within the replica's credit), and then
+/// `Sending::finish`; `prepared` waits until the replica has it durable,
+/// `commit` puts it in place. Dropping the stream before the commit drops
+/// the copy.
+pub fn open_put(
+    t: &Arc<dyn Transport>,
+    rank: usize,
+    path: &[u8],
+    meta: &DocMeta,
+) -> Result<Sending<Stream>, Error> {
+    let stream = open(t, rank, StoreOp::Put, path, meta)?;
+    Ok(Sending::new(stream, OP_WAIT))
+}
+
+/// What a write that stopped sending its body means for the client.
+pub fn put_stopped(sending: &Sending<Stream>) -> Error {
+    match sending.stopped() {
+        Some(Stopped::Aborted(reason)) => aborted(reason),
+        Some(Stopped::TimedOut) => Error::UpstreamTimeout,
+        Some(Stopped::Gone | Stopped::Answered) | None => Error::Overloaded,
+    }
+}
+
+/// Send a whole version of a document to `rank` (`open_put`, the body,
+/// `finish`): the stream to wait on with `prepared` (`finish_put` does the
+/// rest).
 pub fn start_put(
     t: &Arc<dyn Transport>,
     rank: usize,
@@ -97,15 +123,12 @@ pub fn start_put(
     meta: &DocMeta,
     body: &[u8],
 ) -> Result<Stream, Error> {
-    let stream = open(t, rank, StoreOp::Put, path, meta)?;
-    for piece in body.chunks(CHUNK) {
-        stream.send(Frame::Data {
-            id: stream.id,
-            bytes: piece.to_vec(),
-        });
+    let mut sending = open_put(t, rank, path, meta)?;
+    if sending.write_all(body).is_err() {
+        return Err(put_stopped(&sending));
     }
-    stream.send(Frame::End { id: stream.id });
-    Ok(stream)
+    sending.finish();
+    Ok(sending.into_inner())
 }
 
 /// Wait until the replica has the body of a `start_put` durable, in a

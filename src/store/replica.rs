@@ -9,6 +9,7 @@
 
 use super::doc::{file_name, header, parse_header, MAX_HEADER};
 use crate::error::Error;
+use crate::stream::credit::Grants;
 use crate::stream::transport::Out;
 use crate::stream::transport::{take_credit, CHUNK, WINDOW};
 use crate::stream::wire::{
@@ -368,7 +369,8 @@ pub fn serve(replica: &Replica, first: Frame, rx: &Receiver<Frame>, out: &Out) {
     }
 }
 
-/// Write a `Put`'s body as it comes and make it durable; say so with a
+/// Write a `Put`'s body as it comes, granting credit for more as it is
+/// written, and make it durable; say so with a
 /// `Head` of 202 (prepared), then wait for rank 0's word: a second `End`
 /// commits it (renamed into place), an `Abort` drops it. Rank 0 commits
 /// only once every replica it needs has prepared, so a write that cannot
@@ -383,9 +385,17 @@ fn receive_put(
 ) -> io::Result<bool> {
     let mut pending = replica.begin(path, meta)?;
     let mut body_done = false;
+    // The body comes within the credit granted as it is written.
+    out(vec![Grants::first(id)]);
+    let mut grants = Grants::default();
     loop {
         match rx.recv_timeout(FRAME_WAIT) {
-            Ok(Frame::Data { bytes, .. }) if !body_done => pending.write(&bytes)?,
+            Ok(Frame::Data { bytes, .. }) if !body_done => {
+                pending.write(&bytes)?;
+                if let Some(credit) = grants.consumed(id, bytes.len()) {
+                    out(vec![credit]);
+                }
+            }
             Ok(Frame::End { .. }) if !body_done => {
                 replica.prepare(&mut pending)?;
                 body_done = true;

@@ -8,8 +8,7 @@ use super::placement;
 use crate::config;
 use crate::error::Error;
 use crate::stream::transport::Transport;
-use crate::stream::wire::DocMeta;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -214,110 +213,6 @@ impl State {
         self.replicas.min(self.transport.workers().len()).max(1)
     }
 
-    /// Put a version on its replicas and into the catalog, in two phases:
-    /// the first `copies()` live ranks of its ranking (a rank that fails or
-    /// stalls is replaced by the next one) each make the body durable in a
-    /// temporary file; only when all of them have does any put it in
-    /// place. Fewer than `copies()` prepared copies: every one is dropped,
-    /// the catalog keeps the version before, and the client gets 507 if a
-    /// disk was full, else 503.
-    pub fn write(&self, path: &[u8], meta: &DocMeta, body: &[u8]) -> Result<(), Error> {
-        let ranking = self.ranking(path);
-        let n = self.copies();
-        let name = String::from_utf8_lossy(path);
-        let mut tried = Vec::new();
-        let mut ready = Vec::new();
-        let mut waiting = VecDeque::new();
-        let mut full = Vec::new();
-        loop {
-            let live = self.transport.live_workers();
-            while ready.len() + waiting.len() < n {
-                let Some(rank) = next_rank(&ranking, &tried, &live) else {
-                    break;
-                };
-                tried.push(rank);
-                match ops::start_put(&self.transport, rank, path, meta, body) {
-                    Ok(stream) => waiting.push_back((rank, stream)),
-                    Err(e) => log::info!("store: rank {rank} cannot take a write: {e}"),
-                }
-            }
-            let Some((rank, mut stream)) = waiting.pop_front() else {
-                break;
-            };
-            match ops::prepared(&mut stream) {
-                Ok(()) => ready.push((rank, stream)),
-                Err(Error::InsufficientStorage) => {
-                    log::warn!("store: rank {rank} is out of space: {name} not written there");
-                    full.push(rank);
-                }
-                Err(e) => {
-                    log::info!(
-                        "store: write of {name} to rank {rank} failed ({e}); trying the next rank"
-                    )
-                }
-            }
-        }
-        if ready.len() < n {
-            // Dropping the prepared streams aborts them: nothing is kept.
-            let kept = ready.len();
-            drop(ready);
-            log::warn!(
-                "store: {name} not written: {kept} of {n} copies could be made{}",
-                match full.is_empty() {
-                    true => String::new(),
-                    false => format!(" (out of space on rank {full:?})"),
-                }
-            );
-            return Err(match full.is_empty() {
-                true => Error::Overloaded,
-                false => Error::InsufficientStorage,
-            });
-        }
-        for (_, stream) in &ready {
-            ops::commit_start(stream);
-        }
-        let mut committed = Vec::new();
-        let mut failure = None;
-        for (rank, stream) in ready {
-            match ops::commit_done(stream) {
-                Ok(()) => committed.push(rank),
-                Err(e) => {
-                    log::warn!("store: commit of {name} on rank {rank} failed: {e}");
-                    failure = Some(e);
-                }
-            }
-        }
-        // A rank that stalled (or failed) between the two phases: the
-        // version is in place elsewhere now, so its copy goes whole to the
-        // next live rank of the ranking instead.
-        if !committed.is_empty() && committed.len() < n {
-            let live = self.transport.live_workers();
-            while committed.len() < n {
-                let Some(rank) = next_rank(&ranking, &tried, &live) else {
-                    break;
-                };
-                tried.push(rank);
-                match ops::put(&self.transport, rank, path, meta, body) {
-                    Ok(()) => committed.push(rank),
-                    Err(e) => {
-                        log::info!("store: copy of {name} to stand-in rank {rank} failed: {e}");
-                        failure = Some(e);
-                    }
-                }
-            }
-        }
-        // What is on disk is what the catalog says, even when fewer copies
-        // than wanted could be put in place after every one was prepared
-        // (rare: only the last step broke); the client hears of it.
-        if !committed.is_empty() {
-            self.catalog_mut().commit(path, meta, &committed);
-        }
-        match committed.len() >= n {
-            true => Ok(()),
-            false => Err(failure.unwrap_or(Error::Overloaded)),
-        }
-    }
-
     /// The body of a document's newest version, `len` bytes from
     /// `offset`, from a live replica that holds it.
     pub fn fetch(
@@ -350,14 +245,6 @@ impl State {
         );
         Err(Error::Overloaded)
     }
-}
-
-/// The first rank of `ranking` not tried yet and live now.
-fn next_rank(ranking: &[usize], tried: &[usize], live: &[usize]) -> Option<usize> {
-    ranking
-        .iter()
-        .copied()
-        .find(|r| !tried.contains(r) && live.contains(r))
 }
 
 /// Document bytes counted against `config::STORE_BUDGET` while held.

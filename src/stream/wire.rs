@@ -283,9 +283,32 @@ const PONG: u8 = 8;
 const STATS: u8 = 10;
 
 impl Frame {
-    /// Whether this opens a proxied request whose body follows.
+    /// Whether this opens a stream whose body follows (a proxied request
+    /// with a body, a store write): its runner's first credit opens the
+    /// window for it.
     pub fn opens_body(&self) -> bool {
-        matches!(self, Frame::Open { service: Service::Proxy(req), .. } if req.has_body)
+        match self {
+            Frame::Open {
+                service: Service::Proxy(req),
+                ..
+            } => req.has_body,
+            Frame::Open {
+                service: Service::Store { op, .. },
+                ..
+            } => *op == StoreOp::Put,
+            Frame::Open {
+                service: Service::Stats,
+                ..
+            }
+            | Frame::Head { .. }
+            | Frame::Data { .. }
+            | Frame::End { .. }
+            | Frame::Credit { .. }
+            | Frame::Abort { .. }
+            | Frame::Ping { .. }
+            | Frame::Pong { .. }
+            | Frame::Stats { .. } => false,
+        }
     }
 
     /// Whether this opens a proxied request that may reach its upstream
