@@ -10,7 +10,7 @@ use crate::http::body::BodyFraming;
 use crate::http::request::parse_content_length;
 use crate::http::response_head::ResponseHead;
 use crate::http::Method;
-use crate::stream::transport::CHUNK;
+use crate::stream::credit::CHUNK;
 use crate::stream::wire::{AbortReason, Fields, Frame, ProxyRequest, Service};
 use std::cell::RefCell;
 

@@ -14,8 +14,8 @@ use crate::handler::Request;
 use crate::http::body::{unwrap_io, BodyFraming};
 use crate::http::response::{BodySource, Duplex, Tunnel};
 use crate::http::{Method, Response, ResponseBody, Target};
-use crate::stream::credit::{Sending, Stopped};
-use crate::stream::transport::{abort_error, take_grant, Stream, Transport};
+use crate::stream::credit::{Receiving, Sending, Stopped};
+use crate::stream::transport::{abort_error, Stream, Transport};
 use crate::stream::wire::{AbortReason, Frame, ProxyRequest, Service};
 use std::borrow::Cow;
 use std::io::{Read, Write};
@@ -283,9 +283,7 @@ impl Proxy {
         }
         resp.body = ResponseBody::Stream {
             source: Box::new(StreamBody {
-                stream,
-                wait,
-                consumed: 0,
+                body: Receiving::new(stream, wait),
                 _lease: lease,
             }),
             length,
@@ -481,68 +479,27 @@ fn upload(
 
 /// A proxied response body, piece by piece, granting credit as it goes.
 struct StreamBody {
-    stream: Stream,
-    wait: Duration,
-    /// Bytes written to the client and not yet granted back.
-    consumed: u64,
+    body: Receiving<Stream>,
     /// Counts the request as in flight to its upstream (least-conn).
     _lease: Option<Lease>,
 }
 
-impl StreamBody {
-    fn take(&mut self, frame: Frame) -> Result<Option<Option<Vec<u8>>>, Error> {
-        match frame {
-            Frame::Data { bytes, .. } => {
-                self.consumed += bytes.len() as u64;
-                Ok(Some(Some(bytes)))
-            }
-            Frame::End { .. } => Ok(Some(None)),
-            Frame::Abort { reason, .. } => Err(abort_error(reason, "upstream")),
-            // A late credit grant; nothing else comes mid-body.
-            Frame::Credit { .. }
-            | Frame::Open { .. }
-            | Frame::Head { .. }
-            | Frame::Ping { .. }
-            | Frame::Pong { .. }
-            | Frame::Stats { .. } => Ok(None),
-        }
-    }
-
-    fn grant(&mut self) {
-        // The pieces handed out before were written: open the window again.
-        if let Some(bytes) = take_grant(&mut self.consumed) {
-            self.stream.send(Frame::Credit {
-                id: self.stream.id,
-                bytes,
-            });
-        }
+/// The client's error for a response body that stopped.
+fn body_stopped(stopped: Stopped) -> Error {
+    match stopped {
+        Stopped::Aborted(reason) => abort_error(reason, "upstream"),
+        Stopped::TimedOut => Error::UpstreamTimeout,
+        Stopped::Gone | Stopped::Answered => Error::UpstreamBroken("worker gone"),
     }
 }
 
 impl BodySource for StreamBody {
     fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, Error> {
-        self.grant();
-        loop {
-            let frame = self.stream.recv(self.wait)?;
-            if let Some(piece) = self.take(frame)? {
-                return Ok(piece);
-            }
-        }
+        self.body.next_piece().map_err(body_stopped)
     }
 
     fn try_next_chunk(&mut self) -> Option<Result<Option<Vec<u8>>, Error>> {
-        self.grant();
-        loop {
-            let frame = match self.stream.try_recv()? {
-                Ok(frame) => frame,
-                Err(e) => return Some(Err(e)),
-            };
-            match self.take(frame) {
-                Ok(Some(piece)) => return Some(Ok(piece)),
-                Ok(None) => {}
-                Err(e) => return Some(Err(e)),
-            }
-        }
+        Some(self.body.try_next_piece()?.map_err(body_stopped))
     }
 }
 

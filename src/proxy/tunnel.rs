@@ -6,8 +6,9 @@
 use super::worker::Ctx;
 use crate::error::Error;
 use crate::http::response::Duplex;
+use crate::stream::credit::Grants;
+use crate::stream::credit::CHUNK;
 use crate::stream::transport::Frames;
-use crate::stream::transport::{take_grant, CHUNK, WINDOW};
 use crate::stream::wire::{AbortReason, Frame};
 use std::io;
 use std::net::Shutdown;
@@ -92,10 +93,7 @@ pub fn relay(
         Condvar::new(),
     );
     // Our window for the other side's bytes.
-    (ends.send)(Frame::Credit {
-        id: ends.id,
-        bytes: WINDOW,
-    });
+    (ends.send)(Grants::first(ends.id));
     let out = Out {
         id: ends.id,
         send: ends.send,
@@ -215,7 +213,7 @@ fn frames_to_sock(
 ) -> u64 {
     let id = ends.id;
     let mut written = 0u64;
-    let mut to_grant = 0u64;
+    let mut grants = Grants::default();
     let mut peer_done = false;
     loop {
         match rx.next_frame(TICK) {
@@ -225,10 +223,9 @@ fn frames_to_sock(
                     break;
                 }
                 written += bytes.len() as u64;
-                to_grant += bytes.len() as u64;
                 lock(shared).last = Instant::now();
-                if let Some(bytes) = take_grant(&mut to_grant) {
-                    (ends.send)(Frame::Credit { id, bytes });
+                if let Some(credit) = grants.consumed(id, bytes.len()) {
+                    (ends.send)(credit);
                 }
             }
             Ok(Frame::End { .. }) => {

@@ -15,15 +15,14 @@ use crate::config;
 use crate::http::body::BodyFraming;
 use crate::http::encode::ChunkedWriter;
 use crate::http::response_head::ResponseHead;
+use crate::stream::credit::{Receiving, Sending, Stopped, WorkerEnds, WINDOW};
 use crate::stream::threads::Threads;
-use crate::stream::transport::{
-    is_tunnel, take_credit, take_grant, NoCredit, Runner, CHUNK, WINDOW,
-};
+use crate::stream::transport::{is_tunnel, Runner};
 use crate::stream::wire::{AbortReason, Frame, Service};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -285,14 +284,16 @@ fn exchange(req: &Req, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(u16, u64), Fa
         true => config::REPLAY_LIMIT,
         false => 0,
     };
-    let mut body = Upload {
+    let ends = WorkerEnds {
         id: req.id,
         rx,
-        ctx,
+        out: &ctx.out,
+    };
+    let mut body = Upload {
+        body: Receiving::new(ends, DOWNSTREAM_WAIT),
         replay: Replay::new(keep),
         resend: Vec::new(),
         ended: false,
-        ungranted: 0,
     };
     let (head, clean) = loop {
         match send_and_read_head(&mut conn, req, &mut body) {
@@ -312,13 +313,19 @@ fn exchange(req: &Req, rx: &Receiver<Frame>, ctx: &Ctx) -> Result<(u16, u64), Fa
         }
     };
     let id = req.id;
-    let mut batch = vec![head_frame(id, &head)];
+    let first = head_frame(id, &head);
     let mut bytes = 0;
-    if head.framing != BodyFraming::None {
-        bytes = relay_body(&mut conn, &head, rx, ctx, id, &mut batch)?;
+    match head.framing {
+        BodyFraming::None => (ctx.out)(vec![first, Frame::End { id }]),
+        BodyFraming::Length(_) | BodyFraming::Chunked | BodyFraming::UntilClose => {
+            let ends = WorkerEnds {
+                id,
+                rx,
+                out: &ctx.out,
+            };
+            bytes = relay_body(&mut conn, &head, ends, vec![first])?;
+        }
     }
-    batch.push(Frame::End { id });
-    (ctx.out)(batch);
     ctx.unwatch(id); // before the connection serves anyone else
     if clean && head.keep_alive {
         ctx.pool.put(conn);
@@ -365,16 +372,12 @@ impl BodyWriter for ChunkedWriter<&TcpStream> {
 /// The request body as it comes from rank 0, with what was read of it kept
 /// for a second sending.
 struct Upload<'a> {
-    id: u64,
-    rx: &'a Receiver<Frame>,
-    ctx: &'a Ctx,
+    body: Receiving<WorkerEnds<'a>>,
     replay: Replay,
     /// Bytes taken from rank 0 already, to be written again first.
     resend: Vec<u8>,
     /// Rank 0 sent the body's end.
     ended: bool,
-    /// Bytes taken and not yet granted back as credit.
-    ungranted: u64,
 }
 
 impl Upload<'_> {
@@ -383,40 +386,25 @@ impl Upload<'_> {
         self.resend = self.replay.take();
     }
 
-    /// Copy the body to the upstream, granting credit as it is taken.
+    /// Copy the body to the upstream, granting credit as it is written.
     /// `Ok(false)`: the upstream stopped taking it.
     fn send<W: BodyWriter>(&mut self, mut w: W) -> Result<bool, Failure> {
         if w.write_all(&std::mem::take(&mut self.resend)).is_err() {
             return Ok(false);
         }
         while !self.ended {
-            match self.rx.recv_timeout(DOWNSTREAM_WAIT) {
-                Ok(Frame::Data { bytes, .. }) => {
+            match self.body.next_piece() {
+                Ok(Some(bytes)) => {
                     self.replay.keep(&bytes);
-                    self.ungranted += bytes.len() as u64;
-                    if let Some(bytes) = take_grant(&mut self.ungranted) {
-                        self.ctx.send(Frame::Credit { id: self.id, bytes });
-                    }
                     if w.write_all(&bytes).is_err() {
                         return Ok(false);
                     }
                 }
-                Ok(Frame::End { .. }) => self.ended = true,
-                Ok(Frame::Abort { .. }) | Err(RecvTimeoutError::Disconnected) => {
+                Ok(None) => self.ended = true,
+                Err(Stopped::Aborted(_) | Stopped::Gone | Stopped::Answered) => {
                     return Err(Failure::Quiet)
                 }
-                // Nothing else comes with a request body.
-                Ok(
-                    Frame::Credit { .. }
-                    | Frame::Open { .. }
-                    | Frame::Head { .. }
-                    | Frame::Ping { .. }
-                    | Frame::Pong { .. }
-                    | Frame::Stats { .. },
-                ) => {}
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(Failure::Abort(AbortReason::ClientGone))
-                }
+                Err(Stopped::TimedOut) => return Err(Failure::Abort(AbortReason::ClientGone)),
             }
         }
         Ok(w.end().is_ok())
@@ -424,44 +412,38 @@ impl Upload<'_> {
 }
 
 /// Send the response body to rank 0 in pieces, never more than the credit
-/// it granted. `batch` holds the head: it goes out with the first piece,
-/// and the last piece stays in it for the end to join. Returns the bytes
-/// sent.
+/// it granted, reading the upstream only that far. `first` (the head) goes
+/// out with the first piece, and the last piece with the `End`. Returns
+/// the bytes sent.
 fn relay_body(
     conn: &mut Conn,
     head: &ResponseHead,
-    rx: &Receiver<Frame>,
-    ctx: &Ctx,
-    id: u64,
-    batch: &mut Vec<Frame>,
+    ends: WorkerEnds<'_>,
+    first: Vec<Frame>,
 ) -> Result<u64, Failure> {
-    let mut credit = u64::from(WINDOW);
+    let mut sending = Sending::answer_batched(ends, first, DOWNSTREAM_WAIT);
     let mut sent = 0u64;
     let mut body = conn.body(head)?;
     READ_BUF.with_borrow_mut(|buf| loop {
-        // Take any credit or abort that is waiting; wait when out of credit.
-        take_credit(rx, &mut credit, DOWNSTREAM_WAIT).map_err(|e| match e {
-            NoCredit::TimedOut => Failure::Abort(AbortReason::ClientGone),
-            NoCredit::Aborted | NoCredit::Gone => Failure::Quiet,
+        let want = sending.room().map_err(|stopped| match stopped {
+            Stopped::TimedOut => Failure::Abort(AbortReason::ClientGone),
+            Stopped::Aborted(_) | Stopped::Gone | Stopped::Answered => Failure::Quiet,
         })?;
-        let want = credit.min(CHUNK as u64) as usize;
         // Mid-body, a timeout and a cut connection end the same way: the
         // client's message is cut short too.
         let Ok(n) = body.read(&mut buf[..want]) else {
             return Err(Failure::Abort(AbortReason::BadUpstream));
         };
-        if n == 0 {
-            return Ok(sent);
-        }
         sent += n as u64;
-        credit -= n as u64;
-        batch.push(Frame::Data {
-            id,
-            bytes: buf[..n].to_vec(),
-        });
-        if body.is_done() {
+        let last = n == 0 || body.is_done();
+        match (n, last) {
+            (0, _) => {}
+            (_, true) => sending.send_last_piece(buf[..n].to_vec()),
+            (_, false) => sending.send_piece(buf[..n].to_vec()),
+        }
+        if last {
+            sending.finish();
             return Ok(sent);
         }
-        (ctx.out)(std::mem::take(batch));
     })
 }

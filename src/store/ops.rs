@@ -3,8 +3,8 @@
 
 use crate::error::Error;
 use crate::http::response::BodySource;
-use crate::stream::credit::{Sending, Stopped};
-use crate::stream::transport::{take_grant, Stream, Transport};
+use crate::stream::credit::{Receiving, Sending, Stopped};
+use crate::stream::transport::{Stream, Transport};
 use crate::stream::wire::{
     decode_inventory, AbortReason, DocMeta, Frame, Inventory, Service, StoreOp, StoreReply,
 };
@@ -249,10 +249,9 @@ pub fn read(
         }
     }
     Ok(Some(DocBody {
-        stream,
+        body: Receiving::new(stream, OP_WAIT),
         skip: 0,
         left: None,
-        consumed: 0,
     }))
 }
 
@@ -275,19 +274,17 @@ pub fn read_all(
 
 /// A stored body as it comes from a replica, cut to a byte range.
 pub struct DocBody {
-    stream: Stream,
+    body: Receiving<Stream>,
     /// Bytes still to skip before the range.
     skip: u64,
     /// Bytes of the range still to hand out (`None`: all there is).
     left: Option<u64>,
-    /// Bytes handed out and not yet granted back.
-    consumed: u64,
 }
 
 impl DocBody {
     /// The rank it is read from.
     pub fn rank(&self) -> usize {
-        self.stream.rank()
+        self.body.ends().rank()
     }
 
     /// Only `len` bytes from `offset`.
@@ -296,49 +293,36 @@ impl DocBody {
         self.left = Some(len);
         self
     }
-
-    fn take(&mut self, frame: Frame) -> Result<Option<Option<Vec<u8>>>, Error> {
-        match frame {
-            Frame::Data { mut bytes, .. } => {
-                self.consumed += bytes.len() as u64;
-                let skip = self.skip.min(bytes.len() as u64) as usize;
-                self.skip -= skip as u64;
-                bytes.drain(..skip);
-                if let Some(left) = &mut self.left {
-                    bytes.truncate((*left).min(bytes.len() as u64) as usize);
-                    *left -= bytes.len() as u64;
-                }
-                Ok((!bytes.is_empty()).then_some(Some(bytes)))
-            }
-            Frame::End { .. } if self.left.is_none_or(|l| l == 0) => Ok(Some(None)),
-            Frame::End { .. } | Frame::Abort { .. } => {
-                Err(Error::UpstreamBroken("stored document cut short"))
-            }
-            Frame::Credit { .. }
-            | Frame::Open { .. }
-            | Frame::Head { .. }
-            | Frame::Ping { .. }
-            | Frame::Pong { .. }
-            | Frame::Stats { .. } => Ok(None),
-        }
-    }
 }
 
 impl BodySource for DocBody {
     fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, Error> {
-        if self.left == Some(0) {
-            return Ok(None); // the rest is not wanted: dropping aborts it
-        }
-        if let Some(bytes) = take_grant(&mut self.consumed) {
-            self.stream.send(Frame::Credit {
-                id: self.stream.id,
-                bytes,
-            });
-        }
         loop {
-            let frame = self.stream.recv(OP_WAIT)?;
-            if let Some(piece) = self.take(frame)? {
-                return Ok(piece);
+            if self.left == Some(0) {
+                return Ok(None); // the rest is not wanted: dropping aborts it
+            }
+            let piece = match self.body.next_piece() {
+                Ok(piece) => piece,
+                Err(Stopped::TimedOut) => return Err(Error::UpstreamTimeout),
+                Err(Stopped::Aborted(_) | Stopped::Gone | Stopped::Answered) => {
+                    return Err(Error::UpstreamBroken("stored document cut short"))
+                }
+            };
+            let Some(mut bytes) = piece else {
+                return match self.left {
+                    None => Ok(None),
+                    Some(_) => Err(Error::UpstreamBroken("stored document cut short")),
+                };
+            };
+            let skip = self.skip.min(bytes.len() as u64) as usize;
+            self.skip -= skip as u64;
+            bytes.drain(..skip);
+            if let Some(left) = &mut self.left {
+                bytes.truncate((*left).min(bytes.len() as u64) as usize);
+                *left -= bytes.len() as u64;
+            }
+            if !bytes.is_empty() {
+                return Ok(Some(bytes));
             }
         }
     }

@@ -9,9 +9,8 @@
 
 use super::doc::{file_name, header, parse_header, MAX_HEADER};
 use crate::error::Error;
-use crate::stream::credit::Grants;
+use crate::stream::credit::{Grants, Receiving, Sending, Stopped, WorkerEnds};
 use crate::stream::transport::Out;
-use crate::stream::transport::{take_credit, CHUNK, WINDOW};
 use crate::stream::wire::{
     encode_inventory, AbortReason, DocMeta, Frame, Inventory, Service, StoreOp, StoreReply,
 };
@@ -384,28 +383,28 @@ fn receive_put(
     out: &Out,
 ) -> io::Result<bool> {
     let mut pending = replica.begin(path, meta)?;
-    let mut body_done = false;
     // The body comes within the credit granted as it is written.
     out(vec![Grants::first(id)]);
-    let mut grants = Grants::default();
+    let mut body = Receiving::new(WorkerEnds { id, rx, out }, FRAME_WAIT);
+    loop {
+        match body.next_piece() {
+            Ok(Some(piece)) => pending.write(&piece)?,
+            Ok(None) => break,
+            Err(Stopped::TimedOut) => return Err(io::Error::from(io::ErrorKind::TimedOut)),
+            Err(Stopped::Aborted(_) | Stopped::Gone | Stopped::Answered) => {
+                return Err(io::Error::from(io::ErrorKind::Interrupted))
+            }
+        }
+    }
+    replica.prepare(&mut pending)?;
+    out(vec![reply_head(id, StoreReply::Prepared, None)]);
     loop {
         match rx.recv_timeout(FRAME_WAIT) {
-            Ok(Frame::Data { bytes, .. }) if !body_done => {
-                pending.write(&bytes)?;
-                if let Some(credit) = grants.consumed(id, bytes.len()) {
-                    out(vec![credit]);
-                }
-            }
-            Ok(Frame::End { .. }) if !body_done => {
-                replica.prepare(&mut pending)?;
-                body_done = true;
-                out(vec![reply_head(id, StoreReply::Prepared, None)]);
-            }
             Ok(Frame::End { .. }) => return replica.commit(pending),
             Ok(Frame::Abort { .. }) | Err(RecvTimeoutError::Disconnected) => {
                 return Err(io::Error::from(io::ErrorKind::Interrupted))
             }
-            // Body pieces after the end, credit, and what never comes here.
+            // What never comes here now.
             Ok(
                 Frame::Data { .. }
                 | Frame::Credit { .. }
@@ -430,38 +429,35 @@ fn reply_head(id: u64, reply: StoreReply, length: Option<u64>) -> Frame {
     }
 }
 
-/// Send a document's body within the credit rank 0 grants.
+/// Send a document's body within the credit rank 0 grants, reading the
+/// file only that far; the head goes with the first piece, the last piece
+/// with the `End`.
 fn send_doc(doc: Opened, id: u64, rx: &Receiver<Frame>, out: &Out) {
     let length = doc.meta.length;
-    let mut batch = vec![reply_head(id, StoreReply::Found, Some(length))];
-    let mut credit = u64::from(WINDOW);
+    let head = reply_head(id, StoreReply::Found, Some(length));
+    let mut sending = Sending::answer_batched(WorkerEnds { id, rx, out }, vec![head], FRAME_WAIT);
     let mut at = 0u64;
     while at < length {
-        // Take the credit and aborts waiting; wait when out of credit.
-        if take_credit(rx, &mut credit, FRAME_WAIT).is_err() {
+        let Ok(room) = sending.room() else {
             return; // rank 0 stopped reading
-        }
-        let want = (length - at).min(credit).min(CHUNK as u64) as usize;
+        };
+        let want = (length - at).min(room as u64) as usize;
         let mut bytes = vec![0u8; want];
         if let Err(e) = doc.file.read_exact_at(&mut bytes, doc.body_at + at) {
             log::warn!("store: reading a document: {e}");
-            batch.clear();
-            batch.push(Frame::Abort {
+            out(vec![Frame::Abort {
                 id,
                 reason: AbortReason::BadUpstream,
-            });
-            out(batch);
+            }]);
             return;
         }
         at += want as u64;
-        credit -= want as u64;
-        batch.push(Frame::Data { id, bytes });
-        if at < length {
-            out(std::mem::take(&mut batch));
+        match at < length {
+            true => sending.send_piece(bytes),
+            false => sending.send_last_piece(bytes),
         }
     }
-    batch.push(Frame::End { id });
-    out(batch);
+    sending.finish();
 }
 
 #[cfg(test)]

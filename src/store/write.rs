@@ -10,7 +10,8 @@ use super::ops;
 use super::state::State;
 use crate::error::Error;
 use crate::stream::credit::Sending;
-use crate::stream::transport::{Stream, CHUNK};
+use crate::stream::credit::CHUNK;
+use crate::stream::transport::Stream;
 use crate::stream::wire::DocMeta;
 use std::collections::VecDeque;
 use std::io::Write;
@@ -140,7 +141,7 @@ impl State {
         }
         let waiting: Vec<(usize, Stream)> = sending
             .into_iter()
-            .map(|(rank, s)| {
+            .map(|(rank, mut s)| {
                 s.finish();
                 (rank, s.into_inner())
             })

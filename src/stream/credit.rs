@@ -1,19 +1,49 @@
 //! Credit, once for every stream: a body's sending end is a `Write`
 //! (`Sending`) that puts bytes in `Data` frames only as far as the
-//! receiver's grants allow; the receiving end grants credit back as it
-//! consumes (`Grants`). Either end may be rank 0's `Stream` or a worker's
-//! (`WorkerEnds`): both are `Ends`.
+//! receiver's grants allow; its receiving end (`Receiving`) hands out the
+//! pieces and grants credit back as they are consumed (`Grants`). Either
+//! end may be rank 0's `Stream` or a worker's (`WorkerEnds`): both are
+//! `Ends`. A CONNECT tunnel sends and receives at once on two threads that
+//! share its credit, so it keeps its own loop (`proxy::tunnel`), with
+//! `Grants` for what it receives.
 
-use super::transport::{take_grant, Out, Stream, CHUNK, WINDOW};
+use super::transport::{Out, Stream};
 use super::wire::{AbortReason, Frame};
 use std::io;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
+/// Bytes a receiver lets a sender have in flight on one stream, in each
+/// direction. Small enough that a 10 GiB body needs a few MiB on any rank;
+/// large enough to keep a loopback transfer busy between two grants.
+pub const WINDOW: u32 = 4 << 20;
+/// A receiver grants credit again once it has written this much.
+pub const GRANT_EVERY: u64 = (WINDOW / 4) as u64;
+/// Largest body piece a sender puts in one `Data` frame.
+pub const CHUNK: usize = 256 * 1024;
+
+/// The credit a receiver grants back once it has written `consumed` bytes
+/// (and not granted them yet): nothing until `GRANT_EVERY`, then at most a
+/// window, which fits a `Credit` frame's u32.
+pub fn take_grant(consumed: &mut u64) -> Option<u32> {
+    if *consumed < GRANT_EVERY {
+        return None;
+    }
+    let bytes = (*consumed).min(u64::from(WINDOW)) as u32;
+    *consumed -= u64::from(bytes);
+    Some(bytes)
+}
+
 /// One stream seen from one side: frames out, frames in.
 pub trait Ends {
     fn id(&self) -> u64;
     fn send(&self, frame: Frame);
+    /// Frames that travel together (one wake for whoever waits for them).
+    fn send_batch(&self, frames: Vec<Frame>) {
+        for frame in frames {
+            self.send(frame);
+        }
+    }
     /// The next frame from the other side, waiting at most `wait`.
     fn next(&mut self, wait: Duration) -> Result<Frame, RecvTimeoutError>;
     /// The next frame if one is waiting.
@@ -43,6 +73,9 @@ impl<E: Ends + ?Sized> Ends for &mut E {
     fn send(&self, frame: Frame) {
         (**self).send(frame);
     }
+    fn send_batch(&self, frames: Vec<Frame>) {
+        (**self).send_batch(frames);
+    }
     fn next(&mut self, wait: Duration) -> Result<Frame, RecvTimeoutError> {
         (**self).next(wait)
     }
@@ -65,6 +98,9 @@ impl Ends for WorkerEnds<'_> {
     }
     fn send(&self, frame: Frame) {
         (self.out)(vec![frame]);
+    }
+    fn send_batch(&self, frames: Vec<Frame>) {
+        (self.out)(frames);
     }
     fn next(&mut self, wait: Duration) -> Result<Frame, RecvTimeoutError> {
         self.rx.recv_timeout(wait)
@@ -109,6 +145,14 @@ pub struct Sending<E: Ends> {
     wait: Duration,
     stopped: Option<Stopped>,
     answer: Option<Frame>,
+    /// Frames held back to travel with the next ones: the head goes with
+    /// the first piece, and the last piece with the `End`
+    /// (`answer_batched`).
+    batch: Option<Vec<Frame>>,
+    /// Frames from the other side other than credit and aborts are
+    /// skipped (a worker relaying an answer while the tail of a request
+    /// body rank 0 sent still comes in), not taken for an answer.
+    skip_others: bool,
 }
 
 impl<E: Ends> Sending<E> {
@@ -126,6 +170,20 @@ impl<E: Ends> Sending<E> {
             wait,
             stopped: None,
             answer: None,
+            batch: None,
+            skip_others: false,
+        }
+    }
+
+    /// A worker's answer: `first` (its head) goes out with the first piece,
+    /// and the last piece (`send_last_piece`) with the `End`; the window
+    /// rank 0 gives every stream is open from the start, and frames other
+    /// than credit and aborts are skipped.
+    pub fn answer_batched(ends: E, first: Vec<Frame>, wait: Duration) -> Sending<E> {
+        Sending {
+            batch: Some(first),
+            skip_others: true,
+            ..Sending::with_credit(ends, u64::from(WINDOW), wait)
         }
     }
 
@@ -144,9 +202,57 @@ impl<E: Ends> Sending<E> {
         self.ends
     }
 
-    /// Say the body is whole (`End`).
-    pub fn finish(&self) {
-        self.ends.send(Frame::End { id: self.ends.id() });
+    /// Say the body is whole (`End`), with what is held back.
+    pub fn finish(&mut self) {
+        let end = Frame::End { id: self.ends.id() };
+        match self.batch.take() {
+            Some(mut batch) => {
+                batch.push(end);
+                self.ends.send_batch(batch);
+            }
+            None => self.ends.send(end),
+        }
+    }
+
+    /// How many bytes may go in the next piece (at most `CHUNK`), waiting
+    /// for a grant when there is no credit: a sender that reads its source
+    /// only this far holds nothing it cannot send.
+    pub fn room(&mut self) -> Result<usize, Stopped> {
+        if let Some(stopped) = self.stopped {
+            return Err(stopped);
+        }
+        if let Err(stopped) = self.wait_for_credit() {
+            self.stopped = Some(stopped);
+            return Err(stopped);
+        }
+        Ok((self.credit as usize).min(CHUNK))
+    }
+
+    /// Send `bytes`, no more than the last `room()` said, as one piece.
+    pub fn send_piece(&mut self, bytes: Vec<u8>) {
+        self.push_piece(bytes);
+        if let Some(batch) = self.batch.as_mut().filter(|b| !b.is_empty()) {
+            let batch = std::mem::take(batch);
+            self.ends.send_batch(batch);
+        }
+    }
+
+    /// Send `bytes` as the body's last piece: held back to travel with the
+    /// `End` (`finish`) when batched.
+    pub fn send_last_piece(&mut self, bytes: Vec<u8>) {
+        self.push_piece(bytes);
+    }
+
+    fn push_piece(&mut self, bytes: Vec<u8>) {
+        self.credit = self.credit.saturating_sub(bytes.len() as u64);
+        let data = Frame::Data {
+            id: self.ends.id(),
+            bytes,
+        };
+        match &mut self.batch {
+            Some(batch) => batch.push(data),
+            None => self.ends.send(data),
+        }
     }
 
     fn take(&mut self, frame: Frame) -> Result<(), Stopped> {
@@ -155,6 +261,12 @@ impl<E: Ends> Sending<E> {
             Frame::Abort { reason, .. } => return Err(Stopped::Aborted(reason)),
             // Heartbeats never come on a stream.
             Frame::Ping { .. } | Frame::Pong { .. } => {}
+            Frame::Open { .. }
+            | Frame::Head { .. }
+            | Frame::Data { .. }
+            | Frame::End { .. }
+            | Frame::Stats { .. }
+                if self.skip_others => {}
             answer @ (Frame::Open { .. }
             | Frame::Head { .. }
             | Frame::Data { .. }
@@ -188,24 +300,95 @@ impl<E: Ends> io::Write for Sending<E> {
         if buf.is_empty() {
             return Ok(0);
         }
-        if let Some(stopped) = self.stopped {
-            return Err(stopped.io_error());
-        }
-        if let Err(stopped) = self.wait_for_credit() {
-            self.stopped = Some(stopped);
-            return Err(stopped.io_error());
-        }
-        let n = buf.len().min(CHUNK).min(self.credit as usize);
-        self.ends.send(Frame::Data {
-            id: self.ends.id(),
-            bytes: buf[..n].to_vec(),
-        });
-        self.credit -= n as u64;
+        let n = self.room().map_err(Stopped::io_error)?.min(buf.len());
+        self.send_piece(buf[..n].to_vec());
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// The receiving end of a stream's body: its `Data` pieces as they come,
+/// each granted back as credit once the next is asked for (the one before
+/// was consumed by then: written on, or handed out).
+pub struct Receiving<E: Ends> {
+    ends: E,
+    wait: Duration,
+    grants: Grants,
+    /// The piece handed out last, not granted back yet.
+    handed: usize,
+}
+
+impl<E: Ends> Receiving<E> {
+    pub fn new(ends: E, wait: Duration) -> Receiving<E> {
+        Receiving {
+            ends,
+            wait,
+            grants: Grants::default(),
+            handed: 0,
+        }
+    }
+
+    /// The stream's end, to send on.
+    pub fn ends(&self) -> &E {
+        &self.ends
+    }
+
+    fn grant(&mut self) {
+        let id = self.ends.id();
+        if let Some(credit) = self.grants.consumed(id, std::mem::take(&mut self.handed)) {
+            self.ends.send(credit);
+        }
+    }
+
+    /// What `frame` gives: a piece, the end (`Some(None)`), or nothing.
+    fn take(&mut self, frame: Frame) -> Result<Option<Option<Vec<u8>>>, Stopped> {
+        match frame {
+            Frame::Data { bytes, .. } => {
+                self.handed = bytes.len();
+                Ok(Some(Some(bytes)))
+            }
+            Frame::End { .. } => Ok(Some(None)),
+            Frame::Abort { reason, .. } => Err(Stopped::Aborted(reason)),
+            // Late grants of the other direction; nothing else comes
+            // mid-body.
+            Frame::Credit { .. }
+            | Frame::Open { .. }
+            | Frame::Head { .. }
+            | Frame::Ping { .. }
+            | Frame::Pong { .. }
+            | Frame::Stats { .. } => Ok(None),
+        }
+    }
+
+    /// The next piece, `None` at the end, waiting up to the wait.
+    pub fn next_piece(&mut self) -> Result<Option<Vec<u8>>, Stopped> {
+        self.grant();
+        loop {
+            let frame = match self.ends.next(self.wait) {
+                Ok(frame) => frame,
+                Err(RecvTimeoutError::Timeout) => return Err(Stopped::TimedOut),
+                Err(RecvTimeoutError::Disconnected) => return Err(Stopped::Gone),
+            };
+            if let Some(piece) = self.take(frame)? {
+                return Ok(piece);
+            }
+        }
+    }
+
+    /// The next piece if one is waiting (`None`: nothing yet).
+    pub fn try_next_piece(&mut self) -> Option<Result<Option<Vec<u8>>, Stopped>> {
+        self.grant();
+        loop {
+            let frame = self.ends.try_next()?;
+            match self.take(frame) {
+                Ok(Some(piece)) => return Some(Ok(piece)),
+                Ok(None) => {}
+                Err(stopped) => return Some(Err(stopped)),
+            }
+        }
     }
 }
 
@@ -230,137 +413,5 @@ impl Grants {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-    use std::sync::mpsc::{channel, Sender};
-    use std::sync::{Arc, Mutex};
-
-    /// Stream 7's `Out`, which keeps what is sent.
-    fn ends(sent: &Arc<Mutex<Vec<Frame>>>) -> (u64, Out) {
-        let sent = Arc::clone(sent);
-        (
-            7,
-            Arc::new(move |b: Vec<Frame>| sent.lock().unwrap().extend(b)),
-        )
-    }
-
-    fn data_lens(sent: &Mutex<Vec<Frame>>) -> Vec<usize> {
-        sent.lock()
-            .unwrap()
-            .iter()
-            .filter_map(|f| match f {
-                Frame::Data { bytes, .. } => Some(bytes.len()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn grant(tx: &Sender<Frame>, bytes: u32) {
-        tx.send(Frame::Credit { id: 7, bytes }).unwrap();
-    }
-
-    #[test]
-    fn writes_stay_within_the_credit_and_wait_for_grants() {
-        let (tx, rx) = channel();
-        let sent = Arc::new(Mutex::new(Vec::new()));
-        let (id, out) = ends(&sent);
-        let mut w = Sending::new(
-            WorkerEnds {
-                id,
-                rx: &rx,
-                out: &out,
-            },
-            Duration::from_millis(50),
-        );
-        grant(&tx, 100);
-        assert_eq!(w.write(&[1; 300]).unwrap(), 100);
-        // No credit left and none coming: the write times out.
-        let e = w.write(&[1; 300]).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(w.stopped(), Some(Stopped::TimedOut));
-        assert_eq!(data_lens(&sent), [100]);
-    }
-
-    #[test]
-    fn a_write_sends_at_most_a_chunk() {
-        let (tx, rx) = channel();
-        let sent = Arc::new(Mutex::new(Vec::new()));
-        let (id, out) = ends(&sent);
-        let mut w = Sending::new(
-            WorkerEnds {
-                id,
-                rx: &rx,
-                out: &out,
-            },
-            Duration::from_millis(50),
-        );
-        grant(&tx, WINDOW);
-        w.write_all(&vec![0; CHUNK * 2 + 5]).unwrap();
-        w.finish();
-        assert_eq!(data_lens(&sent), [CHUNK, CHUNK, 5]);
-        assert!(matches!(
-            sent.lock().unwrap().last(),
-            Some(Frame::End { id: 7 })
-        ));
-    }
-
-    #[test]
-    fn an_abort_or_an_early_answer_stops_the_body() {
-        let (tx, rx) = channel();
-        let sent = Arc::new(Mutex::new(Vec::new()));
-        let (id, out) = ends(&sent);
-        let mut w = Sending::with_credit(
-            WorkerEnds {
-                id,
-                rx: &rx,
-                out: &out,
-            },
-            10,
-            Duration::from_millis(50),
-        );
-        tx.send(Frame::Head {
-            id: 7,
-            status: 413,
-            fields: Vec::new(),
-            length: None,
-        })
-        .unwrap();
-        assert!(w.write(&[0; 5]).is_err());
-        assert_eq!(w.stopped(), Some(Stopped::Answered));
-        assert!(matches!(w.answer(), Some(Frame::Head { status: 413, .. })));
-
-        let (tx, rx) = channel();
-        let mut w = Sending::with_credit(
-            WorkerEnds {
-                id,
-                rx: &rx,
-                out: &out,
-            },
-            10,
-            Duration::from_millis(50),
-        );
-        tx.send(Frame::Abort {
-            id: 7,
-            reason: AbortReason::NoSpace,
-        })
-        .unwrap();
-        let e = w.write(&[0; 5]).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted);
-        assert_eq!(w.stopped(), Some(Stopped::Aborted(AbortReason::NoSpace)));
-        drop(tx);
-        // A gone channel, once the credit is spent.
-        let (tx, rx) = channel::<Frame>();
-        drop(tx);
-        let mut w = Sending::new(
-            WorkerEnds {
-                id,
-                rx: &rx,
-                out: &out,
-            },
-            Duration::from_millis(50),
-        );
-        assert!(w.write(&[0; 5]).is_err());
-        assert_eq!(w.stopped(), Some(Stopped::Gone));
-    }
-}
+#[path = "credit_tests.rs"]
+mod tests;

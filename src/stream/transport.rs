@@ -11,70 +11,6 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError}
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Bytes a receiver lets a sender have in flight on one stream, in each
-/// direction. Small enough that a 10 GiB body needs a few MiB on any rank;
-/// large enough to keep a loopback transfer busy between two grants.
-pub const WINDOW: u32 = 4 << 20;
-/// A receiver grants credit again once it has written this much.
-pub const GRANT_EVERY: u64 = (WINDOW / 4) as u64;
-/// Largest body piece a sender puts in one `Data` frame.
-pub const CHUNK: usize = 256 * 1024;
-
-/// The credit a receiver grants back once it has written `consumed` bytes
-/// (and not granted them yet): nothing until `GRANT_EVERY`, then at most a
-/// window, which fits a `Credit` frame's u32.
-pub fn take_grant(consumed: &mut u64) -> Option<u32> {
-    if *consumed < GRANT_EVERY {
-        return None;
-    }
-    let bytes = (*consumed).min(u64::from(WINDOW)) as u32;
-    *consumed -= u64::from(bytes);
-    Some(bytes)
-}
-
-/// Why a sender stopped waiting for credit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoCredit {
-    /// The receiver aborted the stream.
-    Aborted,
-    /// No credit came in time.
-    TimedOut,
-    /// The stream's channel is gone.
-    Gone,
-}
-
-/// For the sender of a body: add the credit grants waiting on `rx` to
-/// `credit`, and while it is 0 wait up to `wait` for one. Other frames
-/// are skipped; an abort ends the wait.
-pub fn take_credit(rx: &Receiver<Frame>, credit: &mut u64, wait: Duration) -> Result<(), NoCredit> {
-    loop {
-        let frame = if *credit == 0 {
-            match rx.recv_timeout(wait) {
-                Ok(f) => f,
-                Err(RecvTimeoutError::Timeout) => return Err(NoCredit::TimedOut),
-                Err(RecvTimeoutError::Disconnected) => return Err(NoCredit::Gone),
-            }
-        } else {
-            match rx.try_recv() {
-                Ok(f) => f,
-                Err(_) => return Ok(()),
-            }
-        };
-        match frame {
-            Frame::Credit { bytes, .. } => *credit += u64::from(bytes),
-            Frame::Abort { .. } => return Err(NoCredit::Aborted),
-            // Skipped: only credit and aborts matter to a sender.
-            Frame::Open { .. }
-            | Frame::Head { .. }
-            | Frame::Data { .. }
-            | Frame::End { .. }
-            | Frame::Ping { .. }
-            | Frame::Pong { .. }
-            | Frame::Stats { .. } => {}
-        }
-    }
-}
-
 /// Where a relay's frames come from: a stream's channel on either side.
 pub trait Frames {
     fn next_frame(&mut self, timeout: Duration) -> Result<Frame, RecvTimeoutError>;
@@ -344,25 +280,5 @@ pub fn abort_error(reason: AbortReason, upstream: &str) -> Error {
         AbortReason::ClientGone => Error::UpstreamBroken("stream aborted"),
         AbortReason::NoSpace => Error::InsufficientStorage,
         AbortReason::WorkerLost => Error::UpstreamBroken("the worker running it died"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grants_wait_for_a_quarter_window_and_never_exceed_one() {
-        let w = u64::from(WINDOW);
-        for (consumed, grant, left) in [
-            (0, None, 0),
-            (GRANT_EVERY - 1, None, GRANT_EVERY - 1),
-            (GRANT_EVERY, Some(GRANT_EVERY), 0),
-            (w + 5, Some(w), 5),
-        ] {
-            let mut c = consumed;
-            assert_eq!(take_grant(&mut c).map(u64::from), grant, "{consumed}");
-            assert_eq!(c, left, "{consumed}");
-        }
     }
 }
