@@ -177,3 +177,118 @@ pub(super) fn parse_failover_log(text: &str) -> (u64, Option<f64>) {
 pub(super) fn sleep_until(deadline: Instant) {
     thread::sleep(deadline.saturating_duration_since(Instant::now()));
 }
+
+/// The pool rows' three origins; B is killed and started again by each failover run.
+pub(super) struct PoolOrigins {
+    a: Server,
+    /// None from its kill to its restart, or when it failed to start again.
+    b: Option<Server>,
+    c: Server,
+    /// B's port, which every restart takes again.
+    b_port: u16,
+    /// Whether the B that runs has its access log (it is started that way during a failover run).
+    b_logged: bool,
+}
+
+impl PoolOrigins {
+    fn start(cfg: &Config, site: &Site) -> BoxResult<PoolOrigins> {
+        let plain = |member| NginxRole::PoolOrigin {
+            member,
+            logged: false,
+        };
+        let a = start_nginx(cfg, site, plain(Member::A))?;
+        let b = start_nginx(cfg, site, plain(Member::B))?;
+        let c = start_nginx(cfg, site, plain(Member::C))?;
+        for server in [&a, &b, &c] {
+            let problems = sanity_check(server.port, false);
+            if !problems.is_empty() {
+                return Err(format!("{}: {}", server.label, problems.join("; ")).into());
+            }
+        }
+        eprintln!(
+            "bench: pool origins A, B, C on ports {}, {}, {}",
+            a.port, b.port, c.port
+        );
+        Ok(PoolOrigins {
+            b_port: b.port,
+            a,
+            b: Some(b),
+            c,
+            b_logged: false,
+        })
+    }
+
+    fn ports(&self) -> [u16; 3] {
+        [self.a.port, self.b_port, self.c.port]
+    }
+
+    /// SIGKILL to B's pid: it dies as a crash would, with requests in flight.
+    fn kill_b(&mut self) {
+        if let Some(mut b) = self.b.take() {
+            eprintln!("bench: killing origin nginx B (pid {})", b.child.id());
+            b.kill();
+        }
+    }
+
+    /// Starts B on its port (stopping the B that runs, if any) and polls until it answers.
+    fn restart_b(&mut self, cfg: &Config, site: &Site, logged: bool) -> BoxResult<()> {
+        if let Some(mut b) = self.b.take() {
+            b.stop();
+        }
+        let role = NginxRole::PoolOrigin {
+            member: Member::B,
+            logged,
+        };
+        self.b = Some(start_nginx_on(cfg, site, role, self.b_port)?);
+        self.b_logged = logged;
+        Ok(())
+    }
+
+    /// Puts back a B without its access log, as the other rows expect, unless one runs.
+    fn ensure_plain_b(&mut self, cfg: &Config, site: &Site) -> BoxResult<()> {
+        if self.b.is_some() && !self.b_logged {
+            return Ok(());
+        }
+        self.restart_b(cfg, site, false)
+    }
+
+    fn b_access_log(site: &Site) -> PathBuf {
+        let role = NginxRole::PoolOrigin {
+            member: Member::B,
+            logged: true,
+        };
+        role.dir(site).join("access.log")
+    }
+
+    /// Notes what the origins complained about, then stops them.
+    fn stop(mut self, report: &mut Report) {
+        let b = self.b.as_mut();
+        for server in [Some(&mut self.a), b, Some(&mut self.c)]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(complaints) = server.complaints() {
+                report
+                    .notes
+                    .push(format!("pool: {}: {complaints}", server.label));
+            }
+            eprintln!("bench: stopping {}", server.label);
+            server.stop();
+        }
+    }
+}
+
+/// What one failover run saw.
+#[derive(Clone, Debug, Default)]
+pub(super) struct FailoverFigures {
+    pub(super) wrk: Option<WrkFigures>,
+    /// Proxied requests of the run that the restarted B logged; None when B did not start again.
+    pub(super) b_requests: Option<u64>,
+    /// From B answering again to the first of them, in seconds.
+    pub(super) b_first_after_secs: Option<f64>,
+}
+
+fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

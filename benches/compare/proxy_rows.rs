@@ -138,6 +138,15 @@ pub(super) fn finish_proxy_row(server: &mut Server, kind: Kind, row: Row, report
     finish_run(server, kind, row.name(), report);
 }
 
+/// The same for a run that is not a whole row (`what` names it in the note).
+pub(super) fn finish_run(server: &mut Server, kind: Kind, what: &str, report: &mut Report) {
+    if let Some(complaints) = server.complaints() {
+        report.note(kind, format!("{what}: {} {complaints}", server.label));
+    }
+    eprintln!("bench: stopping {}", server.label);
+    server.stop();
+}
+
 /// Rows proxy-small (`solo` false) and proxy-solo: the small file through the proxy, wrk at
 /// SMALL_CONNS connections, then at one connection for the median latency (microseconds).
 pub(super) fn proxy_small(
@@ -245,6 +254,23 @@ pub(super) fn proxy_big(
     figures.proxy_big_rss_others = server.other_ranks_peak_rss_mib();
     finish_proxy_row(&mut server, kind, Row::ProxyBig, report);
     Ok(())
+}
+
+/// CPU used by a server's processes while it has nothing to do.
+#[derive(Clone, Debug, Default)]
+pub(super) struct IdleFigures {
+    /// The server's own processes (nginx's master and worker, mpiweb's ranks), percent of one core.
+    pub(super) percent: f64,
+    /// Clock ticks each of them used in the window, by pid.
+    pub(super) per_process: Vec<u64>,
+    /// Everything else under the launched process (mpirun, hydra_pmi_proxy), percent of one core.
+    pub(super) launcher_percent: f64,
+    /// Processes that exited during the window (their last ticks are lost).
+    pub(super) vanished: usize,
+    /// A proxied request right after the window, on a keep-alive
+    /// connection opened before it (ms): what a quiet spell costs the
+    /// next request.
+    pub(super) first_after_ms: Option<f64>,
 }
 
 /// Counts the CPU ticks of the server's process tree over IDLE_WINDOW.

@@ -64,6 +64,32 @@ pub(super) fn store_script(method: &str, body: Option<&Path>) -> String {
     )
 }
 
+/// The store rows' wrk scripts, written to the temp dir with the body the PUTs send.
+pub(super) struct StoreScripts {
+    put: String,
+    get: String,
+}
+
+impl StoreScripts {
+    fn write(site: &Site, body: &[u8]) -> BoxResult<StoreScripts> {
+        let dir = site.tmp();
+        let body_path = dir.join("store-body.bin");
+        fs::write(&body_path, body)?;
+        let mut paths = Vec::new();
+        for (method, body) in [("PUT", Some(body_path.as_path())), ("GET", None)] {
+            let path = dir.join(format!("store-{}.lua", method.to_ascii_lowercase()));
+            fs::write(&path, store_script(method, body))?;
+            let path = path
+                .to_str()
+                .ok_or_else(|| format!("{} is not UTF-8", path.display()))?;
+            paths.push(path.to_string());
+        }
+        let get = paths.pop().unwrap_or_default();
+        let put = paths.pop().unwrap_or_default();
+        Ok(StoreScripts { put, get })
+    }
+}
+
 /// Checks one document's round trip before measuring: a PUT of `body` (201 or 204), then a
 /// GET that must give back the same bytes (and the PUT's ETag, when both have one). A store
 /// still starting (503, or no answer yet) is waited for, up to STORE_READY_TIMEOUT.
