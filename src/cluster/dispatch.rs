@@ -1,55 +1,25 @@
-//! Rank 0's dispatcher: the tables of streams and workers, behind rank 0's
-//! MPI lock. A connection thread opens its stream and sends its frames
-//! itself through `Link` (a `Transport`): each new stream goes to the live
-//! worker with the fewest streams in flight. One poller thread receives
-//! the workers' frames, hands each stream's batch to the connection thread
-//! that waits for it (its one wake), and heartbeats the workers.
+//! Rank 0's dispatcher: the tables of streams and workers (`tables`, no
+//! I/O) with MPI around them, behind rank 0's MPI lock. A connection
+//! thread opens its stream and sends its frames itself through `Link` (a
+//! `Transport`). One poller thread receives the workers' frames, hands
+//! each stream's batch to the connection thread that waits for it (its one
+//! wake), heartbeats the workers, and spawns processes in dead ones'
+//! places.
 
 use super::bell::{Card, Ringer};
+use super::membership::Membership;
 use super::outbox::{nearly_idle, Backoff, Outbox};
 use super::spawn::{self, Ranks};
+use super::tables::{Cmd, Sink, Tables, PING_EVERY};
 use super::{Mpi, TAG_BELL};
 use crate::error::Error;
-use crate::stream::transport::Transport;
-use crate::stream::transport::{ends_stream, is_tunnel, Placed};
+use crate::stream::transport::{Placed, Transport};
 use crate::stream::wire::{AbortReason, Frame};
 use mpi::topology::InterCommunicator;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-
-/// How often rank 0 pings every worker.
-const PING_EVERY: Duration = Duration::from_millis(200);
-/// A worker silent this long leaves the rotation (well within the 2 s in
-/// which new requests must go elsewhere).
-const STALL_AFTER: Duration = Duration::from_millis(1000);
-/// A worker silent this long is taken for dead: the streams it had started
-/// end with 502, and the store places its documents elsewhere. MPI does
-/// not say when a rank on the same host dies (only silence does), so this
-/// is well past any stall a busy machine shows. When the launcher signals
-/// a death (MPICH's sends every rank SIGUSR1), a worker that missed a ping
-/// is taken for dead at once.
-const DEAD_AFTER: Duration = Duration::from_secs(5);
-/// With a death signalled, silence this long marks the dead worker.
-const DEAD_AFTER_SIGNAL: Duration = Duration::from_millis(2 * PING_EVERY.as_millis() as u64);
-/// A worker's bell is rung for a new stream while at most this many are in
-/// flight: beyond it the workers are busy enough to find requests by
-/// polling, and a ring would only add a wake-up.
-const RING_MAX_IN_FLIGHT: usize = 8;
-
-/// The exit code a worker taken for dead gets if it wakes after a new
-/// process took its place.
-const REPLACED_EXIT: i32 = 0;
-
-/// What connection threads ask of the dispatcher.
-pub enum Cmd {
-    /// A new stream, for the least-loaded worker or for the rank given.
-    Open(Frame, Sender<Vec<Frame>>, Option<usize>, Placed),
-    Frame(Frame),
-    Close(u64, bool),
-}
 
 /// The connection threads' end: a `Transport` that does its own MPI
 /// sends, under rank 0's MPI lock, with the dispatcher's tables.
@@ -57,60 +27,6 @@ pub struct Link {
     mpi: Arc<Mpi<Dispatcher>>,
     live: Arc<Membership>,
     kick: Arc<Kick>,
-}
-
-/// Which workers are in rotation, as the dispatcher's heartbeats found;
-/// read by anyone who places work on a given rank (the store).
-pub struct Membership {
-    /// By rank; rank 0 is never a worker here.
-    live: Vec<AtomicBool>,
-    /// By rank: taken for dead (silent past `DEAD_AFTER`).
-    dead: Vec<AtomicBool>,
-    /// By rank: a spare, idle until a worker dies (`--spares`).
-    spare: Vec<AtomicBool>,
-    /// By rank: how many times a new process was spawned in its place.
-    replaced: Vec<AtomicU32>,
-}
-
-impl Membership {
-    fn set(&self, rank: usize, live: bool) {
-        if let Some(flag) = self.live.get(rank) {
-            flag.store(live, Ordering::Relaxed);
-        }
-    }
-
-    fn set_dead(&self, rank: usize, dead: bool) {
-        if let Some(flag) = self.dead.get(rank) {
-            flag.store(dead, Ordering::Relaxed);
-        }
-    }
-
-    fn is_spare(&self, rank: usize) -> bool {
-        self.spare
-            .get(rank)
-            .is_some_and(|f| f.load(Ordering::Relaxed))
-    }
-
-    /// The spares not called in yet.
-    pub fn spares(&self) -> Vec<usize> {
-        (1..self.spare.len())
-            .filter(|&r| self.is_spare(r))
-            .collect()
-    }
-
-    /// How many times a new process was spawned in `rank`'s place.
-    pub fn replaced(&self, rank: usize) -> u32 {
-        self.replaced
-            .get(rank)
-            .map_or(0, |n| n.load(Ordering::Relaxed))
-    }
-
-    /// The workers taken for dead now.
-    pub fn dead(&self) -> Vec<usize> {
-        (1..self.dead.len())
-            .filter(|&r| self.dead[r].load(Ordering::Relaxed))
-            .collect()
-    }
 }
 
 /// Wakes the poller from a long sleep when a stream opens: the answer is
@@ -163,38 +79,14 @@ impl Kick {
 /// start as spares: the connection threads' `Link`, and the poller's
 /// `Poller`.
 pub fn link(size: usize, spares: usize) -> (Link, Poller, Arc<Membership>) {
-    let first_spare = size.saturating_sub(spares).max(1);
-    let live = Arc::new(Membership {
-        live: (0..size).map(|rank| AtomicBool::new(rank > 0)).collect(),
-        dead: (0..size).map(|_| AtomicBool::new(false)).collect(),
-        spare: (0..size)
-            .map(|rank| AtomicBool::new(rank >= first_spare))
-            .collect(),
-        replaced: (0..size).map(|_| AtomicU32::new(0)).collect(),
-    });
-    let now = Instant::now();
-    let d = Dispatcher {
+    let sink = MpiSink {
         ranks: Ranks::new(),
-        to_spawn: Vec::new(),
-        can_spawn: true,
-        membership: Arc::clone(&live),
         out: Outbox::new(size),
-        peers: (1..size)
-            .map(|rank| Peer {
-                rank,
-                in_flight: 0,
-                last_pong: now,
-                live: true,
-                dead: false,
-                spare: rank >= first_spare,
-            })
-            .collect(),
-        flows: HashMap::new(),
-        turn: 0,
-        ping_seq: 0,
-        inbox: HashMap::new(),
+    };
+    let (tables, live) = Tables::new(size, spares, sink, Instant::now());
+    let d = Dispatcher {
+        tables,
         ringer: Ringer::new(size),
-        rings: Vec::new(),
         cards_due: size.saturating_sub(1),
     };
     let mpi = Arc::new(Mpi::new(d));
@@ -214,10 +106,10 @@ impl Link {
             Cmd::Frame(_) | Cmd::Close(..) => None,
         };
         let done = self.mpi.with(|d| {
-            d.command(cmd);
-            d.out.flush(&d.ranks);
+            d.tables.command(cmd);
+            d.tables.sink.flush();
             // After the send: a worker that wakes finds the frame.
-            for rank in std::mem::take(&mut d.rings) {
+            for rank in std::mem::take(&mut d.tables.rings) {
                 d.ringer.ring(rank);
             }
         });
@@ -274,69 +166,36 @@ impl Transport for Link {
     }
 }
 
-/// A worker as rank 0 sees it.
-struct Peer {
-    rank: usize,
-    in_flight: usize,
-    last_pong: Instant,
-    live: bool,
-    /// Taken for dead: nothing more is sent to it.
-    dead: bool,
-    /// Idle until a worker dies: it answers pings and takes no streams.
-    spare: bool,
+/// The exit code a worker taken for dead gets if it wakes after a new
+/// process took its place.
+const REPLACED_EXIT: i32 = 0;
+
+/// Rank 0's frames to workers, over MPI.
+pub struct MpiSink {
+    ranks: Ranks,
+    out: Outbox,
 }
 
-/// A stream and where it runs.
-struct Flow {
-    peer: usize,
-    /// The stream's rank as its connection thread reads it.
-    placed: Placed,
-    tx: Sender<Vec<Frame>>,
-    /// The `Open` frame, kept until the worker says it took the stream,
-    /// to send it elsewhere if the worker stalls first; for a request that
-    /// may run twice (`Frame::may_run_twice`), kept until the first answer
-    /// frame, to send it again if the worker dies first.
-    open: Option<Frame>,
-    /// The worker said it took the stream (its first frame came).
-    taken: bool,
-    /// Some answer frame came (beyond credit).
-    answered: bool,
-    /// The request may be sent again after its worker died unanswered.
-    retry: bool,
-    /// The connection thread wants the worker's first credit: it has a
-    /// body to send, or a tunnel. Otherwise that acknowledgement stops
-    /// here rather than wake the thread for nothing.
-    wants_ack: bool,
-    tunnel: bool,
-    /// Runs on this worker or nowhere: a stall ends it rather than moving it.
-    pinned: bool,
+impl Sink for MpiSink {
+    fn send(&mut self, rank: usize, frame: &Frame) {
+        self.out.push(&self.ranks, rank, frame);
+    }
+}
+
+impl MpiSink {
+    fn flush(&mut self) {
+        self.out.flush(&self.ranks);
+    }
 }
 
 /// Rank 0's MPI state and tables, behind its MPI lock.
 pub struct Dispatcher {
-    ranks: Ranks,
-    membership: Arc<Membership>,
-    out: Outbox,
-    peers: Vec<Peer>,
-    flows: HashMap<u64, Flow>,
-    /// Where the search for the least-loaded worker starts (round-robin
-    /// among equals).
-    turn: usize,
-    ping_seq: u64,
-    /// Frames from workers gathered during one receive, by stream: each
-    /// stream's connection thread gets its frames in one batch.
-    inbox: HashMap<u64, Vec<Frame>>,
-    /// The workers' bells, and the ranks to ring once the frames are sent.
+    tables: Tables<MpiSink>,
+    /// The workers' bells.
     ringer: Ringer,
-    rings: Vec<usize>,
     /// Workers whose card has not come yet: once none, polls stop
     /// probing for cards.
     cards_due: usize,
-    /// Ranks taken for dead, to start a new process for (and whether it
-    /// is to be a spare, a spare having taken the dead one's place).
-    to_spawn: Vec<(usize, bool)>,
-    /// Until the MPI library refuses a spawn.
-    can_spawn: bool,
 }
 
 /// The one thread of rank 0 that receives: it hands each stream's frames
@@ -356,12 +215,12 @@ impl Poller {
     pub fn shutdown(&self, code: i32) -> bool {
         self.mpi
             .close(|d| {
-                d.out.flush(&d.ranks);
-                d.out.wait(Duration::from_secs(1));
-                let alive: Vec<usize> =
-                    d.peers.iter().filter(|p| !p.dead).map(|p| p.rank).collect();
-                super::tell_workers(&d.ranks, &alive, code);
-                alive.len() < d.peers.len()
+                let sink = &mut d.tables.sink;
+                sink.flush();
+                sink.out.wait(Duration::from_secs(1));
+                let (alive, died) = d.tables.alive();
+                super::tell_workers(&d.tables.sink.ranks, &alive, code);
+                died
             })
             .unwrap_or(false)
     }
@@ -375,19 +234,22 @@ impl Poller {
             let polled = self.mpi.try_with(|d| {
                 d.learn_bells();
                 let mut got = Vec::new();
-                let busy = d.ranks.receive(|from, frame| got.push((from, frame)));
+                let busy = (d.tables.sink.ranks).receive(|from, frame| got.push((from, frame)));
+                let now = Instant::now();
                 for (from, frame) in got {
-                    d.on_worker_frame(from, frame);
+                    d.tables.on_worker_frame(from, frame, now);
                 }
-                let handed = d.deliver();
-                if Instant::now() >= next_ping {
-                    d.heartbeat();
-                    next_ping = Instant::now() + PING_EVERY;
+                let handed = d.tables.deliver();
+                if now >= next_ping {
+                    let signalled = crate::server::signals::take_death_notice();
+                    d.tables.heartbeat(now, signalled);
+                    next_ping = now + PING_EVERY;
                 }
-                d.out.flush(&d.ranks);
-                let sending = d.out.progress();
-                let to_spawn = std::mem::take(&mut d.to_spawn);
-                (busy, d.flows.len() + usize::from(sending), handed, to_spawn)
+                d.tables.sink.flush();
+                let sending = d.tables.sink.out.progress();
+                let to_spawn = std::mem::take(&mut d.tables.to_spawn);
+                let in_flight = d.tables.in_flight() + usize::from(sending);
+                (busy, in_flight, handed, to_spawn)
             });
             let (busy, in_flight) = match polled {
                 Ok(Some((busy, in_flight, handed, to_spawn))) => {
@@ -462,7 +324,7 @@ impl Dispatcher {
     /// Take the cards workers sent at start: where their bells are.
     fn learn_bells(&mut self) {
         while self.cards_due > 0 {
-            let Some((rank, bytes)) = self.ranks.take_tagged(TAG_BELL) else {
+            let Some((rank, bytes)) = self.tables.sink.ranks.take_tagged(TAG_BELL) else {
                 return;
             };
             self.cards_due -= 1;
@@ -471,267 +333,6 @@ impl Dispatcher {
                 None => log::warn!("rank {rank} sent a bell card that does not parse"),
             }
         }
-    }
-
-    /// Ring worker `rank`'s bell for a stream just sent, if few are in
-    /// flight.
-    fn ring_if_quiet(&mut self, rank: usize) {
-        if self.flows.len() <= RING_MAX_IN_FLIGHT {
-            self.rings.push(rank);
-        }
-    }
-
-    fn command(&mut self, cmd: Cmd) {
-        match cmd {
-            Cmd::Open(frame, tx, Some(rank), placed) => {
-                let id = frame.id();
-                // A spare too: it answers the status page's questions.
-                let peer = self.peers.iter().position(|p| p.rank == rank && p.live);
-                let Some(peer) = peer else {
-                    let _ = tx.send(vec![Frame::Abort {
-                        id,
-                        reason: AbortReason::Refused,
-                    }]);
-                    return;
-                };
-                self.peers[peer].in_flight += 1;
-                self.out.push(&self.ranks, rank, &frame);
-                placed.store(rank, Ordering::Relaxed);
-                let wants_ack = frame.opens_body();
-                self.flows.insert(
-                    id,
-                    Flow {
-                        placed,
-                        peer,
-                        tx,
-                        open: None,
-                        taken: false,
-                        answered: false,
-                        retry: false,
-                        wants_ack,
-                        tunnel: false,
-                        pinned: true,
-                    },
-                );
-                self.ring_if_quiet(rank);
-            }
-            Cmd::Open(frame, tx, None, placed) => {
-                let id = frame.id();
-                let Some(peer) = self.pick() else {
-                    let _ = tx.send(vec![Frame::Abort {
-                        id,
-                        reason: AbortReason::Refused,
-                    }]);
-                    return;
-                };
-                self.peers[peer].in_flight += 1;
-                self.out.push(&self.ranks, self.peers[peer].rank, &frame);
-                placed.store(self.peers[peer].rank, Ordering::Relaxed);
-                let tunnel = is_tunnel(&frame);
-                let wants_ack = tunnel || frame.opens_body();
-                let retry = frame.may_run_twice();
-                self.flows.insert(
-                    id,
-                    Flow {
-                        placed,
-                        peer,
-                        tx,
-                        open: Some(frame),
-                        taken: false,
-                        answered: false,
-                        retry,
-                        wants_ack,
-                        tunnel,
-                        pinned: false,
-                    },
-                );
-                let rank = self.peers[peer].rank;
-                self.ring_if_quiet(rank);
-            }
-            Cmd::Frame(frame) => {
-                if let Some(flow) = self.flows.get(&frame.id()) {
-                    self.out
-                        .push(&self.ranks, self.peers[flow.peer].rank, &frame);
-                }
-            }
-            Cmd::Close(id, finished) => {
-                let Some(flow) = self.flows.remove(&id) else {
-                    return;
-                };
-                let peer = &mut self.peers[flow.peer];
-                peer.in_flight = peer.in_flight.saturating_sub(1);
-                if !finished {
-                    let rank = peer.rank;
-                    let abort = Frame::Abort {
-                        id,
-                        reason: AbortReason::ClientGone,
-                    };
-                    self.out.push(&self.ranks, rank, &abort);
-                }
-            }
-        }
-    }
-
-    /// The live worker with the fewest streams in flight.
-    fn pick(&mut self) -> Option<usize> {
-        let n = self.peers.len();
-        let best = (0..n)
-            .map(|i| (self.turn + i) % n)
-            .filter(|&i| self.peers[i].live && !self.peers[i].spare)
-            .min_by_key(|&i| self.peers[i].in_flight)?;
-        self.turn = (best + 1) % n.max(1);
-        Some(best)
-    }
-
-    fn on_worker_frame(&mut self, from: usize, frame: Frame) {
-        let Some(peer) = self.peers.iter().position(|p| p.rank == from) else {
-            return;
-        };
-        // Any message shows the worker is alive.
-        self.peers[peer].last_pong = Instant::now();
-        if !self.peers[peer].live {
-            self.peers[peer].live = true;
-            self.peers[peer].dead = false;
-            self.membership.set(from, true);
-            self.membership.set_dead(from, false);
-            log::warn!("worker rank {from} answers again: back in rotation");
-        }
-        if let Frame::Pong { .. } = frame {
-            return;
-        }
-        let Some(flow) = self.flows.get_mut(&frame.id()) else {
-            return; // closed here already
-        };
-        if flow.peer != peer {
-            return; // from a worker the stream was taken away from
-        }
-        let first = !std::mem::replace(&mut flow.taken, true);
-        let credit = matches!(frame, Frame::Credit { .. });
-        if !credit {
-            flow.answered = true;
-        }
-        if !credit || !flow.retry {
-            flow.open = None;
-        }
-        if first && credit && !flow.wants_ack {
-            return; // the worker took it; nobody else needs to know
-        }
-        self.inbox.entry(frame.id()).or_default().push(frame);
-    }
-
-    /// Each stream's gathered frames and the connection thread to hand
-    /// them to (once the lock is let go); the streams they end are
-    /// forgotten.
-    fn deliver(&mut self) -> Vec<(Sender<Vec<Frame>>, Vec<Frame>)> {
-        let mut handed = Vec::with_capacity(self.inbox.len());
-        for (id, batch) in self.inbox.drain() {
-            let Some(flow) = self.flows.get(&id) else {
-                continue;
-            };
-            let done = batch.iter().any(|f| ends_stream(f, flow.tunnel));
-            handed.push((flow.tx.clone(), batch));
-            if done {
-                let peer = flow.peer;
-                self.flows.remove(&id);
-                let p = &mut self.peers[peer];
-                p.in_flight = p.in_flight.saturating_sub(1);
-            }
-        }
-        handed
-    }
-
-    /// Ping every worker; take silent ones out of rotation and send the
-    /// streams they have not taken to others.
-    fn heartbeat(&mut self) {
-        self.ping_seq += 1;
-        let ping = Frame::Ping { id: self.ping_seq };
-        for peer in self.peers.iter().filter(|p| !p.dead) {
-            self.out.push(&self.ranks, peer.rank, &ping);
-        }
-        let signalled = crate::server::signals::take_death_notice();
-        for stalled in 0..self.peers.len() {
-            let p = &self.peers[stalled];
-            let silent = p.last_pong.elapsed();
-            let dead_after = match signalled {
-                true => DEAD_AFTER_SIGNAL,
-                false => DEAD_AFTER,
-            };
-            if !p.dead && silent >= dead_after {
-                self.bury(stalled);
-                continue;
-            }
-            let p = &mut self.peers[stalled];
-            if !p.live || p.last_pong.elapsed() < STALL_AFTER {
-                continue;
-            }
-            p.live = false;
-            self.membership.set(p.rank, false);
-            log::warn!(
-                "worker rank {} silent for {} ms: out of rotation",
-                p.rank,
-                p.last_pong.elapsed().as_millis()
-            );
-            self.resend_from(stalled);
-        }
-    }
-
-    /// Take worker `index` for dead: out of rotation for good (unless it
-    /// answers again), every stream on it ended with `WorkerLost` (502, and
-    /// no upstream blamed for it), those not started yet sent elsewhere
-    /// first.
-    fn bury(&mut self, index: usize) {
-        let rank = self.peers[index].rank;
-        let silent = self.peers[index].last_pong.elapsed();
-        if self.peers[index].live {
-            self.peers[index].live = false;
-            self.membership.set(rank, false);
-            self.resend_from(index);
-        }
-        self.peers[index].dead = true;
-        self.membership.set_dead(rank, true);
-        let lost: Vec<u64> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| f.peer == index)
-            .map(|(&id, _)| id)
-            .collect();
-        log::warn!(
-            "worker rank {rank} silent for {} ms: taken for dead; {} stream(s) on it end",
-            silent.as_millis(),
-            lost.len()
-        );
-        for id in lost {
-            if self.send_again(id, index) {
-                continue;
-            }
-            if let Some(flow) = self.flows.remove(&id) {
-                let _ = flow.tx.send(vec![Frame::Abort {
-                    id,
-                    reason: AbortReason::WorkerLost,
-                }]);
-            }
-        }
-        self.peers[index].in_flight = 0;
-        let spare_came = self.call_in_spare(rank);
-        // A new process in its place: a spare if one took its place.
-        if self.can_spawn {
-            self.to_spawn.push((rank, spare_came));
-        }
-    }
-
-    /// Bring the first live spare into the rotation in place of `dead`;
-    /// whether there was one.
-    fn call_in_spare(&mut self, dead: usize) -> bool {
-        let Some(spare) = self.peers.iter_mut().find(|p| p.spare && p.live && !p.dead) else {
-            return false;
-        };
-        spare.spare = false;
-        let rank = spare.rank;
-        if let Some(flag) = self.membership.spare.get(rank) {
-            flag.store(false, Ordering::Relaxed);
-        }
-        log::warn!("spare rank {rank} joins the rotation in place of rank {dead}");
-        true
     }
 
     /// A process was spawned (or not) in dead `rank`'s place, in `took`:
@@ -746,124 +347,29 @@ impl Dispatcher {
         let inter = match spawned {
             Ok(inter) => inter,
             Err(e) => {
-                self.can_spawn = false;
+                self.tables.can_spawn = false;
                 log::warn!(
                     "no new process in place of dead rank {rank} (this MPI library cannot spawn one: {e}); the cluster goes on without it"
                 );
                 return;
             }
         };
-        let Some(index) = self.peers.iter().position(|p| p.rank == rank) else {
-            std::mem::forget(inter); // never disconnected: see `Ranks`
-            return;
-        };
         // The process it replaces, if only stalled, exits when it wakes:
         // nothing it sends is read any more.
         let exit = super::exit_message(REPLACED_EXIT);
-        self.out
-            .send_tagged(&self.ranks, rank, exit, super::TAG_SHUTDOWN);
-        self.ranks.replace(rank, inter);
+        let sink = &mut self.tables.sink;
+        sink.out
+            .send_tagged(&sink.ranks, rank, exit, super::TAG_SHUTDOWN);
+        sink.ranks.replace(rank, inter);
+        if !self.tables.replaced(rank, spare, Instant::now()) {
+            return;
+        }
         // Its bell is a new one.
         self.cards_due += 1;
-        let p = &mut self.peers[index];
-        p.dead = false;
-        p.live = true;
-        p.spare = spare;
-        p.in_flight = 0;
-        p.last_pong = Instant::now();
-        self.membership.set(rank, true);
-        self.membership.set_dead(rank, false);
-        if let Some(flag) = self.membership.spare.get(rank) {
-            flag.store(spare, Ordering::Relaxed);
-        }
-        if let Some(n) = self.membership.replaced.get(rank) {
-            n.fetch_add(1, Ordering::Relaxed);
-        }
         let role = if spare { "spare" } else { "worker" };
         log::warn!(
             "a new process stands for rank {rank} as a {role}, spawned in {} ms",
             took.as_millis()
         );
-    }
-
-    /// Send stream `id`, lost with dead worker `dead` before any answer,
-    /// to another worker, if it may run twice; whether it was.
-    fn send_again(&mut self, id: u64, dead: usize) -> bool {
-        let retry = self.flows.get(&id).is_some_and(|f| f.retry && !f.answered);
-        if !retry {
-            return false;
-        }
-        let Some(target) = self.pick() else {
-            return false;
-        };
-        let Some(to_rank) = self.move_to(id, target) else {
-            return false;
-        };
-        log::info!(
-            "stream {id} lost with rank {} before its answer: sent again to rank {to_rank}",
-            self.peers[dead].rank
-        );
-        true
-    }
-
-    /// Send stream `id`'s kept `Open` to worker `target`, which runs the
-    /// stream from now on; the rank it went to, or `None` with no `Open`
-    /// kept. The worker it leaves is the caller's business.
-    fn move_to(&mut self, id: u64, target: usize) -> Option<usize> {
-        let flow = self.flows.get_mut(&id)?;
-        let open = flow.open.clone()?;
-        let to_rank = self.peers[target].rank;
-        flow.peer = target;
-        flow.taken = false;
-        flow.placed.store(to_rank, Ordering::Relaxed);
-        self.peers[target].in_flight += 1;
-        self.out.push(&self.ranks, to_rank, &open);
-        Some(to_rank)
-    }
-
-    fn resend_from(&mut self, stalled: usize) {
-        // Streams that must run on this rank end here: their owner picks
-        // another rank itself.
-        let pinned: Vec<u64> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| f.peer == stalled && f.pinned)
-            .map(|(&id, _)| id)
-            .collect();
-        let rank = self.peers[stalled].rank;
-        for id in pinned {
-            let Some(flow) = self.flows.remove(&id) else {
-                continue;
-            };
-            let abort = Frame::Abort {
-                id,
-                reason: AbortReason::Refused,
-            };
-            let _ = flow.tx.send(vec![abort.clone()]);
-            self.out.push(&self.ranks, rank, &abort);
-            let p = &mut self.peers[stalled];
-            p.in_flight = p.in_flight.saturating_sub(1);
-        }
-        let waiting: Vec<u64> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| f.peer == stalled && !f.taken && f.open.is_some())
-            .map(|(&id, _)| id)
-            .collect();
-        for id in waiting {
-            let Some(target) = self.pick() else { return };
-            let Some(to_rank) = self.move_to(id, target) else {
-                continue;
-            };
-            // If the stalled worker wakes up, it drops the stream unstarted.
-            let abort = Frame::Abort {
-                id,
-                reason: AbortReason::Refused,
-            };
-            self.peers[stalled].in_flight = self.peers[stalled].in_flight.saturating_sub(1);
-            let from_rank = self.peers[stalled].rank;
-            self.out.push(&self.ranks, from_rank, &abort);
-            log::info!("stream {id} re-sent from rank {from_rank} to rank {to_rank}");
-        }
     }
 }

@@ -54,8 +54,9 @@ impl Ranks {
 
     /// `rank` is served by the process behind `inter` from now on.
     pub fn replace(&mut self, rank: usize, inter: InterCommunicator) {
-        if let Some(slot) = self.spawned.get_mut(rank) {
-            *slot = Some(ManuallyDrop::new(inter));
+        match self.spawned.get_mut(rank) {
+            Some(slot) => *slot = Some(ManuallyDrop::new(inter)),
+            None => std::mem::forget(inter), // never disconnected
         }
     }
 

@@ -1,0 +1,534 @@
+//! Rank 0's tables of workers and streams, without any I/O (sans-IO):
+//! which worker takes a new stream (the live one with the fewest in
+//! flight, in turn among equals), what a worker's frame means for its
+//! stream, and what heartbeats decide (a worker silent for 1 s leaves the
+//! rotation and its streams not started go elsewhere; silent for 5 s it is
+//! taken for dead, a spare joins, and a new process may be spawned). Each
+//! step takes the time it runs at; frames go out through a `Sink`, which
+//! is MPI on rank 0 (`dispatch`) and a list in the table tests
+//! (`tables_tests.rs`). Connection threads hear of their streams through
+//! `deliver` and the channels of refused ones.
+
+use super::membership::Membership;
+use crate::stream::transport::{ends_stream, is_tunnel, Placed};
+use crate::stream::wire::{AbortReason, Frame};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often rank 0 pings every worker.
+pub const PING_EVERY: Duration = Duration::from_millis(200);
+/// A worker silent this long leaves the rotation (well within the 2 s in
+/// which new requests must go elsewhere).
+const STALL_AFTER: Duration = Duration::from_millis(1000);
+/// A worker silent this long is taken for dead: the streams it had started
+/// end with 502, and the store places its documents elsewhere. MPI does
+/// not say when a rank on the same host dies (only silence does), so this
+/// is well past any stall a busy machine shows. When the launcher signals
+/// a death (MPICH's sends every rank SIGUSR1), a worker that missed a ping
+/// is taken for dead at once.
+const DEAD_AFTER: Duration = Duration::from_secs(5);
+/// With a death signalled, silence this long marks the dead worker.
+const DEAD_AFTER_SIGNAL: Duration = Duration::from_millis(2 * PING_EVERY.as_millis() as u64);
+/// A worker's bell is rung for a new stream while at most this many are in
+/// flight: beyond it the workers are busy enough to find requests by
+/// polling, and a ring would only add a wake-up.
+const RING_MAX_IN_FLIGHT: usize = 8;
+
+/// What connection threads ask of the dispatcher.
+pub enum Cmd {
+    /// A new stream, for the least-loaded worker or for the rank given.
+    Open(Frame, Sender<Vec<Frame>>, Option<usize>, Placed),
+    Frame(Frame),
+    Close(u64, bool),
+}
+
+/// A worker as rank 0 sees it.
+struct Peer {
+    rank: usize,
+    in_flight: usize,
+    last_pong: Instant,
+    live: bool,
+    /// Taken for dead: nothing more is sent to it.
+    dead: bool,
+    /// Idle until a worker dies: it answers pings and takes no streams.
+    spare: bool,
+}
+
+/// A stream and where it runs.
+struct Flow {
+    peer: usize,
+    /// The stream's rank as its connection thread reads it.
+    placed: Placed,
+    tx: Sender<Vec<Frame>>,
+    /// The `Open` frame, kept until the worker says it took the stream,
+    /// to send it elsewhere if the worker stalls first; for a request that
+    /// may run twice (`Frame::may_run_twice`), kept until the first answer
+    /// frame, to send it again if the worker dies first.
+    open: Option<Frame>,
+    /// The worker said it took the stream (its first frame came).
+    taken: bool,
+    /// Some answer frame came (beyond credit).
+    answered: bool,
+    /// The request may be sent again after its worker died unanswered.
+    retry: bool,
+    /// The connection thread wants the worker's first credit: it has a
+    /// body to send, or a tunnel. Otherwise that acknowledgement stops
+    /// here rather than wake the thread for nothing.
+    wants_ack: bool,
+    tunnel: bool,
+    /// Runs on this worker or nowhere: a stall ends it rather than moving it.
+    pinned: bool,
+}
+
+/// Where the tables' frames for workers go.
+pub trait Sink {
+    fn send(&mut self, rank: usize, frame: &Frame);
+}
+
+/// The workers and the streams on them, with what they send out.
+pub struct Tables<S: Sink> {
+    pub sink: S,
+    membership: Arc<Membership>,
+    peers: Vec<Peer>,
+    flows: HashMap<u64, Flow>,
+    /// Where the search for the least-loaded worker starts (round-robin
+    /// among equals).
+    turn: usize,
+    ping_seq: u64,
+    /// Frames from workers gathered during one receive, by stream: each
+    /// stream's connection thread gets its frames in one batch.
+    inbox: HashMap<u64, Vec<Frame>>,
+    /// Workers to ring once the frames are sent (their bells).
+    pub rings: Vec<usize>,
+    /// Ranks taken for dead, to start a new process for (and whether it
+    /// is to be a spare, a spare having taken the dead one's place).
+    pub to_spawn: Vec<(usize, bool)>,
+    /// Until the MPI library refuses a spawn.
+    pub can_spawn: bool,
+}
+
+impl<S: Sink> Tables<S> {
+    /// The tables of a world of `size` ranks, the last `spares` of which
+    /// start as spares, all heard from at `now`; and their membership,
+    /// for those who place work on a given rank.
+    pub fn new(size: usize, spares: usize, sink: S, now: Instant) -> (Tables<S>, Arc<Membership>) {
+        let first_spare = size.saturating_sub(spares).max(1);
+        let membership = Arc::new(Membership {
+            live: (0..size).map(|rank| AtomicBool::new(rank > 0)).collect(),
+            dead: (0..size).map(|_| AtomicBool::new(false)).collect(),
+            spare: (0..size)
+                .map(|rank| AtomicBool::new(rank >= first_spare))
+                .collect(),
+            replaced: (0..size).map(|_| AtomicU32::new(0)).collect(),
+        });
+        let tables = Tables {
+            sink,
+            membership: Arc::clone(&membership),
+            peers: (1..size)
+                .map(|rank| Peer {
+                    rank,
+                    in_flight: 0,
+                    last_pong: now,
+                    live: true,
+                    dead: false,
+                    spare: rank >= first_spare,
+                })
+                .collect(),
+            flows: HashMap::new(),
+            turn: 0,
+            ping_seq: 0,
+            inbox: HashMap::new(),
+            rings: Vec::new(),
+            to_spawn: Vec::new(),
+            can_spawn: true,
+        };
+        (tables, membership)
+    }
+
+    /// Streams in flight.
+    pub fn in_flight(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// The workers not taken for dead, and whether any was.
+    pub fn alive(&self) -> (Vec<usize>, bool) {
+        let alive: Vec<usize> = self
+            .peers
+            .iter()
+            .filter(|p| !p.dead)
+            .map(|p| p.rank)
+            .collect();
+        let died = alive.len() < self.peers.len();
+        (alive, died)
+    }
+
+    /// Ring worker `rank`'s bell for a stream just sent, if few are in
+    /// flight.
+    fn ring_if_quiet(&mut self, rank: usize) {
+        if self.flows.len() <= RING_MAX_IN_FLIGHT {
+            self.rings.push(rank);
+        }
+    }
+
+    pub fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Open(frame, tx, Some(rank), placed) => {
+                let id = frame.id();
+                // A spare too: it answers the status page's questions.
+                let peer = self.peers.iter().position(|p| p.rank == rank && p.live);
+                let Some(peer) = peer else {
+                    let _ = tx.send(vec![Frame::Abort {
+                        id,
+                        reason: AbortReason::Refused,
+                    }]);
+                    return;
+                };
+                self.peers[peer].in_flight += 1;
+                self.sink.send(rank, &frame);
+                placed.store(rank, Ordering::Relaxed);
+                let wants_ack = frame.opens_body();
+                self.flows.insert(
+                    id,
+                    Flow {
+                        placed,
+                        peer,
+                        tx,
+                        open: None,
+                        taken: false,
+                        answered: false,
+                        retry: false,
+                        wants_ack,
+                        tunnel: false,
+                        pinned: true,
+                    },
+                );
+                self.ring_if_quiet(rank);
+            }
+            Cmd::Open(frame, tx, None, placed) => {
+                let id = frame.id();
+                let Some(peer) = self.pick() else {
+                    let _ = tx.send(vec![Frame::Abort {
+                        id,
+                        reason: AbortReason::Refused,
+                    }]);
+                    return;
+                };
+                self.peers[peer].in_flight += 1;
+                self.sink.send(self.peers[peer].rank, &frame);
+                placed.store(self.peers[peer].rank, Ordering::Relaxed);
+                let tunnel = is_tunnel(&frame);
+                let wants_ack = tunnel || frame.opens_body();
+                let retry = frame.may_run_twice();
+                self.flows.insert(
+                    id,
+                    Flow {
+                        placed,
+                        peer,
+                        tx,
+                        open: Some(frame),
+                        taken: false,
+                        answered: false,
+                        retry,
+                        wants_ack,
+                        tunnel,
+                        pinned: false,
+                    },
+                );
+                let rank = self.peers[peer].rank;
+                self.ring_if_quiet(rank);
+            }
+            Cmd::Frame(frame) => {
+                if let Some(flow) = self.flows.get(&frame.id()) {
+                    self.sink.send(self.peers[flow.peer].rank, &frame);
+                }
+            }
+            Cmd::Close(id, finished) => {
+                let Some(flow) = self.flows.remove(&id) else {
+                    return;
+                };
+                let peer = &mut self.peers[flow.peer];
+                peer.in_flight = peer.in_flight.saturating_sub(1);
+                if !finished {
+                    let rank = peer.rank;
+                    let abort = Frame::Abort {
+                        id,
+                        reason: AbortReason::ClientGone,
+                    };
+                    self.sink.send(rank, &abort);
+                }
+            }
+        }
+    }
+
+    /// The live worker with the fewest streams in flight.
+    fn pick(&mut self) -> Option<usize> {
+        let n = self.peers.len();
+        let best = (0..n)
+            .map(|i| (self.turn + i) % n)
+            .filter(|&i| self.peers[i].live && !self.peers[i].spare)
+            .min_by_key(|&i| self.peers[i].in_flight)?;
+        self.turn = (best + 1) % n.max(1);
+        Some(best)
+    }
+
+    pub fn on_worker_frame(&mut self, from: usize, frame: Frame, now: Instant) {
+        let Some(peer) = self.peers.iter().position(|p| p.rank == from) else {
+            return;
+        };
+        // Any message shows the worker is alive.
+        self.peers[peer].last_pong = now;
+        if !self.peers[peer].live {
+            self.peers[peer].live = true;
+            self.peers[peer].dead = false;
+            self.membership.set(from, true);
+            self.membership.set_dead(from, false);
+            log::warn!("worker rank {from} answers again: back in rotation");
+        }
+        if let Frame::Pong { .. } = frame {
+            return;
+        }
+        let Some(flow) = self.flows.get_mut(&frame.id()) else {
+            return; // closed here already
+        };
+        if flow.peer != peer {
+            return; // from a worker the stream was taken away from
+        }
+        let first = !std::mem::replace(&mut flow.taken, true);
+        let credit = matches!(frame, Frame::Credit { .. });
+        if !credit {
+            flow.answered = true;
+        }
+        if !credit || !flow.retry {
+            flow.open = None;
+        }
+        if first && credit && !flow.wants_ack {
+            return; // the worker took it; nobody else needs to know
+        }
+        self.inbox.entry(frame.id()).or_default().push(frame);
+    }
+
+    /// Each stream's gathered frames and the connection thread to hand
+    /// them to (once the lock is let go); the streams they end are
+    /// forgotten.
+    pub fn deliver(&mut self) -> Vec<(Sender<Vec<Frame>>, Vec<Frame>)> {
+        let mut handed = Vec::with_capacity(self.inbox.len());
+        for (id, batch) in self.inbox.drain() {
+            let Some(flow) = self.flows.get(&id) else {
+                continue;
+            };
+            let done = batch.iter().any(|f| ends_stream(f, flow.tunnel));
+            handed.push((flow.tx.clone(), batch));
+            if done {
+                let peer = flow.peer;
+                self.flows.remove(&id);
+                let p = &mut self.peers[peer];
+                p.in_flight = p.in_flight.saturating_sub(1);
+            }
+        }
+        handed
+    }
+
+    /// Ping every worker; take silent ones out of rotation and send the
+    /// streams they have not taken to others.
+    pub fn heartbeat(&mut self, now: Instant, signalled: bool) {
+        self.ping_seq += 1;
+        let ping = Frame::Ping { id: self.ping_seq };
+        for peer in self.peers.iter().filter(|p| !p.dead) {
+            self.sink.send(peer.rank, &ping);
+        }
+        for stalled in 0..self.peers.len() {
+            let p = &self.peers[stalled];
+            let silent = now.saturating_duration_since(p.last_pong);
+            let dead_after = match signalled {
+                true => DEAD_AFTER_SIGNAL,
+                false => DEAD_AFTER,
+            };
+            if !p.dead && silent >= dead_after {
+                self.bury(stalled, now);
+                continue;
+            }
+            let p = &mut self.peers[stalled];
+            if !p.live || now.saturating_duration_since(p.last_pong) < STALL_AFTER {
+                continue;
+            }
+            p.live = false;
+            self.membership.set(p.rank, false);
+            log::warn!(
+                "worker rank {} silent for {} ms: out of rotation",
+                p.rank,
+                now.saturating_duration_since(p.last_pong).as_millis()
+            );
+            self.resend_from(stalled);
+        }
+    }
+
+    /// Take worker `index` for dead: out of rotation for good (unless it
+    /// answers again), every stream on it ended with `WorkerLost` (502, and
+    /// no upstream blamed for it), those not started yet sent elsewhere
+    /// first.
+    fn bury(&mut self, index: usize, now: Instant) {
+        let rank = self.peers[index].rank;
+        let silent = now.saturating_duration_since(self.peers[index].last_pong);
+        if self.peers[index].live {
+            self.peers[index].live = false;
+            self.membership.set(rank, false);
+            self.resend_from(index);
+        }
+        self.peers[index].dead = true;
+        self.membership.set_dead(rank, true);
+        let lost: Vec<u64> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.peer == index)
+            .map(|(&id, _)| id)
+            .collect();
+        log::warn!(
+            "worker rank {rank} silent for {} ms: taken for dead; {} stream(s) on it end",
+            silent.as_millis(),
+            lost.len()
+        );
+        for id in lost {
+            if self.send_again(id, index) {
+                continue;
+            }
+            if let Some(flow) = self.flows.remove(&id) {
+                let _ = flow.tx.send(vec![Frame::Abort {
+                    id,
+                    reason: AbortReason::WorkerLost,
+                }]);
+            }
+        }
+        self.peers[index].in_flight = 0;
+        let spare_came = self.call_in_spare(rank);
+        // A new process in its place: a spare if one took its place.
+        if self.can_spawn {
+            self.to_spawn.push((rank, spare_came));
+        }
+    }
+
+    /// Bring the first live spare into the rotation in place of `dead`;
+    /// whether there was one.
+    fn call_in_spare(&mut self, dead: usize) -> bool {
+        let Some(spare) = self.peers.iter_mut().find(|p| p.spare && p.live && !p.dead) else {
+            return false;
+        };
+        spare.spare = false;
+        let rank = spare.rank;
+        if let Some(flag) = self.membership.spare.get(rank) {
+            flag.store(false, Ordering::Relaxed);
+        }
+        log::warn!("spare rank {rank} joins the rotation in place of rank {dead}");
+        true
+    }
+
+    /// A new process stands for dead `rank` from now on (the caller routes
+    /// its frames there), as a worker or as a spare; whether `rank` is a
+    /// worker rank at all.
+    pub fn replaced(&mut self, rank: usize, spare: bool, now: Instant) -> bool {
+        let Some(p) = self.peers.iter_mut().find(|p| p.rank == rank) else {
+            return false;
+        };
+        p.dead = false;
+        p.live = true;
+        p.spare = spare;
+        p.in_flight = 0;
+        p.last_pong = now;
+        self.membership.set(rank, true);
+        self.membership.set_dead(rank, false);
+        if let Some(flag) = self.membership.spare.get(rank) {
+            flag.store(spare, Ordering::Relaxed);
+        }
+        if let Some(n) = self.membership.replaced.get(rank) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Send stream `id`, lost with dead worker `dead` before any answer,
+    /// to another worker, if it may run twice; whether it was.
+    fn send_again(&mut self, id: u64, dead: usize) -> bool {
+        let retry = self.flows.get(&id).is_some_and(|f| f.retry && !f.answered);
+        if !retry {
+            return false;
+        }
+        let Some(target) = self.pick() else {
+            return false;
+        };
+        let Some(to_rank) = self.move_to(id, target) else {
+            return false;
+        };
+        log::info!(
+            "stream {id} lost with rank {} before its answer: sent again to rank {to_rank}",
+            self.peers[dead].rank
+        );
+        true
+    }
+
+    /// Send stream `id`'s kept `Open` to worker `target`, which runs the
+    /// stream from now on; the rank it went to, or `None` with no `Open`
+    /// kept. The worker it leaves is the caller's business.
+    fn move_to(&mut self, id: u64, target: usize) -> Option<usize> {
+        let flow = self.flows.get_mut(&id)?;
+        let open = flow.open.clone()?;
+        let to_rank = self.peers[target].rank;
+        flow.peer = target;
+        flow.taken = false;
+        flow.placed.store(to_rank, Ordering::Relaxed);
+        self.peers[target].in_flight += 1;
+        self.sink.send(to_rank, &open);
+        Some(to_rank)
+    }
+
+    fn resend_from(&mut self, stalled: usize) {
+        // Streams that must run on this rank end here: their owner picks
+        // another rank itself.
+        let pinned: Vec<u64> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.peer == stalled && f.pinned)
+            .map(|(&id, _)| id)
+            .collect();
+        let rank = self.peers[stalled].rank;
+        for id in pinned {
+            let Some(flow) = self.flows.remove(&id) else {
+                continue;
+            };
+            let abort = Frame::Abort {
+                id,
+                reason: AbortReason::Refused,
+            };
+            let _ = flow.tx.send(vec![abort.clone()]);
+            self.sink.send(rank, &abort);
+            let p = &mut self.peers[stalled];
+            p.in_flight = p.in_flight.saturating_sub(1);
+        }
+        let waiting: Vec<u64> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.peer == stalled && !f.taken && f.open.is_some())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in waiting {
+            let Some(target) = self.pick() else { return };
+            let Some(to_rank) = self.move_to(id, target) else {
+                continue;
+            };
+            // If the stalled worker wakes up, it drops the stream unstarted.
+            let abort = Frame::Abort {
+                id,
+                reason: AbortReason::Refused,
+            };
+            self.peers[stalled].in_flight = self.peers[stalled].in_flight.saturating_sub(1);
+            let from_rank = self.peers[stalled].rank;
+            self.sink.send(from_rank, &abort);
+            log::info!("stream {id} re-sent from rank {from_rank} to rank {to_rank}");
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "tables_tests.rs"]
+mod tests;
