@@ -7,12 +7,12 @@
 //! places.
 
 use super::bell::{Card, Ringer};
-use super::membership::Membership;
 use super::outbox::{nearly_idle, Backoff, Outbox};
 use super::spawn::{self, Ranks};
-use super::tables::{Cmd, Sink, Tables, PING_EVERY};
 use super::{Mpi, TAG_BELL};
 use crate::error::Error;
+use crate::stream::dispatcher::{Cmd, Sink, Tables, PING_EVERY};
+use crate::stream::membership::Membership;
 use crate::stream::transport::{Placed, Transport};
 use crate::stream::wire::{AbortReason, Frame};
 use mpi::topology::InterCommunicator;
@@ -139,15 +139,10 @@ impl Transport for Link {
         Ok(placed)
     }
     fn live_workers(&self) -> Vec<usize> {
-        (1..self.live.live.len())
-            .filter(|&r| self.live.live[r].load(Ordering::Relaxed) && !self.live.is_spare(r))
-            .collect()
+        self.live.live_workers()
     }
-    /// Spares are not workers until called in.
     fn workers(&self) -> Vec<usize> {
-        (1..self.live.live.len())
-            .filter(|&r| !self.live.is_spare(r))
-            .collect()
+        self.live.workers()
     }
     fn dead_workers(&self) -> Vec<usize> {
         self.live.dead()

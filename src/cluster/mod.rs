@@ -6,15 +6,13 @@
 mod bell;
 mod dispatch;
 pub mod keeper;
-mod membership;
 mod outbox;
 mod spawn;
-mod tables;
 mod worker_loop;
 
+pub use crate::stream::membership::Membership;
 use crate::stream::transport::{Out, Runner};
 pub use dispatch::{link, Link, Poller};
-pub use membership::Membership;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::Threading;
 use spawn::Ranks;

@@ -6,6 +6,9 @@
 //! nothing here knows HTTP proxying or the store.
 
 pub mod credit;
+pub mod dispatcher;
+pub mod loopback;
+pub mod membership;
 pub mod threads;
 pub mod transport;
 pub mod wire;

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 /// Which workers are in rotation, as the dispatcher's heartbeats found;
 /// read by anyone who places work on a given rank (the store).
 pub struct Membership {
-    /// By rank; rank 0 is never a worker here.
+    /// By rank: which ranks run streams at all (not rank 0 in a world
+    /// with workers; rank 0 alone).
+    pub(super) is_worker: Vec<bool>,
+    /// By rank: in rotation now.
     pub(super) live: Vec<AtomicBool>,
     /// By rank: taken for dead (silent past `DEAD_AFTER`).
     pub(super) dead: Vec<AtomicBool>,
@@ -18,6 +21,21 @@ pub struct Membership {
 }
 
 impl Membership {
+    /// The ranks that take streams now: live, not spares.
+    pub fn live_workers(&self) -> Vec<usize> {
+        (0..self.live.len())
+            .filter(|&r| self.live[r].load(Ordering::Relaxed) && !self.is_spare(r))
+            .collect()
+    }
+
+    /// Every rank that runs streams, live or not; spares are not workers
+    /// until called in.
+    pub fn workers(&self) -> Vec<usize> {
+        (0..self.live.len())
+            .filter(|&r| self.is_worker[r] && !self.is_spare(r))
+            .collect()
+    }
+
     pub(super) fn set(&self, rank: usize, live: bool) {
         if let Some(flag) = self.live.get(rank) {
             flag.store(live, Ordering::Relaxed);
@@ -30,7 +48,7 @@ impl Membership {
         }
     }
 
-    pub(super) fn is_spare(&self, rank: usize) -> bool {
+    fn is_spare(&self, rank: usize) -> bool {
         self.spare
             .get(rank)
             .is_some_and(|f| f.load(Ordering::Relaxed))
@@ -38,7 +56,7 @@ impl Membership {
 
     /// The spares not called in yet.
     pub fn spares(&self) -> Vec<usize> {
-        (1..self.spare.len())
+        (0..self.spare.len())
             .filter(|&r| self.is_spare(r))
             .collect()
     }
@@ -52,7 +70,7 @@ impl Membership {
 
     /// The workers taken for dead now.
     pub fn dead(&self) -> Vec<usize> {
-        (1..self.dead.len())
+        (0..self.dead.len())
             .filter(|&r| self.dead[r].load(Ordering::Relaxed))
             .collect()
     }

@@ -1,17 +1,18 @@
-//! Rank 0's tables of workers and streams, without any I/O (sans-IO):
-//! which worker takes a new stream (the live one with the fewest in
-//! flight, in turn among equals), what a worker's frame means for its
-//! stream, and what heartbeats decide (a worker silent for 1 s leaves the
-//! rotation and its streams not started go elsewhere; silent for 5 s it is
-//! taken for dead, a spare joins, and a new process may be spawned). Each
-//! step takes the time it runs at; frames go out through a `Sink`, which
-//! is MPI on rank 0 (`dispatch`) and a list in the table tests
-//! (`tables_tests.rs`). Connection threads hear of their streams through
-//! `deliver` and the channels of refused ones.
+//! The dispatcher: rank 0's tables of workers and streams, without any
+//! I/O (sans-IO). Which worker takes a new stream (the live one with the
+//! fewest in flight, in turn among equals), what a worker's frame means
+//! for its stream, and what heartbeats decide (a worker silent for 1 s
+//! leaves the rotation and its streams not started go elsewhere; silent
+//! for 5 s it is taken for dead, a spare joins, and a new process may be
+//! spawned). Each step takes the time it runs at; frames for workers go to
+//! a `Sink`: MPI on rank 0 of a cluster (`cluster::dispatch`), the codec
+//! and the worker in a lone process (`loopback`), a list in the table tests
+//! (`dispatcher_tests.rs`). Connection threads hear of their streams
+//! through `deliver` and the channels of refused ones.
 
 use super::membership::Membership;
-use crate::stream::transport::{ends_stream, is_tunnel, Placed};
-use crate::stream::wire::{AbortReason, Frame};
+use super::transport::{ends_stream, is_tunnel, Placed};
+use super::wire::{AbortReason, Frame};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::Sender;
@@ -117,6 +118,7 @@ impl<S: Sink> Tables<S> {
     pub fn new(size: usize, spares: usize, sink: S, now: Instant) -> (Tables<S>, Arc<Membership>) {
         let first_spare = size.saturating_sub(spares).max(1);
         let membership = Arc::new(Membership {
+            is_worker: (0..size).map(|rank| rank > 0).collect(),
             live: (0..size).map(|rank| AtomicBool::new(rank > 0)).collect(),
             dead: (0..size).map(|_| AtomicBool::new(false)).collect(),
             spare: (0..size)
@@ -144,6 +146,38 @@ impl<S: Sink> Tables<S> {
             rings: Vec::new(),
             to_spawn: Vec::new(),
             can_spawn: true,
+        };
+        (tables, membership)
+    }
+
+    /// The tables of a lone process, whose rank 0 is its only worker
+    /// (`loopback`).
+    pub fn alone(sink: S, now: Instant) -> (Tables<S>, Arc<Membership>) {
+        let membership = Arc::new(Membership {
+            is_worker: vec![true],
+            live: vec![AtomicBool::new(true)],
+            dead: vec![AtomicBool::new(false)],
+            spare: vec![AtomicBool::new(false)],
+            replaced: vec![AtomicU32::new(0)],
+        });
+        let tables = Tables {
+            sink,
+            membership: Arc::clone(&membership),
+            peers: vec![Peer {
+                rank: 0,
+                in_flight: 0,
+                last_pong: now,
+                live: true,
+                dead: false,
+                spare: false,
+            }],
+            flows: HashMap::new(),
+            turn: 0,
+            ping_seq: 0,
+            inbox: HashMap::new(),
+            rings: Vec::new(),
+            to_spawn: Vec::new(),
+            can_spawn: false,
         };
         (tables, membership)
     }
@@ -530,5 +564,5 @@ impl<S: Sink> Tables<S> {
 }
 
 #[cfg(test)]
-#[path = "tables_tests.rs"]
+#[path = "dispatcher_tests.rs"]
 mod tests;
