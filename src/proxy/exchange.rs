@@ -22,36 +22,8 @@ pub enum Failure {
 }
 
 impl From<Error> for Failure {
-    /// Every error a runner can meet, decided one by one (no wildcard: a
-    /// new variant must be placed here too).
     fn from(e: Error) -> Failure {
-        Failure::Abort(match e {
-            Error::UpstreamTimeout => AbortReason::Timeout,
-            Error::UpstreamUnreachable(_) => AbortReason::Unreachable,
-            Error::InsufficientStorage => AbortReason::NoSpace,
-            Error::Overloaded | Error::NoHealthyUpstream(_) => AbortReason::Refused,
-            // The downstream side went away while the runner waited on it.
-            Error::PeerGone => AbortReason::ClientGone,
-            // What the upstream sent broke a rule (a bad head, a body past
-            // its length), or reading it failed in our own code.
-            Error::UpstreamBroken(_)
-            | Error::Internal(_)
-            | Error::BadRequest(_)
-            | Error::UnknownMethod
-            | Error::UnknownTransferCoding
-            | Error::VersionNotSupported
-            | Error::UriTooLong
-            | Error::HeadTooLarge
-            | Error::BodyTooLarge
-            | Error::HeadTimeout
-            | Error::ExpectationFailed
-            | Error::Forbidden
-            | Error::Unauthorized
-            | Error::NotFound
-            | Error::MethodNotAllowed(_)
-            | Error::PreconditionFailed
-            | Error::RangeNotSatisfiable(_) => AbortReason::BadUpstream,
-        })
+        Failure::Abort(AbortReason::of(&e))
     }
 }
 

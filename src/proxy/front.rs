@@ -9,13 +9,13 @@ use super::replay::{Replay, Tee};
 use super::route::{rewrite, split_port, ConnectPorts, Policy, RouteSpec};
 use super::tunnel;
 use crate::config;
-use crate::error::Error;
+use crate::error::{Error, Fault};
 use crate::handler::Request;
 use crate::http::body::{unwrap_io, BodyFraming};
 use crate::http::response::{BodySource, Duplex, Tunnel};
 use crate::http::{Method, Response, ResponseBody, Target};
 use crate::stream::credit::{Receiving, Sending, Stopped};
-use crate::stream::transport::{abort_error, Stream, Transport};
+use crate::stream::transport::{Stream, Transport};
 use crate::stream::wire::{AbortReason, Frame, ProxyRequest, Service};
 use std::borrow::Cow;
 use std::io::{Read, Write};
@@ -228,10 +228,10 @@ impl Proxy {
                 | Frame::Stats { .. } => return Err(Error::UpstreamBroken("unexpected frame")),
             };
             let Some(m) = &dest.member else {
-                return Err(abort_error(reason, &dest.authority));
+                return Err(reason.gateway_error(&dest.authority));
             };
             let Some(failure) = upstream_failure(reason) else {
-                return Err(abort_error(reason, &dest.authority));
+                return Err(reason.gateway_error(&dest.authority));
             };
             m.pool.failed(m.index, failure);
             // Nothing of the answer reached the client yet: another
@@ -246,7 +246,7 @@ impl Proxy {
                     head.method.as_str(),
                     head.path_query()
                 );
-                return Err(abort_error(reason, &dest.authority));
+                return Err(reason.gateway_error(&dest.authority));
             };
             log::info!(
                 "upstream {} failed ({failure:?}) before answering; {} {} goes to {} instead",
@@ -316,7 +316,7 @@ impl Proxy {
             match stream.recv(self.wait())? {
                 Frame::Credit { bytes, .. } => credit += u64::from(bytes),
                 Frame::Head { status: 200, .. } => break,
-                Frame::Abort { reason, .. } => return Err(abort_error(reason, &authority)),
+                Frame::Abort { reason, .. } => return Err(reason.gateway_error(&authority)),
                 // A tunnel opens with 200 and nothing else.
                 Frame::Head { .. }
                 | Frame::Open { .. }
@@ -364,18 +364,18 @@ fn is_local_address(ip: IpAddr) -> bool {
     UdpSocket::bind((ip, 0)).is_ok()
 }
 
-/// What an abort says of its upstream; `None` when it was the worker's or
-/// the client's doing.
+/// What an abort says of its upstream; `None` when it was not the
+/// upstream's fault.
 fn upstream_failure(reason: AbortReason) -> Option<Failure> {
-    match reason {
-        AbortReason::Unreachable | AbortReason::ConnectTimeout => Some(Failure::Connect),
-        AbortReason::Timeout => Some(Failure::Timeout),
-        AbortReason::BadUpstream => Some(Failure::Broken),
-        AbortReason::Refused
-        | AbortReason::ClientGone
-        | AbortReason::NoSpace
-        | AbortReason::WorkerLost => None,
+    if reason.fault() != Fault::Upstream {
+        return None;
     }
+    Some(match reason.nothing_sent() {
+        // No connection was made.
+        true => Failure::Connect,
+        false if reason == AbortReason::Timeout => Failure::Timeout,
+        false => Failure::Broken,
+    })
 }
 
 /// The route's upstream `index`, and the target it is sent.
@@ -487,7 +487,7 @@ struct StreamBody {
 /// The client's error for a response body that stopped.
 fn body_stopped(stopped: Stopped) -> Error {
     match stopped {
-        Stopped::Aborted(reason) => abort_error(reason, "upstream"),
+        Stopped::Aborted(reason) => reason.gateway_error("upstream"),
         Stopped::TimedOut => Error::UpstreamTimeout,
         Stopped::Gone | Stopped::Answered => Error::UpstreamBroken("worker gone"),
     }

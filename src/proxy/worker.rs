@@ -257,9 +257,8 @@ fn run(open: Frame, rx: &Receiver<Frame>, ctx: &Ctx) {
     // will get for the failure.
     let (status, bytes) = match &result {
         Ok(done) => *done,
-        Err(Failure::Abort(AbortReason::Timeout | AbortReason::ConnectTimeout)) => (504, 0),
-        Err(Failure::Abort(AbortReason::Refused)) => (503, 0),
-        Err(_) => (502, 0),
+        Err(Failure::Abort(reason)) => (reason.gateway_error("").status().unwrap_or(502), 0),
+        Err(Failure::Quiet) => (502, 0),
     };
     if let Some(m) = metrics {
         m.record(status, bytes, t0.elapsed());

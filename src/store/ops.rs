@@ -6,7 +6,7 @@ use crate::http::response::BodySource;
 use crate::stream::credit::{Receiving, Sending, Stopped};
 use crate::stream::transport::{Stream, Transport};
 use crate::stream::wire::{
-    decode_inventory, AbortReason, DocMeta, Frame, Inventory, Service, StoreOp, StoreReply,
+    decode_inventory, DocMeta, Frame, Inventory, Service, StoreOp, StoreReply,
 };
 use std::io::Write;
 use std::sync::Arc;
@@ -34,22 +34,6 @@ fn open(
     })
 }
 
-/// What an aborted operation means for the client: a full disk is 507,
-/// anything else a replica that could not do it (503).
-fn aborted(reason: AbortReason) -> Error {
-    match reason {
-        AbortReason::NoSpace => Error::InsufficientStorage,
-        // Another replica is tried, or the client gets 503.
-        AbortReason::WorkerLost => Error::Overloaded,
-        AbortReason::ClientGone
-        | AbortReason::Unreachable
-        | AbortReason::Timeout
-        | AbortReason::BadUpstream
-        | AbortReason::Refused
-        | AbortReason::ConnectTimeout => Error::Overloaded,
-    }
-}
-
 /// The replica's answer to `op` on `stream`.
 fn reply(stream: &mut Stream, op: StoreOp) -> Result<StoreReply, Error> {
     loop {
@@ -59,7 +43,7 @@ fn reply(stream: &mut Stream, op: StoreOp) -> Result<StoreReply, Error> {
                     Error::Internal(format!("replica answered {op:?} with {status}"))
                 })
             }
-            Frame::Abort { reason, .. } => return Err(aborted(reason)),
+            Frame::Abort { reason, .. } => return Err(reason.origin_error()),
             // Credit, and nothing else a replica sends before its answer.
             Frame::Credit { .. }
             | Frame::Open { .. }
@@ -77,7 +61,7 @@ fn end(stream: &mut Stream) -> Result<(), Error> {
     loop {
         match stream.recv(OP_WAIT)? {
             Frame::End { .. } => return Ok(()),
-            Frame::Abort { reason, .. } => return Err(aborted(reason)),
+            Frame::Abort { reason, .. } => return Err(reason.origin_error()),
             Frame::Credit { .. }
             | Frame::Open { .. }
             | Frame::Head { .. }
@@ -107,7 +91,7 @@ pub fn open_put(
 /// What a write that stopped sending its body means for the client.
 pub fn put_stopped(sending: &Sending<Stream>) -> Error {
     match sending.stopped() {
-        Some(Stopped::Aborted(reason)) => aborted(reason),
+        Some(Stopped::Aborted(reason)) => reason.origin_error(),
         Some(Stopped::TimedOut) => Error::UpstreamTimeout,
         Some(Stopped::Gone | Stopped::Answered) | None => Error::Overloaded,
     }
@@ -215,7 +199,7 @@ pub fn inventory(t: &Arc<dyn Transport>, rank: usize) -> Result<Inventory, Error
                 all.extend(decode_inventory(&bytes).map_err(|e| Error::Internal(e.to_string()))?)
             }
             Frame::End { .. } => return Ok(all),
-            Frame::Abort { reason, .. } => return Err(aborted(reason)),
+            Frame::Abort { reason, .. } => return Err(reason.origin_error()),
             Frame::Credit { .. }
             | Frame::Open { .. }
             | Frame::Head { .. }

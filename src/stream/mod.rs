@@ -7,6 +7,7 @@
 
 pub mod credit;
 pub mod dispatcher;
+pub mod failure;
 pub mod loopback;
 pub mod membership;
 pub mod threads;

@@ -3,7 +3,7 @@
 //! (`proxy::Local`). A connection thread opens a `Stream`, sends frames
 //! and receives the frames that come back for its stream id.
 
-use super::wire::{AbortReason, Frame, Service};
+use super::wire::{Frame, Service};
 use crate::error::Error;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -267,18 +267,5 @@ pub fn ends_stream(frame: &Frame, tunnel: bool) -> bool {
         | Frame::Credit { .. }
         | Frame::Ping { .. }
         | Frame::Pong { .. } => false,
-    }
-}
-
-/// The error a client gets for an aborted stream.
-pub fn abort_error(reason: AbortReason, upstream: &str) -> Error {
-    match reason {
-        AbortReason::Unreachable => Error::UpstreamUnreachable(upstream.to_string()),
-        AbortReason::Timeout | AbortReason::ConnectTimeout => Error::UpstreamTimeout,
-        AbortReason::BadUpstream => Error::UpstreamBroken("broken upstream response"),
-        AbortReason::Refused => Error::Overloaded,
-        AbortReason::ClientGone => Error::UpstreamBroken("stream aborted"),
-        AbortReason::NoSpace => Error::InsufficientStorage,
-        AbortReason::WorkerLost => Error::UpstreamBroken("the worker running it died"),
     }
 }
