@@ -5,130 +5,114 @@ use std::io::Write;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 
-/// Stream 7's `Out`, which keeps what is sent.
-fn ends(sent: &Arc<Mutex<Vec<Frame>>>) -> (u64, Out) {
-    let sent = Arc::clone(sent);
-    (
-        7,
-        Arc::new(move |b: Vec<Frame>| sent.lock().unwrap().extend(b)),
-    )
+const WAIT: Duration = Duration::from_millis(50);
+
+/// Stream 7 seen from a worker: what rank 0 sends it (`tx`), and what it
+/// sent (`sent`).
+struct Far {
+    tx: Sender<Frame>,
+    rx: Receiver<Frame>,
+    out: Out,
+    sent: Arc<Mutex<Vec<Frame>>>,
 }
 
-fn data_lens(sent: &Mutex<Vec<Frame>>) -> Vec<usize> {
-    sent.lock()
-        .unwrap()
-        .iter()
-        .filter_map(|f| match f {
-            Frame::Data { bytes, .. } => Some(bytes.len()),
-            _ => None,
-        })
-        .collect()
-}
+impl Far {
+    fn new() -> Far {
+        let (tx, rx) = channel();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let keep = Arc::clone(&sent);
+        let out: Out = Arc::new(move |b: Vec<Frame>| keep.lock().unwrap().extend(b));
+        Far { tx, rx, out, sent }
+    }
 
-fn grant(tx: &Sender<Frame>, bytes: u32) {
-    tx.send(Frame::Credit { id: 7, bytes }).unwrap();
+    fn ends(&self) -> WorkerEnds<'_> {
+        WorkerEnds {
+            id: 7,
+            rx: &self.rx,
+            out: &self.out,
+        }
+    }
+
+    fn says(&self, frame: Frame) {
+        self.tx.send(frame).unwrap();
+    }
+
+    fn grant(&self, bytes: u32) {
+        self.says(Frame::Credit { id: 7, bytes });
+    }
+
+    fn data_lens(&self) -> Vec<usize> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Data { bytes, .. } => Some(bytes.len()),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 #[test]
 fn writes_stay_within_the_credit_and_wait_for_grants() {
-    let (tx, rx) = channel();
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let (id, out) = ends(&sent);
-    let mut w = Sending::new(
-        WorkerEnds {
-            id,
-            rx: &rx,
-            out: &out,
-        },
-        Duration::from_millis(50),
-    );
-    grant(&tx, 100);
+    let far = Far::new();
+    let mut w = Sending::new(far.ends(), WAIT);
+    far.grant(100);
     assert_eq!(w.write(&[1; 300]).unwrap(), 100);
     // No credit left and none coming: the write times out.
     let e = w.write(&[1; 300]).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::TimedOut);
     assert_eq!(w.stopped(), Some(Stopped::TimedOut));
-    assert_eq!(data_lens(&sent), [100]);
+    assert_eq!(far.data_lens(), [100]);
 }
 
 #[test]
 fn a_write_sends_at_most_a_chunk() {
-    let (tx, rx) = channel();
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let (id, out) = ends(&sent);
-    let mut w = Sending::new(
-        WorkerEnds {
-            id,
-            rx: &rx,
-            out: &out,
-        },
-        Duration::from_millis(50),
-    );
-    grant(&tx, WINDOW);
+    let far = Far::new();
+    let mut w = Sending::new(far.ends(), WAIT);
+    far.grant(WINDOW);
     w.write_all(&vec![0; CHUNK * 2 + 5]).unwrap();
     w.finish();
-    assert_eq!(data_lens(&sent), [CHUNK, CHUNK, 5]);
+    assert_eq!(far.data_lens(), [CHUNK, CHUNK, 5]);
     assert!(matches!(
-        sent.lock().unwrap().last(),
+        far.sent.lock().unwrap().last(),
         Some(Frame::End { id: 7 })
     ));
 }
 
 #[test]
 fn an_abort_or_an_early_answer_stops_the_body() {
-    let (tx, rx) = channel();
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let (id, out) = ends(&sent);
-    let mut w = Sending::with_credit(
-        WorkerEnds {
-            id,
-            rx: &rx,
-            out: &out,
-        },
-        10,
-        Duration::from_millis(50),
-    );
-    tx.send(Frame::Head {
+    let far = Far::new();
+    let mut w = Sending::with_credit(far.ends(), 10, WAIT);
+    far.says(Frame::Head {
         id: 7,
         status: 413,
         fields: Vec::new(),
         length: None,
-    })
-    .unwrap();
+    });
     assert!(w.write(&[0; 5]).is_err());
     assert_eq!(w.stopped(), Some(Stopped::Answered));
     assert!(matches!(w.answer(), Some(Frame::Head { status: 413, .. })));
 
-    let (tx, rx) = channel();
-    let mut w = Sending::with_credit(
-        WorkerEnds {
-            id,
-            rx: &rx,
-            out: &out,
-        },
-        10,
-        Duration::from_millis(50),
-    );
-    tx.send(Frame::Abort {
+    let far = Far::new();
+    let mut w = Sending::with_credit(far.ends(), 10, WAIT);
+    far.says(Frame::Abort {
         id: 7,
         reason: AbortReason::NoSpace,
-    })
-    .unwrap();
+    });
     let e = w.write(&[0; 5]).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted);
     assert_eq!(w.stopped(), Some(Stopped::Aborted(AbortReason::NoSpace)));
-    drop(tx);
     // A gone channel, once the credit is spent.
-    let (tx, rx) = channel::<Frame>();
+    let Far { tx, rx, out, .. } = Far::new();
     drop(tx);
-    let mut w = Sending::new(
-        WorkerEnds {
-            id,
-            rx: &rx,
-            out: &out,
-        },
-        Duration::from_millis(50),
-    );
+    let ends = WorkerEnds {
+        id: 7,
+        rx: &rx,
+        out: &out,
+    };
+    let mut w = Sending::new(ends, WAIT);
     assert!(w.write(&[0; 5]).is_err());
     assert_eq!(w.stopped(), Some(Stopped::Gone));
 }
@@ -150,29 +134,20 @@ fn grants_wait_for_a_quarter_window_and_never_exceed_one() {
 
 #[test]
 fn the_receiving_end_grants_a_piece_back_once_the_next_is_asked_for() {
-    let (tx, rx) = channel();
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let (id, out) = ends(&sent);
-    let mut r = Receiving::new(
-        WorkerEnds {
-            id,
-            rx: &rx,
-            out: &out,
-        },
-        Duration::from_millis(50),
-    );
+    let far = Far::new();
+    let mut r = Receiving::new(far.ends(), WAIT);
     let piece = GRANT_EVERY as usize;
     for _ in 0..2 {
-        tx.send(Frame::Data {
+        far.says(Frame::Data {
             id: 7,
             bytes: vec![1; piece],
-        })
-        .unwrap();
+        });
     }
-    tx.send(Frame::Credit { id: 7, bytes: 5 }).unwrap();
-    tx.send(Frame::End { id: 7 }).unwrap();
+    far.says(Frame::Credit { id: 7, bytes: 5 });
+    far.says(Frame::End { id: 7 });
     let grants = || {
-        sent.lock()
+        far.sent
+            .lock()
             .unwrap()
             .iter()
             .filter(|f| matches!(f, Frame::Credit { .. }))
@@ -188,11 +163,10 @@ fn the_receiving_end_grants_a_piece_back_once_the_next_is_asked_for() {
     assert_eq!(grants(), 2);
     // Nothing more: the wait runs out.
     assert_eq!(r.next_piece(), Err(Stopped::TimedOut));
-    tx.send(Frame::Abort {
+    far.says(Frame::Abort {
         id: 7,
         reason: AbortReason::ClientGone,
-    })
-    .unwrap();
+    });
     assert_eq!(
         r.try_next_piece(),
         Some(Err(Stopped::Aborted(AbortReason::ClientGone)))

@@ -117,26 +117,47 @@ impl<S: Sink> Tables<S> {
     /// for those who place work on a given rank.
     pub fn new(size: usize, spares: usize, sink: S, now: Instant) -> (Tables<S>, Arc<Membership>) {
         let first_spare = size.saturating_sub(spares).max(1);
+        let workers: Vec<(usize, bool)> = (1..size).map(|r| (r, r >= first_spare)).collect();
+        Tables::of(size, &workers, sink, now)
+    }
+
+    /// The tables of a lone process, whose rank 0 is its only worker
+    /// (`loopback`).
+    pub fn alone(sink: S, now: Instant) -> (Tables<S>, Arc<Membership>) {
+        let (mut tables, membership) = Tables::of(1, &[(0, false)], sink, now);
+        // Nothing to spawn in place of the one process.
+        tables.can_spawn = false;
+        (tables, membership)
+    }
+
+    /// A world of `size` ranks whose `workers` (rank, spare) run streams.
+    fn of(
+        size: usize,
+        workers: &[(usize, bool)],
+        sink: S,
+        now: Instant,
+    ) -> (Tables<S>, Arc<Membership>) {
+        let is = |rank: usize| workers.iter().any(|&(r, _)| r == rank);
+        let spare = |rank: usize| workers.iter().any(|&(r, s)| r == rank && s);
         let membership = Arc::new(Membership {
-            is_worker: (0..size).map(|rank| rank > 0).collect(),
-            live: (0..size).map(|rank| AtomicBool::new(rank > 0)).collect(),
+            is_worker: (0..size).map(is).collect(),
+            live: (0..size).map(|r| AtomicBool::new(is(r))).collect(),
             dead: (0..size).map(|_| AtomicBool::new(false)).collect(),
-            spare: (0..size)
-                .map(|rank| AtomicBool::new(rank >= first_spare))
-                .collect(),
+            spare: (0..size).map(|r| AtomicBool::new(spare(r))).collect(),
             replaced: (0..size).map(|_| AtomicU32::new(0)).collect(),
         });
         let tables = Tables {
             sink,
             membership: Arc::clone(&membership),
-            peers: (1..size)
-                .map(|rank| Peer {
+            peers: workers
+                .iter()
+                .map(|&(rank, spare)| Peer {
                     rank,
                     in_flight: 0,
                     last_pong: now,
                     live: true,
                     dead: false,
-                    spare: rank >= first_spare,
+                    spare,
                 })
                 .collect(),
             flows: HashMap::new(),
@@ -146,38 +167,6 @@ impl<S: Sink> Tables<S> {
             rings: Vec::new(),
             to_spawn: Vec::new(),
             can_spawn: true,
-        };
-        (tables, membership)
-    }
-
-    /// The tables of a lone process, whose rank 0 is its only worker
-    /// (`loopback`).
-    pub fn alone(sink: S, now: Instant) -> (Tables<S>, Arc<Membership>) {
-        let membership = Arc::new(Membership {
-            is_worker: vec![true],
-            live: vec![AtomicBool::new(true)],
-            dead: vec![AtomicBool::new(false)],
-            spare: vec![AtomicBool::new(false)],
-            replaced: vec![AtomicU32::new(0)],
-        });
-        let tables = Tables {
-            sink,
-            membership: Arc::clone(&membership),
-            peers: vec![Peer {
-                rank: 0,
-                in_flight: 0,
-                last_pong: now,
-                live: true,
-                dead: false,
-                spare: false,
-            }],
-            flows: HashMap::new(),
-            turn: 0,
-            ping_seq: 0,
-            inbox: HashMap::new(),
-            rings: Vec::new(),
-            to_spawn: Vec::new(),
-            can_spawn: false,
         };
         (tables, membership)
     }
@@ -209,10 +198,13 @@ impl<S: Sink> Tables<S> {
 
     pub fn command(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Open(frame, tx, Some(rank), placed) => {
+            Cmd::Open(frame, tx, rank, placed) => {
                 let id = frame.id();
-                // A spare too: it answers the status page's questions.
-                let peer = self.peers.iter().position(|p| p.rank == rank && p.live);
+                let peer = match rank {
+                    // A spare too: it answers the status page's questions.
+                    Some(rank) => self.peers.iter().position(|p| p.rank == rank && p.live),
+                    None => self.pick(),
+                };
                 let Some(peer) = peer else {
                     let _ = tx.send(vec![Frame::Abort {
                         id,
@@ -220,39 +212,11 @@ impl<S: Sink> Tables<S> {
                     }]);
                     return;
                 };
+                let pinned = rank.is_some();
+                let to = self.peers[peer].rank;
                 self.peers[peer].in_flight += 1;
-                self.sink.send(rank, &frame);
-                placed.store(rank, Ordering::Relaxed);
-                let wants_ack = frame.opens_body();
-                self.flows.insert(
-                    id,
-                    Flow {
-                        placed,
-                        peer,
-                        tx,
-                        open: None,
-                        taken: false,
-                        answered: false,
-                        retry: false,
-                        wants_ack,
-                        tunnel: false,
-                        pinned: true,
-                    },
-                );
-                self.ring_if_quiet(rank);
-            }
-            Cmd::Open(frame, tx, None, placed) => {
-                let id = frame.id();
-                let Some(peer) = self.pick() else {
-                    let _ = tx.send(vec![Frame::Abort {
-                        id,
-                        reason: AbortReason::Refused,
-                    }]);
-                    return;
-                };
-                self.peers[peer].in_flight += 1;
-                self.sink.send(self.peers[peer].rank, &frame);
-                placed.store(self.peers[peer].rank, Ordering::Relaxed);
+                self.sink.send(to, &frame);
+                placed.store(to, Ordering::Relaxed);
                 let tunnel = is_tunnel(&frame);
                 let wants_ack = tunnel || frame.opens_body();
                 let retry = frame.may_run_twice();
@@ -262,17 +226,17 @@ impl<S: Sink> Tables<S> {
                         placed,
                         peer,
                         tx,
-                        open: Some(frame),
+                        // A pinned stream is never moved: nothing to keep.
+                        open: (!pinned).then_some(frame),
                         taken: false,
                         answered: false,
                         retry,
                         wants_ack,
                         tunnel,
-                        pinned: false,
+                        pinned,
                     },
                 );
-                let rank = self.peers[peer].rank;
-                self.ring_if_quiet(rank);
+                self.ring_if_quiet(to);
             }
             Cmd::Frame(frame) => {
                 if let Some(flow) = self.flows.get(&frame.id()) {
