@@ -3,7 +3,7 @@
 
 use crate::error::Error;
 use crate::http::response::BodySource;
-use crate::stream::credit::{Receiving, Sending, Stopped};
+use crate::stream::credit::{Receiving, Sending, Stopped, WINDOW};
 use crate::stream::transport::{Stream, Transport};
 use crate::stream::wire::{
     decode_inventory, DocMeta, Frame, Inventory, Service, StoreOp, StoreReply,
@@ -85,7 +85,9 @@ pub fn open_put(
     meta: &DocMeta,
 ) -> Result<Sending<Stream>, Error> {
     let stream = open(t, rank, StoreOp::Put, path, meta)?;
-    Ok(Sending::new(stream, OP_WAIT))
+    // Every write opens with a window: a document that fits in it goes out
+    // at once, without waiting for the replica's first grant.
+    Ok(Sending::with_credit(stream, u64::from(WINDOW), OP_WAIT))
 }
 
 /// What a write that stopped sending its body means for the client.

@@ -9,7 +9,7 @@
 
 use super::doc::{file_name, header, parse_header, MAX_HEADER};
 use crate::error::Error;
-use crate::stream::credit::{Grants, Receiving, Sending, Stopped, WorkerEnds};
+use crate::stream::credit::{Receiving, Sending, Stopped, WorkerEnds};
 use crate::stream::transport::Out;
 use crate::stream::wire::{
     encode_inventory, AbortReason, DocMeta, Frame, Inventory, Service, StoreOp, StoreReply,
@@ -383,8 +383,8 @@ fn receive_put(
     out: &Out,
 ) -> io::Result<bool> {
     let mut pending = replica.begin(path, meta)?;
-    // The body comes within the credit granted as it is written.
-    out(vec![Grants::first(id)]);
+    // The body comes within the credit granted as it is written, after
+    // the window every write opens with (`ops::open_put`).
     let mut body = Receiving::new(WorkerEnds { id, rx, out }, FRAME_WAIT);
     loop {
         match body.next_piece() {
