@@ -288,6 +288,10 @@ impl Poller {
         let started = std::thread::Builder::new()
             .name("spawner".into())
             .spawn(move || {
+                // One spawn at a time: MPI_Comm_spawn is a collective on
+                // MPI_COMM_SELF, which two threads may not call at once.
+                // Recovered when poisoned: it guards nothing but the turn.
+                let _turn = SPAWNING.lock().unwrap_or_else(|p| p.into_inner());
                 let began = Instant::now();
                 let spawned = match super::MULTIPLE.load(Ordering::Relaxed) {
                     true => spawn::spawn(rank, size),
@@ -311,6 +315,9 @@ impl Poller {
         }
     }
 }
+
+/// Spawns take turns (`Poller::spawn_for`).
+static SPAWNING: Mutex<()> = Mutex::new(());
 
 /// A poller's sleep longer than this can be cut short by a new stream.
 const LONG_SLEEP: Duration = Duration::from_millis(1);
@@ -349,9 +356,18 @@ impl Dispatcher {
                 return;
             }
         };
+        let exit = super::exit_message(REPLACED_EXIT);
+        if !self.tables.is_dead(rank) {
+            // It answered again while the new one started (it was only
+            // stalled, and may run streams again): the new one exits.
+            log::warn!(
+                "rank {rank} answered again while a process was spawned in its place: the new one exits"
+            );
+            spawn::dismiss(inter, &exit, super::TAG_SHUTDOWN);
+            return;
+        }
         // The process it replaces, if only stalled, exits when it wakes:
         // nothing it sends is read any more.
-        let exit = super::exit_message(REPLACED_EXIT);
         let sink = &mut self.tables.sink;
         sink.out
             .send_tagged(&sink.ranks, rank, exit, super::TAG_SHUTDOWN);

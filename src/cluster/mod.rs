@@ -1,7 +1,10 @@
 //! MPI: start-up, rank 0's dispatcher, the workers' loop, and telling
 //! workers to exit. This is the only module that calls rsmpi. Any thread
 //! may call MPI, one at a time, under its rank's lock (`Mpi`): MPI is
-//! initialised `Serialized` (or better, where the library grants it).
+//! initialised `Serialized` (or better, where the library grants it). The
+//! one exception: under `MPI_THREAD_MULTIPLE` (Open MPI's launcher), rank
+//! 0 spawns a process in a dead worker's place outside the lock, one spawn
+//! at a time (`dispatch`), so that its 300 ms hold up no other call.
 
 mod bell;
 mod dispatch;
@@ -44,7 +47,8 @@ const IDLE_POLL_FRONT: Duration = Duration::from_millis(200);
 
 /// A rank's MPI lock and what is used under it (the world communicator,
 /// the send buffers in flight, rank 0's tables): every MPI call of the
-/// rank is made inside `with`, by whichever thread needs it. Once closed
+/// rank is made inside `with`, by whichever thread needs it (but a spawn
+/// under `MPI_THREAD_MULTIPLE`, see above). Once closed
 /// (the rank is about to finalise MPI), nothing runs under it any more.
 pub struct Mpi<T> {
     inner: Mutex<Option<T>>,

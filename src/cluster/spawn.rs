@@ -164,6 +164,13 @@ pub fn spawn(rank: usize, size: usize) -> Result<InterCommunicator, String> {
     Ok(inter)
 }
 
+/// Tell a process spawned for nothing to exit with `message` (sent with
+/// `tag`), and let go of it without disconnecting (see `Ranks`).
+pub fn dismiss(inter: InterCommunicator, message: &[u8], tag: mpi::Tag) {
+    inter.process_at_rank(0).send_with_tag(message, tag);
+    std::mem::forget(inter);
+}
+
 /// MPI's text for error `code`, on one line.
 fn error_text(code: libc::c_int) -> String {
     let mut buf = vec![0 as libc::c_char; mpi::ffi::MPI_MAX_ERROR_STRING as usize + 1];

@@ -109,6 +109,8 @@ pub struct Tables<S: Sink> {
     pub to_spawn: Vec<(usize, bool)>,
     /// Until the MPI library refuses a spawn.
     pub can_spawn: bool,
+    /// New processes that stood in for dead ones so far.
+    replacements: usize,
 }
 
 impl<S: Sink> Tables<S> {
@@ -167,6 +169,7 @@ impl<S: Sink> Tables<S> {
             rings: Vec::new(),
             to_spawn: Vec::new(),
             can_spawn: true,
+            replacements: 0,
         };
         (tables, membership)
     }
@@ -176,7 +179,9 @@ impl<S: Sink> Tables<S> {
         self.flows.len()
     }
 
-    /// The workers not taken for dead, and whether any was.
+    /// The workers not taken for dead, and whether a process of the
+    /// world died: one is taken for dead now, or a new process stands for
+    /// one (MPI_Finalize would wait for the dead one forever).
     pub fn alive(&self) -> (Vec<usize>, bool) {
         let alive: Vec<usize> = self
             .peers
@@ -184,8 +189,13 @@ impl<S: Sink> Tables<S> {
             .filter(|p| !p.dead)
             .map(|p| p.rank)
             .collect();
-        let died = alive.len() < self.peers.len();
+        let died = alive.len() < self.peers.len() || self.replacements > 0;
         (alive, died)
+    }
+
+    /// Whether worker `rank` is taken for dead now (it did not answer again).
+    pub fn is_dead(&self, rank: usize) -> bool {
+        self.peers.iter().any(|p| p.rank == rank && p.dead)
     }
 
     /// Ring worker `rank`'s bell for a stream just sent, if few are in

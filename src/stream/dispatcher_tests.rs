@@ -227,6 +227,29 @@ fn a_dead_worker_s_streams_go_again_or_end_and_a_spare_takes_its_place() {
     assert_eq!(w.membership.spares(), [1]);
     assert!(w.membership.dead().is_empty());
     assert_eq!(w.membership.replaced(1), 1);
+    // A world process died: MPI_Finalize must not wait for it.
+    assert_eq!(w.t.alive(), (vec![1, 2, 3], true));
+}
+
+#[test]
+fn a_worker_that_answers_again_before_its_replacement_keeps_its_place() {
+    let mut w = World::new(3, 0);
+    w.pongs_but(2, 5000);
+    w.t.heartbeat(w.at(5100), false);
+    assert!(w.t.is_dead(2));
+    assert_eq!(w.t.to_spawn, [(2, false)]);
+    // It was only stalled: it answers while the new process starts.
+    w.worker_says(2, Frame::Pong { id: 0 }, 5200);
+    assert!(!w.t.is_dead(2));
+    let ranks: Vec<usize> = (1..=2)
+        .map(|id| w.open(request(id, false), None).rank())
+        .collect();
+    assert!(ranks.contains(&2), "back in rotation: {ranks:?}");
+    // The new process is not taken: the stream placed on rank 2 stays.
+    assert!(!w.t.replaced(2, false, w.at(5300)));
+    assert_eq!(w.membership.replaced(2), 0);
+    assert_eq!(w.t.in_flight(), 2);
+    assert_eq!(w.t.alive(), (vec![1, 2], false));
 }
 
 #[test]

@@ -284,8 +284,9 @@ const STATS: u8 = 10;
 
 impl Frame {
     /// Whether this opens a stream whose body follows (a proxied request
-    /// with a body, a store write): its runner's first credit opens the
-    /// window for it.
+    /// with a body, a store write): its runner's credit grants go to the
+    /// sender (a proxied request's first one opens the window; a store
+    /// write opens with one, and its grants come as the replica writes).
     pub fn opens_body(&self) -> bool {
         match self {
             Frame::Open {

@@ -102,12 +102,14 @@ impl<S: Sink> Tables<S> {
     }
 
     /// A new process stands for dead `rank` from now on (the caller routes
-    /// its frames there), as a worker or as a spare; whether `rank` is a
-    /// worker rank at all.
+    /// its frames there), as a worker or as a spare; whether it does: not
+    /// when `rank` answered again meanwhile (it was only stalled, and may
+    /// run streams again), nor for a rank that is no worker.
     pub fn replaced(&mut self, rank: usize, spare: bool, now: Instant) -> bool {
-        let Some(p) = self.peers.iter_mut().find(|p| p.rank == rank) else {
+        let Some(p) = self.peers.iter_mut().find(|p| p.rank == rank && p.dead) else {
             return false;
         };
+        self.replacements += 1;
         p.dead = false;
         p.live = true;
         p.spare = spare;
