@@ -341,6 +341,21 @@ impl<R: BufRead> Read for BodyReader<'_, R> {
 }
 
 /// Recover the `Error` a `BodyReader` wrapped into an `io::Error`.
+/// Fill `buf` from `r` as far as it goes: the bytes read, fewer only at
+/// the end (0 there). A body reader hands out what one read of the
+/// connection brought, often a few KiB: this gathers a whole piece.
+pub fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> Result<usize, Error> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return Err(unwrap_io(e)),
+        }
+    }
+    Ok(got)
+}
+
 pub fn unwrap_io(e: io::Error) -> Error {
     match e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
         true => match e.into_inner().map(|inner| inner.downcast::<Error>()) {

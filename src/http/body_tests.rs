@@ -214,3 +214,24 @@ fn io_errors_round_trip() {
     let e = io::Error::from(io::ErrorKind::ConnectionReset);
     assert!(matches!(unwrap_io(e), Error::PeerGone));
 }
+
+#[test]
+fn read_full_gathers_pieces_until_the_buffer_is_full_or_the_end() {
+    /// Hands out at most 3 bytes a read.
+    struct Trickle<'a>(&'a [u8]);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(3).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let mut r = Trickle(b"0123456789");
+    let mut buf = [0u8; 8];
+    assert_eq!(read_full(&mut r, &mut buf).unwrap(), 8);
+    assert_eq!(&buf, b"01234567");
+    assert_eq!(read_full(&mut r, &mut buf).unwrap(), 2);
+    assert_eq!(&buf[..2], b"89");
+    assert_eq!(read_full(&mut r, &mut buf).unwrap(), 0);
+}

@@ -11,7 +11,7 @@ use super::tunnel;
 use crate::config;
 use crate::error::{Error, Fault};
 use crate::handler::Request;
-use crate::http::body::{unwrap_io, BodyFraming};
+use crate::http::body::{read_full, BodyFraming};
 use crate::http::response::{BodySource, Duplex, Tunnel};
 use crate::http::{Method, Response, ResponseBody, Target};
 use crate::stream::credit::{Receiving, Sending, Stopped};
@@ -451,16 +451,7 @@ fn upload(
     let mut sending = Sending::new(stream, wait);
     let mut buf = vec![0u8; UPLOAD_PIECE];
     loop {
-        // Gather a piece: the body reader hands out what one read of the
-        // connection's buffer brought, often a few KiB.
-        let mut got = 0;
-        while got < buf.len() {
-            match body.read(&mut buf[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) => return Err(unwrap_io(e)),
-            }
-        }
+        let got = read_full(body, &mut buf)?;
         if got == 0 {
             sending.finish();
             return Ok(None);
@@ -471,8 +462,10 @@ fn upload(
         return match sending.stopped() {
             Some(Stopped::Answered) => Ok(sending.answer()),
             Some(Stopped::Aborted(reason)) => Ok(Some(Frame::Abort { id, reason })),
-            Some(Stopped::TimedOut) => Err(Error::UpstreamTimeout),
-            Some(Stopped::Gone) | None => Err(Error::UpstreamBroken("worker gone")),
+            Some(stopped @ (Stopped::TimedOut | Stopped::Gone)) => {
+                Err(stopped.gateway_error("upstream"))
+            }
+            None => Err(Error::UpstreamBroken("worker gone")),
         };
     }
 }
@@ -484,22 +477,19 @@ struct StreamBody {
     _lease: Option<Lease>,
 }
 
-/// The client's error for a response body that stopped.
-fn body_stopped(stopped: Stopped) -> Error {
-    match stopped {
-        Stopped::Aborted(reason) => reason.gateway_error("upstream"),
-        Stopped::TimedOut => Error::UpstreamTimeout,
-        Stopped::Gone | Stopped::Answered => Error::UpstreamBroken("worker gone"),
-    }
-}
-
 impl BodySource for StreamBody {
     fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, Error> {
-        self.body.next_piece().map_err(body_stopped)
+        self.body
+            .next_piece()
+            .map_err(|s| s.gateway_error("upstream"))
     }
 
     fn try_next_chunk(&mut self) -> Option<Result<Option<Vec<u8>>, Error>> {
-        Some(self.body.try_next_piece()?.map_err(body_stopped))
+        Some(
+            self.body
+                .try_next_piece()?
+                .map_err(|s| s.gateway_error("upstream")),
+        )
     }
 }
 

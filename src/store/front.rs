@@ -6,7 +6,7 @@ use super::catalog::Entry;
 use super::state::{Hold, State};
 use crate::error::Error;
 use crate::handler::{Handler, Request};
-use crate::http::body::unwrap_io;
+use crate::http::body::{read_full, unwrap_io};
 use crate::http::date::fmt_http_date;
 use crate::http::response::BodySource;
 use crate::http::{html_escape, json_string, Method, Response, ResponseBody};
@@ -156,7 +156,7 @@ impl Store {
                 }
             }
             None => {
-                let mut read = |buf: &mut [u8]| req.body.read(buf).map_err(unwrap_io);
+                let mut read = |buf: &mut [u8]| read_full(&mut req.body, buf);
                 self.state.write_from(key, &meta, &mut read)?;
             }
         }

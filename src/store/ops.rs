@@ -92,11 +92,9 @@ pub fn open_put(
 
 /// What a write that stopped sending its body means for the client.
 pub fn put_stopped(sending: &Sending<Stream>) -> Error {
-    match sending.stopped() {
-        Some(Stopped::Aborted(reason)) => reason.origin_error(),
-        Some(Stopped::TimedOut) => Error::UpstreamTimeout,
-        Some(Stopped::Gone | Stopped::Answered) | None => Error::Overloaded,
-    }
+    sending
+        .stopped()
+        .map_or(Error::Overloaded, Stopped::origin_error)
 }
 
 /// Send a whole version of a document to `rank` (`open_put`, the body,

@@ -85,7 +85,8 @@ impl State {
     }
 
     /// Write a version whose body of `meta.length` bytes comes from `read`
-    /// (the client's request body), streamed to the first `copies()` live
+    /// (the client's request body, a piece at a time: `read` fills the
+    /// buffer it is given as far as it goes, 0 at the end), streamed to the first `copies()` live
     /// ranks of its ranking at once: the slowest replica's credit paces
     /// the client. Nothing is held whole on rank 0, so a replica that fails
     /// mid-body cannot be replaced by another: every copy is dropped and
@@ -123,7 +124,7 @@ impl State {
         let mut buf = vec![0u8; CHUNK];
         let mut sent = 0u64;
         loop {
-            let got = fill(read, &mut buf)?;
+            let got = read(&mut buf)?;
             if got == 0 {
                 break;
             }
@@ -233,21 +234,6 @@ fn refused(name: &str, rank: usize, e: &Error) {
         }
         _ => log::warn!("store: write of {name} to rank {rank} failed ({e}): not written"),
     }
-}
-
-/// Fill `buf` from `read` as far as it goes: the bytes read (0 at the end).
-fn fill(
-    read: &mut dyn FnMut(&mut [u8]) -> Result<usize, Error>,
-    buf: &mut [u8],
-) -> Result<usize, Error> {
-    let mut got = 0;
-    while got < buf.len() {
-        match read(&mut buf[got..])? {
-            0 => break,
-            n => got += n,
-        }
-    }
-    Ok(got)
 }
 
 /// The first rank of `ranking` not tried yet and live now.

@@ -25,7 +25,7 @@ pub const CHUNK: usize = 256 * 1024;
 /// The credit a receiver grants back once it has written `consumed` bytes
 /// (and not granted them yet): nothing until `GRANT_EVERY`, then at most a
 /// window, which fits a `Credit` frame's u32.
-pub fn take_grant(consumed: &mut u64) -> Option<u32> {
+fn take_grant(consumed: &mut u64) -> Option<u32> {
     if *consumed < GRANT_EVERY {
         return None;
     }

@@ -6,6 +6,7 @@
 //! behind a gateway (proxied requests) or at an origin (the store, whose
 //! replicas are rank 0's own).
 
+use super::credit::Stopped;
 use super::wire::AbortReason;
 use crate::error::{Error, Fault};
 
@@ -102,6 +103,27 @@ impl AbortReason {
     }
 }
 
+impl Stopped {
+    /// The error a client gets for a body that stopped crossing the hop,
+    /// behind a gateway to `upstream`.
+    pub fn gateway_error(self, upstream: &str) -> Error {
+        match self {
+            Stopped::Aborted(reason) => reason.gateway_error(upstream),
+            Stopped::TimedOut => Error::UpstreamTimeout,
+            Stopped::Gone | Stopped::Answered => Error::UpstreamBroken("worker gone"),
+        }
+    }
+
+    /// The same when rank 0 is the origin (a store write).
+    pub fn origin_error(self) -> Error {
+        match self {
+            Stopped::Aborted(reason) => reason.origin_error(),
+            Stopped::TimedOut => Error::UpstreamTimeout,
+            Stopped::Gone | Stopped::Answered => Error::Overloaded,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +162,24 @@ mod tests {
             assert_eq!(reason.origin_error().status(), Some(origin), "{reason:?}");
             assert_eq!(reason.fault(), fault, "{reason:?}");
             assert_eq!(reason.nothing_sent(), nothing_sent, "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn a_body_that_stopped_gives_the_same_errors() {
+        for reason in ALL {
+            let gateway = Stopped::Aborted(reason).gateway_error("u").status();
+            assert_eq!(gateway, reason.gateway_error("u").status(), "{reason:?}");
+            let origin = Stopped::Aborted(reason).origin_error().status();
+            assert_eq!(origin, reason.origin_error().status(), "{reason:?}");
+        }
+        for (stopped, gateway, origin) in [
+            (Stopped::TimedOut, 504, 504),
+            (Stopped::Gone, 502, 503),
+            (Stopped::Answered, 502, 503),
+        ] {
+            assert_eq!(stopped.gateway_error("u").status(), Some(gateway));
+            assert_eq!(stopped.origin_error().status(), Some(origin));
         }
     }
 
